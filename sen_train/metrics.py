@@ -1,0 +1,77 @@
+"""The field's retrieval metrics: R@1/5/10, mAP and mINP, in percent.
+
+Protocol (DESIGN.md): rank the gallery by similarity for every query; a gallery item is relevant
+when its identity equals the query's. AP averages precision over *all* relevant items;
+INP = (number relevant) / (1-based rank of the last relevant). Ties are broken by gallery order
+(a stable sort), so results are deterministic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TOP_K = (1, 5, 10)
+
+
+class MetricsError(ValueError):
+    """Inputs that do not define a retrieval evaluation."""
+
+
+def retrieval_metrics(similarity, query_pids, gallery_pids, chunk: int = 1024) -> dict[str, float]:
+    """Metrics for `similarity` [Q, G] (rows are queries) with identities per query and gallery item.
+
+    Queries are processed in chunks of `chunk` rows so that memory stays O(chunk x G).
+    """
+    sim = np.asarray(similarity)
+    qp = np.asarray(query_pids)
+    gp = np.asarray(gallery_pids)
+    if sim.ndim != 2:
+        raise MetricsError(f"similarity must be 2-D [queries, gallery], got shape {sim.shape}")
+    if sim.shape != (len(qp), len(gp)):
+        raise MetricsError(
+            f"similarity shape {sim.shape} does not match {len(qp)} query pids x {len(gp)} gallery pids"
+        )
+    if sim.shape[0] == 0 or sim.shape[1] == 0:
+        raise MetricsError("empty query set or gallery")
+
+    hits = {k: 0 for k in TOP_K}
+    ap_sum = inp_sum = 0.0
+    for start in range(0, len(qp), chunk):
+        rows = sim[start : start + chunk]
+        order = np.argsort(-rows, axis=1, kind="stable")
+        matches = gp[order] == qp[start : start + chunk, None]  # [q, G] bool, in rank order
+        n_rel = matches.sum(axis=1)
+        if (n_rel == 0).any():
+            bad = start + int(np.flatnonzero(n_rel == 0)[0])
+            raise MetricsError(f"query {bad} (pid {qp[bad]}) has no relevant item in the gallery")
+        for k in TOP_K:
+            hits[k] += int(matches[:, :k].any(axis=1).sum())
+        cum = np.cumsum(matches, axis=1)
+        ranks = np.arange(1, matches.shape[1] + 1)
+        precision_at_hits = (cum / ranks) * matches
+        ap_sum += float((precision_at_hits.sum(axis=1) / n_rel).sum())
+        last = matches.shape[1] - np.argmax(matches[:, ::-1], axis=1)  # 1-based rank of last relevant
+        inp_sum += float((n_rel / last).sum())
+
+    n = len(qp)
+    out = {f"R{k}": 100.0 * hits[k] / n for k in TOP_K}
+    out["mAP"] = 100.0 * ap_sum / n
+    out["mINP"] = 100.0 * inp_sum / n
+    return out
+
+
+def bidirectional_metrics(similarity, text_pids, image_pids) -> dict[str, dict[str, float]]:
+    """Text-to-image (the field's headline) and image-to-text, from one [texts, images] matrix."""
+    sim = np.asarray(similarity)
+    return {
+        "t2i": retrieval_metrics(sim, text_pids, image_pids),
+        "i2t": retrieval_metrics(sim.T, image_pids, text_pids),
+    }
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """One-line-per-metric table for terminals."""
+    keys = [f"R{k}" for k in TOP_K] + ["mAP", "mINP"]
+    head = " ".join(f"{k:>7}" for k in keys)
+    vals = " ".join(f"{metrics[k]:7.2f}" for k in keys)
+    return f"{head}\n{vals}"
