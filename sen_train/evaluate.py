@@ -1,0 +1,78 @@
+"""Evaluation with the field's protocol: all captions of a split query all its images.
+
+    python -m sen_train.evaluate --ckpt RUN/best --data DIR [--split test] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sen_train.data.readers import Sample, unique_images
+from sen_train.metrics import format_table, retrieval_metrics
+from sen_train.transforms import normalise, read_rgb, resize
+
+
+@torch.no_grad()
+def encode_split(model, samples: list[Sample], batch_size: int = 128, device="cpu", progress: bool = False):
+    """(text features, text pids, image features, image pids) as NumPy arrays."""
+    from sen_train.loader import tokenize
+
+    model.eval()
+    paths, img_pids = unique_images(samples)
+    size = tuple(model.image_size)
+    img_feats, txt_feats = [], []
+    for i in tqdm(range(0, len(paths), batch_size), desc="encode images", disable=not progress):
+        x = np.stack([normalise(resize(read_rgb(p), size), model.mean, model.std) for p in paths[i : i + batch_size]])
+        img_feats.append(model.encode_image(torch.from_numpy(x).to(device)).float().cpu())
+    captions = [s.caption for s in samples]
+    for i in tqdm(range(0, len(captions), batch_size), desc="encode texts", disable=not progress):
+        txt_feats.append(model.encode_text(tokenize(captions[i : i + batch_size]).to(device)).float().cpu())
+    return (torch.cat(txt_feats).numpy(), np.array([s.pid for s in samples]),
+            torch.cat(img_feats).numpy(), np.array(img_pids))
+
+
+def evaluate(model, samples: list[Sample], batch_size: int = 128, device="cpu", progress: bool = False) -> dict:
+    """Text-to-image R1/R5/R10/mAP/mINP (percent) on `samples`."""
+    if not samples:
+        raise ValueError("cannot evaluate on an empty split")
+    txt, txt_pids, img, img_pids = encode_split(model, samples, batch_size, device, progress)
+    return retrieval_metrics(txt @ img.T, txt_pids, img_pids)
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(prog="python -m sen_train.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--ckpt", required=True, help="checkpoint dir (model.safetensors + config.json)")
+    ap.add_argument("--data", required=True, help="dataset root")
+    ap.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true", help="print one JSON object with R1, R5, R10, mAP, mINP")
+    args = ap.parse_args(argv)
+    from sen_train.checkpoint import CheckpointError, load_model
+    from sen_train.data import DatasetError, read_dataset
+
+    try:
+        model = load_model(args.ckpt, args.device)
+        samples = read_dataset(args.data)[args.split]
+        metrics = evaluate(model, samples, args.batch_size, args.device, progress=not args.json)
+    except (CheckpointError, DatasetError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{args.split}: {len(samples)} captions")
+        print(format_table(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

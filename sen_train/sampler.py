@@ -1,0 +1,72 @@
+"""Identity sampler: every batch holds P identities with k samples each.
+
+SDM, ID and triplet need several samples of an identity and several identities per batch; random
+batches rarely give both. Batches are a pure function of (seed, epoch), so a run resumed mid-epoch
+skips exactly the batches already seen. Identity groups are the unit a distributed split will
+hand to ranks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+
+class IdentityBatchSampler:
+    def __init__(self, pids, batch_size: int, k: int, seed: int = 0):
+        if batch_size % k or batch_size < 2 * k:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of k={k} holding at least 2 identities")
+        self.by_pid: dict[int, list[int]] = defaultdict(list)
+        for i, p in enumerate(pids):
+            self.by_pid[int(p)].append(i)
+        self.per_batch = batch_size // k
+        if len(self.by_pid) < self.per_batch:
+            raise ValueError(f"{len(self.by_pid)} identities cannot fill batches of {self.per_batch} identities; "
+                             f"lower batch_size or k_per_id")
+        self.k, self.seed = k, seed
+        self.epoch = 0
+        self.skip = 0  # batches of this epoch already consumed (resume)
+
+    def groups(self, epoch: int) -> list[tuple[int, list[int]]]:
+        """(pid, k sample indices) groups; identities with fewer than k samples repeat some."""
+        rng = np.random.default_rng([self.seed, epoch])
+        out = []
+        for pid in sorted(self.by_pid):
+            idx = list(rng.permutation(self.by_pid[pid]))
+            if len(idx) < self.k:
+                idx += list(rng.choice(self.by_pid[pid], self.k - len(idx)))
+            out += [(pid, [int(i) for i in idx[j : j + self.k]]) for j in range(0, len(idx) - self.k + 1, self.k)]
+        return out
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        pending: dict[int, list[list[int]]] = defaultdict(list)
+        for pid, group in self.groups(epoch):
+            pending[pid].append(group)
+        for lst in pending.values():
+            rng.shuffle(lst)
+        out = []
+        while sum(1 for v in pending.values() if v) >= self.per_batch:
+            avail = sorted(p for p, v in pending.items() if v)
+            chosen = rng.choice(avail, self.per_batch, replace=False)
+            out.append([i for p in chosen for i in pending[int(p)].pop()])
+        return out
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.skip = epoch, 0
+
+    def __iter__(self):
+        for b in self.batches(self.epoch)[self.skip :]:
+            self.skip += 1
+            yield b
+
+    def __len__(self) -> int:
+        return len(self.batches(self.epoch))
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "skip": self.skip, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.skip, self.seed = int(state["epoch"]), int(state["skip"]), int(state["seed"])

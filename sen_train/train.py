@@ -1,0 +1,259 @@
+"""Train SEN.
+
+    python -m sen_train.train --config tiny|small|sen-vit-b-16|cfg.yaml --data DIR --out RUN_DIR \
+        [--set key=value ...] [--resume]
+
+Writes RUN_DIR/last/ (every epoch, resumable), RUN_DIR/best/ (best val R1; never chosen on test),
+RUN_DIR/metrics.jsonl (losses and evaluations) and RUN_DIR/results.json (final test metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sen_train.checkpoint import CheckpointError, load_training, save_model, save_training
+from sen_train.config import ConfigError, TrainConfig, apply_overrides, load_config
+from sen_train.data import DatasetError, read_dataset
+from sen_train.evaluate import evaluate
+from sen_train.loader import PairDataset, collate
+from sen_train.metrics import format_table
+from sen_train.sampler import IdentityBatchSampler
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue (e.g. an existing run dir without --resume)."""
+
+
+class WarmupCosine:
+    """LR multiplier: linear warm-up from 0.1 to 1, then cosine to 0 (per optimiser step)."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = warmup, max(1, total)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return 0.1 + 0.9 * step / self.warmup
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """Backbone at lr, new modules (ID, TIR, MLM heads) at lr x new_module_lr_mult; no weight decay
+    on biases, norms, embeddings and other 1-D parameters."""
+    new_ids = {id(p) for m in model.new_modules() for p in m.parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim < 2 or "embedding" in name or name.endswith("class_embedding")
+        groups.setdefault((id(p) in new_ids, no_decay), []).append(p)
+    out = []
+    for (new, no_decay), params in sorted(groups.items()):
+        lr = cfg.lr * (cfg.new_module_lr_mult if new else 1.0)
+        out.append({"params": params, "lr": lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay})
+    return out
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device):
+    """fp32 master weights always; autocast only changes the compute dtype of the forward pass."""
+    mode = cfg.amp if cfg.amp != "auto" else ("fp16" if device.type == "cuda" else "off")
+    if mode == "off":
+        return contextlib.nullcontext, None
+    dtype = torch.float16 if mode == "fp16" else torch.bfloat16
+    scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _better(metrics: dict, best: dict | None) -> bool:
+    return best is None or (metrics["R1"], metrics["mAP"]) > (best["R1"], best["mAP"])
+
+
+def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, progress: bool = True) -> dict:
+    """Run training; returns {"best_val": ..., "test": ...}."""
+    out = Path(out_dir)
+    if (out / "last").exists() and not resume:
+        raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (out / "last").exists():
+        raise TrainingError(f"nothing to resume: {out / 'last'} does not exist")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    log_path = out / "metrics.jsonl"
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+
+    data = read_dataset(data_root)
+    train_samples = data["train"]
+    if not train_samples:
+        raise TrainingError(f"{data_root}: the train split is empty")
+    num_classes = len({s.pid for s in train_samples})
+
+    pruned = None
+    if cfg.loss.prune_p > 0:
+        from sen_train.pruning import default_cache_path, pruned_captions
+
+        pruned = pruned_captions([s.caption for s in train_samples], default_cache_path(data_root, out), progress)
+
+    from sen_train.model import SEN
+
+    model = SEN(cfg, num_classes=num_classes)
+    if cfg.model.pretrained and not resume:
+        from sen_train.backbone import load_pretrained
+
+        for note in load_pretrained(model.clip, cfg.model.pretrained, cfg.model.pretrained_grid):
+            print(note)
+    model.to(device)
+
+    dataset = PairDataset(train_samples, model.image_size, model.mean, model.std, train=True, flip_p=cfg.flip_p,
+                          prune_p=cfg.loss.prune_p, pruned=pruned, seed=cfg.seed)
+    sampler = IdentityBatchSampler([s.pid for s in train_samples], cfg.batch_size, cfg.k_per_id, cfg.seed)
+    # A private generator: creating a loader iterator must not consume the global RNG (resume equivalence).
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=cfg.workers, generator=torch.Generator())
+    steps_per_epoch = len(sampler)
+    total = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.Adam(param_groups(model, cfg), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_epochs * steps_per_epoch, total))
+    autocast, scaler = autocast_for(cfg, device)
+
+    state = {"epoch": 0, "step": 0, "best": None}
+    if resume:
+        state = load_training(out / "last", model, optimizer, scheduler, sampler)
+        print(f"resumed from {out / 'last'} at epoch {state['epoch'] + 1}, step {state['step']}")
+
+    def checkpoint_last():
+        save_training(out / "last", model, optimizer, scheduler, sampler, state)
+
+    stopped = False
+    for epoch in range(state["epoch"], cfg.epochs):
+        state["epoch"] = epoch
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        model.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch - sampler.skip,
+                   disable=not progress, unit="step")
+        t0, seen = time.perf_counter(), 0
+        for images, tokens, pids in bar:
+            images, tokens, pids = images.to(device), tokens.to(device), pids.to(device)
+            with autocast():
+                losses = model(images, tokens, pids)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(losses["loss"]).backward()
+                scaler.unscale_(optimizer)
+            else:
+                losses["loss"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            sampler.skip += 1
+            state["step"] += 1
+            seen += images.shape[0]
+            values = {k: round(float(v.detach()), 5) for k, v in losses.items()}
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
+            if state["step"] % cfg.log_every == 0 or sampler.skip == steps_per_epoch:
+                _log(log_path, {"epoch": epoch + 1, "step": state["step"], "lr": scheduler.get_last_lr()[0],
+                                "samples_per_s": round(seen / (time.perf_counter() - t0), 2), **values})
+            if cfg.max_steps and state["step"] >= cfg.max_steps:
+                stopped = True
+                break
+        if stopped:
+            checkpoint_last()
+            break
+        last_epoch = epoch + 1 == cfg.epochs
+        if data["val"] and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
+            metrics = evaluate(model, data["val"], cfg.eval_batch_size, device)
+            _log(log_path, {"epoch": epoch + 1, "step": state["step"], "split": "val", **metrics})
+            if progress:
+                print(f"val after epoch {epoch + 1}:\n{format_table(metrics)}", flush=True)
+            if _better(metrics, state["best"]):
+                state["best"] = {**metrics, "epoch": epoch + 1}
+                save_model(out / "best", model, epoch=epoch + 1, step=state["step"], val=metrics)
+        state["epoch"] = epoch + 1
+        sampler.set_epoch(epoch + 1)  # the next epoch starts from its first batch
+        checkpoint_last()
+
+    result = {"best_val": state["best"], "steps": state["step"]}
+    if not stopped:
+        if not (out / "best").exists():  # no val split (ICFG-PEDES): the last epoch is the model
+            save_model(out / "best", model, epoch=state["epoch"], step=state["step"])
+        if data["test"]:
+            from sen_train.checkpoint import load_model
+
+            best = load_model(out / "best", device)
+            result["test"] = evaluate(best, data["test"], cfg.eval_batch_size, device)
+            _log(log_path, {"split": "test", "checkpoint": "best", **result["test"]})
+            if progress:
+                print(f"test (best on val):\n{format_table(result['test'])}")
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(prog="python -m sen_train.train", description="Train SEN.")
+    ap.add_argument("--config", help="preset (tiny, small, sen-vit-b-16) or a YAML file (not needed with --resume)")
+    ap.add_argument("--data", required=True, help="dataset root (CUHK-PEDES, ICFG-PEDES, RSTPReid or JSONL)")
+    ap.add_argument("--out", required=True, help="run dir")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set epochs=1 --set loss.tir=0")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    from sen_train.backbone import WeightsError
+    from sen_train.losses import BatchError
+    from sen_train.pruning import TaggerUnavailable
+
+    try:
+        if args.resume:  # the run's own config, plus any overrides (e.g. --set max_steps=...)
+            saved = Path(args.out) / "config.json"
+            if not saved.is_file():
+                raise TrainingError(f"nothing to resume: {saved} does not exist")
+            cfg = apply_overrides(TrainConfig.from_dict(json.loads(saved.read_text())), args.overrides)
+        elif args.config is None:
+            raise ConfigError("--config is required (a preset: tiny, small, sen-vit-b-16; or a YAML file)")
+        else:
+            cfg = load_config(args.config, args.overrides)
+        train(cfg, args.data, args.out, resume=args.resume, progress=not args.quiet)
+    except (ConfigError, DatasetError, TrainingError, CheckpointError, WeightsError, TaggerUnavailable,
+            BatchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
