@@ -135,6 +135,9 @@ def load_pretrained(model, source: str, grid: tuple[int, int] | None = None) -> 
     if not path.is_file():
         path = _download_tag(model, source)
     sd = read_state_dict(path)
+    derived = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+    for k in derived & set(sd):  # e.g. a TorchScript archive's attn_mask, which the model builds itself
+        del sd[k]
     notes = []
     key = "visual.positional_embedding"
     target = model.state_dict()

@@ -1,8 +1,9 @@
 """Identity sampler: every batch holds P identities with k samples each.
 
 SDM, ID and triplet need several samples of an identity and several identities per batch; random
-batches rarely give both. Batches are a pure function of (seed, epoch), so a run resumed mid-epoch
-skips exactly the batches already seen. Identity groups are the unit a distributed split will
+batches rarely give both. Every identity group of an epoch is used (the last batch is topped up
+with extra groups of other identities). Batches are a pure function of (seed, epoch), so a run
+resumed mid-epoch skips exactly the batches already seen. Identity groups are the unit a distributed split will
 hand to ranks.
 """
 
@@ -47,10 +48,19 @@ class IdentityBatchSampler:
         for lst in pending.values():
             rng.shuffle(lst)
         out = []
-        while sum(1 for v in pending.values() if v) >= self.per_batch:
+        while any(pending.values()):
             avail = sorted(p for p, v in pending.items() if v)
-            chosen = rng.choice(avail, self.per_batch, replace=False)
-            out.append([i for p in chosen for i in pending[int(p)].pop()])
+            if len(avail) >= self.per_batch:  # favour identities with many groups left: fewer leftovers
+                weights = np.array([len(pending[p]) for p in avail], float)
+                chosen = [int(p) for p in rng.choice(avail, self.per_batch, replace=False, p=weights / weights.sum())]
+                out.append([i for p in chosen for i in pending[p].pop()])
+            else:  # the last groups: fill the batch with extra groups of other identities
+                others = sorted(set(self.by_pid) - set(avail))
+                extra = [int(p) for p in rng.choice(others, self.per_batch - len(avail), replace=False)]
+                batch = [i for p in avail for i in pending[p].pop()]
+                for p in extra:
+                    batch += [int(i) for i in rng.choice(self.by_pid[p], self.k, replace=len(self.by_pid[p]) < self.k)]
+                out.append(batch)
         return out
 
     def set_epoch(self, epoch: int) -> None:
@@ -58,9 +68,9 @@ class IdentityBatchSampler:
             self.epoch, self.skip = epoch, 0
 
     def __iter__(self):
-        for b in self.batches(self.epoch)[self.skip :]:
-            self.skip += 1
-            yield b
+        # `skip` is advanced by the consumer (the training loop) per batch it has finished: a
+        # DataLoader with workers prefetches ahead, so the sampler cannot know what was consumed.
+        yield from self.batches(self.epoch)[self.skip :]
 
     def __len__(self) -> int:
         return len(self.batches(self.epoch))

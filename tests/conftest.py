@@ -17,3 +17,13 @@ def synth_small(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth_small")
     generate(SynthConfig(ids=24, seed=3), out, workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_learn(tmp_path_factory):
+    """A SynthPEDES set big enough for a from-scratch model to learn from in seconds."""
+    from sen_train.data.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth_learn")
+    generate(SynthConfig(ids=160, seed=7), out, workers=2, progress=False)
+    return out
