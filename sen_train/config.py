@@ -103,47 +103,47 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _coerce(value: Any, current: Any, key: str):
-    if isinstance(current, bool):
-        if isinstance(value, str):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return bool(value)
-    if isinstance(current, (int, float)):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if isinstance(current, int):
-            if not number.is_integer():
-                raise ConfigError(f"{key}: expected an integer, got {value!r}")
-            return int(number)
-        return number
-    if isinstance(current, tuple) or (current is None and isinstance(value, (list, tuple))):
-        if isinstance(value, str):
-            value = json.loads(value) if value.startswith("[") else [v for v in value.split(",")]
-        return tuple(type(current[0])(v) if current else v for v in value) if value is not None else None
-    if value in ("None", "null") and key.split(".")[-1] in ("pretrained", "pretrained_grid"):
+def _coerce(value: Any, kind: str, key: str):
+    """`value` (from YAML or a `--set` string) converted to the field's declared type `kind`."""
+    if "None" in kind and (value is None or value in ("None", "null", "none", "")):
         return None
-    return value
+    try:
+        if kind.startswith("tuple"):
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+            element = float if "float" in kind else int
+            return tuple(element(v) for v in value)
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind.startswith("int"):
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {kind}, got {value!r}") from None
+    return str(value)
 
 
 def _apply(obj, updates: dict, prefix: str) -> None:
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(obj)}
     for key, value in updates.items():
         name = f"{prefix}{key}"
-        if not hasattr(obj, key) or key.startswith("_"):
-            valid = ", ".join(f.name for f in dataclasses.fields(obj))
-            raise ConfigError(f"unknown config key '{name}' (valid here: {valid})")
+        if key not in kinds:
+            raise ConfigError(f"unknown config key '{name}' (valid here: {', '.join(kinds)})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"'{name}' is a section; set its fields, e.g. {name}.<field>=...")
             _apply(current, value, f"{name}.")
         else:
-            setattr(obj, key, _coerce(value, current, name))
+            setattr(obj, key, _coerce(value, kinds[key], name))
 
 
 def parse_overrides(pairs: list[str]) -> dict:

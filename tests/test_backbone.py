@@ -117,3 +117,12 @@ def test_incompatible_weights_list_mismatched_keys(tmp_path):
     assert "do not fit the model" in msg and "shape mismatches" in msg
     assert "token_embedding.weight: file (49408, 256) vs model (49408, 128)" in msg
     assert "unexpected keys" in msg  # small has more layers than tiny
+
+
+@pytest.mark.parametrize("name,size,grid,dim", [("ViT-S-16", (384, 128), (24, 8), 384),
+                                                ("ViT-L-14", (378, 126), (27, 9), 768)])
+def test_published_backbones_run_at_person_size(name, size, grid, dim):
+    model, got = create_clip(name, (384, 128))
+    assert got == size and tuple(model.visual.grid_size) == grid
+    with torch.no_grad():
+        assert model.encode_image(torch.randn(1, 3, *size)).shape == (1, dim)

@@ -1,0 +1,167 @@
+"""Checkpoint -> engine dir with ONNX towers (fp32, optionally int8), tokenizer and manifest.
+
+    python -m export.onnx --ckpt RUN/best --out ENGINE_DIR [--opset 18] [--int8] [--force]
+
+Everything is built in a temporary dir beside ENGINE_DIR and renamed into place only after the
+parity gate passes, so a failed export leaves nothing behind and an existing engine dir (and its
+gallery/) is untouched until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.graph import export_graph
+from export.parity import ParityError, check
+from export.tokenizer import build_tokenizer_json
+from export.towers import ImageTower, TextTower
+from sen_infer.manifest import Manifest, ManifestError, read_manifest, sha256_file
+from sen_infer.tokenizer import ClipTokenizer
+from sen_train.checkpoint import CheckpointError, load_model, read_meta
+
+IMAGE_ONNX, TEXT_ONNX = "image_encoder.onnx", "text_encoder.onnx"
+IMAGE_INT8, TEXT_INT8 = "image_encoder.int8.onnx", "text_encoder.int8.onnx"
+TOKENIZER = "tokenizer.json"
+
+
+class ExportError(RuntimeError):
+    """An export that cannot proceed (e.g. it would overwrite another model's engine dir)."""
+
+
+def _versions() -> dict:
+    out = {}
+    for name in ("torch", "onnx", "onnxruntime", "onnxscript", "open_clip_torch", "tokenizers"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic quantisation: QInt8 weights on MatMul/Gemm, activations quantised at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def _check_target(out: Path, fingerprint: str, force: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    try:
+        existing = read_manifest(out)
+    except ManifestError:
+        if any(p.name != "gallery" for p in out.iterdir()) and not force:
+            raise ExportError(f"{out} exists and is not an engine dir; pass --force to replace it") from None
+        return
+    if existing.fingerprint != fingerprint and not force:
+        raise ExportError(f"{out} holds an export of another model (fingerprint {existing.fingerprint[:12]}, "
+                          f"this checkpoint {fingerprint[:12]}); pass --force to replace it")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Move the finished build into place, keeping the old dir's gallery/ (nothing stored is lost)."""
+    if out.exists():
+        if (out / "gallery").exists():
+            (out / "gallery").rename(tmp / "gallery")
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def export_engine_dir(ckpt: str | os.PathLike, out: str | os.PathLike, opset: int = 18, int8: bool = False,
+                      force: bool = False, image_tower=ImageTower, text_tower=TextTower,
+                      log=print) -> Manifest:
+    """Export `ckpt` to the engine dir `out`; returns its manifest. Raises ParityError on a failed gate."""
+    ckpt, out = Path(ckpt), Path(out).resolve()
+    meta = read_meta(ckpt)
+    fingerprint = sha256_file(ckpt / "model.safetensors")
+    _check_target(out, fingerprint, force)
+    model = load_model(ckpt).float()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+    try:
+        t0 = time.perf_counter()
+        h, w = model.image_size
+        log(f"exporting image tower ({h}x{w}) ...")
+        export_graph(image_tower(model), torch.zeros(2, 3, h, w), tmp / IMAGE_ONNX, "image", False, opset)
+        log("exporting text tower ...")
+        tokens = torch.zeros(2, 77, dtype=torch.int32)
+        tokens[:, 0], tokens[:, 1] = 49406, 49407
+        export_graph(text_tower(model), tokens, tmp / TEXT_ONNX, "tokens", True, opset)
+        build_tokenizer_json(tmp / TOKENIZER)
+        tokenizer = ClipTokenizer(tmp / TOKENIZER)
+        export_seconds = time.perf_counter() - t0
+        log("parity gate (fp32) ...")
+        parity = {"fp32": check(model, _session(tmp / IMAGE_ONNX), _session(tmp / TEXT_ONNX), tokenizer, "fp32")}
+        precisions = ["fp32"]
+        if int8:
+            log("quantising to int8 ...")
+            quantize_int8(tmp / IMAGE_ONNX, tmp / IMAGE_INT8)
+            quantize_int8(tmp / TEXT_ONNX, tmp / TEXT_INT8)
+            log("parity gate (int8) ...")
+            parity["int8"] = check(model, _session(tmp / IMAGE_INT8), _session(tmp / TEXT_INT8), tokenizer, "int8")
+            precisions.append("int8")
+        parity["export_seconds"] = round(export_seconds, 2)
+        for leftover in tmp.glob("*.data"):  # no external-data files are expected; refuse silently-wrong dirs
+            raise ExportError(f"unexpected external data file {leftover.name}")
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = Manifest(
+            fingerprint=fingerprint, model_name=meta["config"]["model"]["name"], embed_dim=int(model.embed_dim),
+            image_size=(int(h), int(w)), mean=tuple(model.mean), std=tuple(model.std), context_length=77,
+            sot_id=tokenizer.sot_id, eot_id=tokenizer.eot_id, files=files, precisions=precisions, parity=parity,
+            opset=opset, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), producer=_versions())
+        manifest.write(tmp)
+        _swap_in(tmp, out)
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.split("\n")[0])
+    ap.add_argument("--ckpt", required=True, help="checkpoint dir (model.safetensors + config.json)")
+    ap.add_argument("--out", required=True, help="engine dir to write")
+    ap.add_argument("--opset", type=int, default=18)
+    ap.add_argument("--int8", action="store_true", help="also write dynamic-quantised int8 towers")
+    ap.add_argument("--force", action="store_true", help="replace an engine dir of another model")
+    args = ap.parse_args(argv)
+    try:
+        m = export_engine_dir(args.ckpt, args.out, args.opset, args.int8, args.force)
+    except (ExportError, ParityError, CheckpointError, ManifestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, ParityError) else 2
+    for precision in m.precisions:
+        f = m.parity[precision]
+        print(f"{precision}: image min cos {f['image_min_cosine']:.6f}, text min cos {f['text_min_cosine']:.6f}, "
+              f"probe R@1 {f['probe_R1_export']:.2f} (torch {f['probe_R1_torch']:.2f})")
+    print(f"engine dir -> {Path(args.out).resolve()} (export {m.parity['export_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
