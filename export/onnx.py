@@ -18,7 +18,6 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from export.graph import export_graph
@@ -56,9 +55,17 @@ def _session(path: Path):
 
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic quantisation: QInt8 weights on MatMul/Gemm, activations quantised at run time."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it advises an optional pre-processing pass on every call
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
 
 
 def _check_target(out: Path, fingerprint: str, force: bool) -> None:

@@ -13,7 +13,11 @@ from export.probe import probe_set
 from sen_train.metrics import retrieval_metrics
 from sen_train.transforms import normalise, resize
 
-THRESHOLDS = {"fp32": 0.9999, "int8": 0.99}
+# minimum cosine to torch fp32; fp16 TensorRT plans cannot reach the fp32 bar, int8 less so
+THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}
+# Probe R@1 must match torch exactly in fp32. Reduced precisions legitimately flip near-ties, so they
+# may move it by at most 3% of the probe queries (at least one query).
+R1_TOLERANCE_SHARE = 0.03
 BATCHES = (1, 3, 17)
 
 
@@ -82,8 +86,12 @@ def check(model, image_session, text_session, tokenizer, precision: str) -> dict
         problems.append(f"image min cosine {img_cos:.6f} < {THRESHOLDS[precision]}")
     if worst_txt < THRESHOLDS[precision]:
         problems.append(f"text min cosine {worst_txt:.6f} < {THRESHOLDS[precision]}")
-    if r1_torch != r1_onnx:
-        problems.append(f"probe R@1 {r1_onnx:.2f} differs from torch's {r1_torch:.2f}")
+    n = len(captions)
+    allowed = 0.0 if precision == "fp32" else 100.0 * max(1, round(R1_TOLERANCE_SHARE * n)) / n
+    figures["probe_R1_tolerance"] = allowed
+    if abs(r1_torch - r1_onnx) > allowed + 1e-9:
+        problems.append(f"probe R@1 {r1_onnx:.2f} differs from torch's {r1_torch:.2f}"
+                        + (f" by more than {allowed:.2f}" if allowed else ""))
     if problems:
         raise ParityError(f"{precision} export fails the parity gate: " + "; ".join(problems))
     return figures

@@ -9,7 +9,7 @@ from sen_train.data.captions import make_caption
 from sen_train.data.synth import SynthConfig, plan_identities, render_image
 
 
-def probe_set(ids: int = 16, images_per_id: int = 2, seed: int = 20240601):
+def probe_set(ids: int = 24, images_per_id: int = 2, seed: int = 20240601):
     """(RGB uint8 images, image pids, captions, caption pids); deterministic."""
     cfg = SynthConfig(ids=max(3, ids), seed=seed, images_per_id=images_per_id, split_ratios=(1, 1, 1))
     images, img_pids, captions, txt_pids = [], [], [], []
