@@ -129,7 +129,11 @@ def export_engine_dir(ckpt: str | os.PathLike, out: str | os.PathLike, opset: in
             quantize_int8(tmp / IMAGE_ONNX, tmp / IMAGE_INT8)
             quantize_int8(tmp / TEXT_ONNX, tmp / TEXT_INT8)
             log("parity gate (int8) ...")
-            parity["int8"] = check(model, _session(tmp / IMAGE_INT8), _session(tmp / TEXT_INT8), tokenizer, "int8")
+            try:
+                parity["int8"] = check(model, _session(tmp / IMAGE_INT8), _session(tmp / TEXT_INT8), tokenizer,
+                                       "int8")
+            except ParityError as e:
+                raise ParityError(f"{e} (the fp32 towers passed: export without --int8 to keep them)") from None
             precisions.append("int8")
         parity["export_seconds"] = round(export_seconds, 2)
         for leftover in tmp.glob("*.data"):  # no external-data files are expected; refuse silently-wrong dirs

@@ -37,6 +37,12 @@ def _chunks(n: int):
         yield slice(start, n)
 
 
+def probe_inputs_rgb():
+    """The probe's RGB images and captions (for benchmarks that compare engines to each other)."""
+    images, _, captions, _ = probe_set()
+    return images, captions
+
+
 def probe_inputs(model):
     images, img_pids, captions, txt_pids = probe_set()
     x = np.stack([normalise(resize(im, tuple(model.image_size)), model.mean, model.std) for im in images])
