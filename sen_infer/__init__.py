@@ -1,6 +1,18 @@
 """sen_infer: the torch-free deployment SDK (tokenizer + onnxruntime/TensorRT + usearch + SQLite + OpenCV).
 
+    from sen_infer import Retriever
+    r = Retriever("engines/sen")                   # gallery defaults to engines/sen/gallery
+    r.gallery.add_video("cam1.mp4", camera="cam1")
+    hits = r.query("a woman in a red coat carrying a black backpack", k=10)
+
 Import rule: nothing under sen_infer imports torch, open_clip, sen_train or export.
 """
 
+from sen_infer.errors import (BackendUnavailable, EngineDirError, GalleryError, ModelMismatchError, QueryError,
+                              SenInferError)
+from sen_infer.gallery import Gallery, IngestReport
+from sen_infer.retriever import Hit, Retriever
+
 __version__ = "0.1.0"
+__all__ = ["Retriever", "Gallery", "Hit", "IngestReport", "SenInferError", "EngineDirError", "BackendUnavailable",
+           "GalleryError", "ModelMismatchError", "QueryError"]

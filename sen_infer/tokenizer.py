@@ -66,23 +66,34 @@ class ClipTokenizer:
             raise TokenizerError(f"{path} is not a CLIP tokenizer (no {SOT} / {EOT} tokens)")
         self.context_length = context_length
 
-    def ids(self, text: str) -> list[int]:
-        """Token ids with start/end tokens, truncated to the context length with end-of-text kept last."""
+    def ids(self, text: str) -> tuple[list[int], bool]:
+        """Token ids with start/end tokens, truncated to the context length with end-of-text kept
+        last; and whether truncation happened."""
         words = split_words(clean(text)) if text else []
         body = self._tok.encode(words, is_pretokenized=True, add_special_tokens=False).ids if words else []
         ids = [self.sot_id, *body, self.eot_id]
-        if len(ids) > self.context_length:
-            ids = ids[: self.context_length]
-            ids[-1] = self.eot_id
-        return ids
+        if len(ids) <= self.context_length:
+            return ids, False
+        ids = ids[: self.context_length]
+        ids[-1] = self.eot_id
+        return ids, True
 
-    def __call__(self, texts: list[str] | str, pad_to: int | None = None) -> np.ndarray:
-        """int32 [N, L]: L is the longest sequence in the batch, or `pad_to` (e.g. 77); 0 pads."""
+    def encode(self, texts: list[str] | str, pad_to: int | None = None) -> tuple[np.ndarray, list[int]]:
+        """(int32 [N, L], indices of truncated texts). L is the batch's longest sequence or `pad_to`."""
         if isinstance(texts, str):
             texts = [texts]
-        seqs = [self.ids(t) for t in texts]
+        seqs, truncated = [], []
+        for i, t in enumerate(texts):
+            ids, cut = self.ids(t)
+            seqs.append(ids)
+            if cut:
+                truncated.append(i)
         width = pad_to or max((len(s) for s in seqs), default=2)
         out = np.zeros((len(seqs), width), np.int32)
         for i, s in enumerate(seqs):
             out[i, : len(s)] = s[:width]
-        return out
+        return out, truncated
+
+    def __call__(self, texts: list[str] | str, pad_to: int | None = None) -> np.ndarray:
+        """int32 [N, L]: L is the longest sequence in the batch, or `pad_to` (e.g. 77); 0 pads."""
+        return self.encode(texts, pad_to)[0]

@@ -27,3 +27,22 @@ def synth_learn(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth_learn")
     generate(SynthConfig(ids=160, seed=7), out, workers=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth_learn, tmp_path_factory):
+    """The tiny preset trained on synth_learn: (result dict, run dir)."""
+    from sen_train.config import load_config
+    from sen_train.train import train
+
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    return train(load_config("tiny"), synth_learn, run, progress=False), run
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_run, tmp_path_factory):
+    """An engine dir (fp32 + int8) exported from the trained tiny checkpoint: (dir, manifest)."""
+    from export.onnx import export_engine_dir
+
+    out = tmp_path_factory.mktemp("engines") / "tiny"
+    return out, export_engine_dir(tiny_run[1] / "best", out, int8=True, log=lambda *_: None)

@@ -17,25 +17,19 @@ from export.parity import ParityError
 from export.towers import ImageTower, TextTower
 from sen_infer.manifest import ManifestError, read_manifest, verify_files
 from sen_train.checkpoint import load_model
-from sen_train.config import load_config
-from sen_train.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
-def ckpt(synth_small, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run") / "tiny"
-    train(load_config("tiny", ["epochs=2", "eval_every=2"]), synth_small, run, progress=False)
-    return run / "best"
+def ckpt(tiny_run):
+    return tiny_run[1] / "best"
 
 
 @pytest.fixture(scope="module")
-def engine(ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("engines") / "tiny"
-    manifest = export_engine_dir(ckpt, out, int8=True, log=lambda *_: None)
-    return out, manifest
+def engine(tiny_engine):
+    return tiny_engine
 
 
 def _session(path):

@@ -43,7 +43,8 @@ def test_corpus_matches_open_clip(tokenizer):
 
 
 def test_long_caption_keeps_end_of_text_last(tokenizer):
-    ids = tokenizer.ids("the man " * 60)
+    ids, truncated = tokenizer.ids("the man " * 60)
+    assert truncated and not tokenizer.ids("the man")[1]
     assert len(ids) == 77 and ids[0] == tokenizer.sot_id and ids[-1] == tokenizer.eot_id
 
 

@@ -36,20 +36,20 @@ def test_resume_equals_uninterrupted_run(synth_small, tmp_path):
     assert any(k.startswith("optim.") for k in one_step)
 
 
-def test_tiny_config_learns(synth_learn, tmp_path):
-    result = train(load_config("tiny"), synth_learn, tmp_path / "run", progress=False)
+def test_tiny_config_learns(synth_learn, tiny_run):
+    result, run = tiny_run
     chance = 100 / 24  # R1 by chance: 4 relevant among 24 val identities x 4 images
     val, test = result["best_val"], result["test"]
     assert val["R1"] > 2.5 * chance, val
     assert test["R1"] > 2 * chance, test
     for name in ("best", "last"):
-        assert (tmp_path / "run" / name / "model.safetensors").is_file()
-        assert (tmp_path / "run" / name / "config.json").is_file()
-    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert (run / name / "model.safetensors").is_file()
+        assert (run / name / "config.json").is_file()
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("split") == "val" for r in log) and log[-1]["split"] == "test"
     assert all(k in log[0] for k in ("sdm", "id", "triplet", "tir", "loss", "lr"))
     # the evaluate CLI reproduces the test figures of the best checkpoint
-    r = _run("-m", "sen_train.evaluate", "--ckpt", str(tmp_path / "run" / "best"), "--data", str(synth_learn),
+    r = _run("-m", "sen_train.evaluate", "--ckpt", str(run / "best"), "--data", str(synth_learn),
              "--json")
     assert r.returncode == 0, r.stderr
     metrics = json.loads(r.stdout)

@@ -1,0 +1,5 @@
+import sys
+
+from sen_infer.cli import main
+
+sys.exit(main())

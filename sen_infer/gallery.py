@@ -1,0 +1,426 @@
+"""A crash-safe gallery of person crops: SQLite (WAL) is the truth, the usearch index a derived cache.
+
+Every ingest is one transaction (a video's tracks commit together with the record that the video
+is done), so a crash at any point leaves either all or nothing of it, and re-running adds only what
+is missing: rows are unique on (source, frame, bbox). The index is saved by write-to-temp + rename
+and rebuilt from SQLite whenever its sidecar does not match the table (missing, stale, other model).
+Reads are safe from many threads while one thread (or another process) ingests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sen_infer.errors import GalleryError, ModelMismatchError
+from sen_infer.preprocess import read_bgr
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS crops (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    camera TEXT,
+    frame INTEGER NOT NULL,
+    timestamp REAL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    track INTEGER,
+    crop_path TEXT,
+    embedding BLOB NOT NULL,
+    UNIQUE (source, frame, x, y, w, h)
+);
+CREATE INDEX IF NOT EXISTS crops_camera ON crops (camera);
+CREATE TABLE IF NOT EXISTS sources (source TEXT PRIMARY KEY, kind TEXT NOT NULL, rows INTEGER NOT NULL,
+                                    finished REAL NOT NULL);
+"""
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"}
+EXACT_MAX = 20_000  # below this many candidate rows, exact search is faster than the graph
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    skipped_existing: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    tracks: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+    def merge(self, other: "IngestReport") -> None:
+        self.added += other.added
+        self.skipped_existing += other.skipped_existing
+        self.unreadable += other.unreadable
+        self.tracks += other.tracks
+        self.frames += other.frames
+        self.seconds += other.seconds
+
+
+@dataclass(frozen=True)
+class Row:
+    key: int
+    source: str
+    camera: str | None
+    frame: int
+    timestamp: float | None
+    bbox: tuple[int, int, int, int]
+    track: int | None
+    crop_path: str | None
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+class Gallery:
+    """Open with `Gallery.open(path, engine_dir)`; `add_images`, `add_video`, `search`, `rows`."""
+
+    def __init__(self, path: Path, encoders, exact_max: int = EXACT_MAX):
+        self.dir = Path(path)
+        self.exact_max = exact_max
+        self.encoders = encoders
+        self.fingerprint = encoders.manifest.fingerprint
+        self.dim = encoders.dim
+        self.db_path = self.dir / "gallery.sqlite"
+        self.index_path = self.dir / "index.usearch"
+        self.crops_dir = self.dir / "crops"
+        self._local = threading.local()
+        self._lock = threading.RLock()  # guards the in-memory matrix and the index
+        self._write_lock = threading.Lock()
+        self._init_db()
+        self._ids = np.zeros(0, np.int64)
+        self._emb = np.zeros((0, self.dim), np.float16)
+        self._camera = np.zeros(0, object)
+        self._time = np.zeros(0, np.float64)
+        self._track = np.zeros(0, np.int64)
+        self._index = None
+        self.refresh()
+        self._load_or_rebuild_index()
+
+    # ---- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike, engine_dir=None, *, encoders=None, backend: str = "auto",
+             exact_max: int = EXACT_MAX) -> "Gallery":
+        """Open (or create) the gallery at `path` for the model of `engine_dir` (or given encoders)."""
+        if encoders is None:
+            if engine_dir is None:
+                raise GalleryError("Gallery.open needs an engine_dir (or encoders)")
+            from sen_infer.encoders import Encoders
+
+            encoders = Encoders(engine_dir, backend)
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise GalleryError(f"cannot create gallery dir {path}: {e}") from None
+        return cls(path, encoders, exact_max)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def _init_db(self) -> None:
+        try:
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("fingerprint", self.fingerprint),
+                                                                     ("embed_dim", str(self.dim)),
+                                                                     ("schema", "1"), ("created", str(time.time()))])
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise GalleryError(f"{self.db_path}: not a readable gallery database ({e})") from None
+        if meta and meta.get("fingerprint") != self.fingerprint:
+            raise ModelMismatchError(
+                f"gallery {self.dir} was built with another model (fingerprint {meta.get('fingerprint', '?')[:12]}, "
+                f"engine {self.fingerprint[:12]}); open it with its own engine dir or ingest into a new gallery")
+
+    # ---- the in-memory view and the index -----------------------------------------------------
+    def refresh(self) -> None:
+        """Pick up rows committed since the last look (by this or another process)."""
+        conn = self._conn()
+        with self._lock:
+            last = int(self._ids[-1]) if len(self._ids) else 0
+            rows = conn.execute("SELECT id, camera, timestamp, track, embedding FROM crops WHERE id > ? ORDER BY id",
+                                (last,)).fetchall()
+            if not rows:
+                return
+            self._append(rows)
+
+    def _append(self, rows) -> None:
+        ids = np.array([r[0] for r in rows], np.int64)
+        emb = np.frombuffer(b"".join(r[4] for r in rows), np.float16).reshape(len(rows), self.dim)
+        self._ids = np.concatenate([self._ids, ids])
+        self._emb = np.concatenate([self._emb, emb])
+        self._camera = np.concatenate([self._camera, np.array([r[1] for r in rows], object)])
+        self._time = np.concatenate([self._time, np.array([np.nan if r[2] is None else r[2] for r in rows])])
+        self._track = np.concatenate([self._track, np.array([-1 if r[3] is None else r[3] for r in rows], np.int64)])
+        if self._index is not None:
+            self._index.add(ids, emb.astype(np.float32))
+
+    def _sidecar(self) -> dict:
+        return {"count": int(len(self._ids)), "max_id": int(self._ids[-1]) if len(self._ids) else 0,
+                "fingerprint": self.fingerprint, "dim": self.dim}
+
+    def _load_or_rebuild_index(self) -> None:
+        from usearch.index import Index
+
+        with self._lock:
+            side = self.index_path.with_suffix(".json")
+            try:
+                ok = json.loads(side.read_text()) == self._sidecar() and self.index_path.is_file()
+            except (OSError, ValueError):
+                ok = False
+            index = Index(ndim=self.dim, metric="cos", dtype="f16")
+            if ok:
+                try:
+                    index.load(str(self.index_path))
+                    ok = len(index) == len(self._ids)
+                except Exception:  # a damaged cache file: rebuild it from the truth
+                    ok = False
+            if not ok:
+                index = Index(ndim=self.dim, metric="cos", dtype="f16")
+                if len(self._ids):
+                    index.add(self._ids, self._emb.astype(np.float32))
+            self._index = index
+            if not ok:
+                self._save_index()
+
+    def _save_index(self) -> None:
+        tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")
+        self._index.save(str(tmp))
+        os.replace(tmp, self.index_path)
+        side = self.index_path.with_suffix(".json")
+        tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+        tmp_side.write_text(json.dumps(self._sidecar()))
+        os.replace(tmp_side, side)
+
+    # ---- writing ------------------------------------------------------------------------------
+    def _commit(self, records: list[tuple], source_done: tuple | None = None) -> tuple[int, int]:
+        """Insert rows (and mark a source done) in one transaction; returns (added, existing)."""
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
+                                 "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+                added = conn.total_changes - before
+                if source_done is not None:
+                    conn.execute("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?)", source_done)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.refresh()
+            with self._lock:
+                self._save_index()
+        return added, len(records) - added
+
+    def _existing(self, source: str, frame: int, box) -> bool:
+        return self._conn().execute("SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? AND h=?",
+                                    (source, frame, *box)).fetchone() is not None
+
+    def add_images(self, items, camera: str | None = None, timestamp: float | None = None,
+                   track: int | None = None, batch_size: int = 64, progress=None) -> IngestReport:
+        """Add whole images (paths or BGR arrays) as crops. Unreadable files are skipped and reported."""
+        report = IngestReport()
+        t0 = time.perf_counter()
+        pending: list[tuple[str, np.ndarray, str | None]] = []
+
+        def flush():
+            if not pending:
+                return
+            emb = _normalise(self.encoders.encode_images([img for _, img, _ in pending])).astype(np.float16)
+            records = []
+            for (source, img, crop_path), e in zip(pending, emb):
+                h, w = img.shape[:2]
+                records.append((source, camera, -1, timestamp, 0, 0, w, h, track, crop_path, e.tobytes()))
+            added, existing = self._commit(records)
+            report.added += added
+            report.skipped_existing += existing
+            pending.clear()
+
+        for item in items:
+            if isinstance(item, np.ndarray):
+                digest = hashlib.sha1(np.ascontiguousarray(item).tobytes()).hexdigest()[:20]
+                source, img = f"array:{digest}", item
+                crop_path = self.crops_dir / "arrays" / f"{digest}.jpg"
+                if not self._existing(source, -1, (0, 0, img.shape[1], img.shape[0])):
+                    crop_path.parent.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(crop_path), img)
+                crop_path = str(crop_path)
+            else:
+                source = str(Path(item).resolve())
+                img = read_bgr(source)
+                crop_path = source
+                if img is None:
+                    report.unreadable.append(str(item))
+                    if progress is not None:
+                        progress(1)
+                    continue
+            if self._existing(source, -1, (0, 0, img.shape[1], img.shape[0])):
+                report.skipped_existing += 1
+            else:
+                pending.append((source, img, crop_path))
+            if len(pending) >= batch_size:
+                flush()
+            if progress is not None:
+                progress(1)
+        flush()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def source_done(self, source: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM sources WHERE source=?", (source,)).fetchone() is not None
+
+    def add_video(self, path: str | os.PathLike, camera: str | None = None, start_time: float | None = None,
+                  detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+                  crops_per_track: int = 4, progress=None) -> IngestReport:
+        """Detect, track and embed the people of a video; one gallery row per track."""
+        from sen_infer.video import VideoReadError, extract_tracks
+
+        report = IngestReport()
+        t0 = time.perf_counter()
+        source = str(Path(path).resolve())
+        if self.source_done(source):
+            report.skipped_existing += 1
+            return report
+        try:
+            tracks, fps, frames = extract_tracks(source, detector, stride, min_box, crops_per_track=crops_per_track,
+                                                 progress=progress)
+        except VideoReadError:
+            report.unreadable.append(str(path))
+            return report
+        report.frames = frames
+        camera = camera if camera is not None else Path(path).stem
+        digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+        crop_dir = self.crops_dir / digest
+        crop_dir.mkdir(parents=True, exist_ok=True)
+        with self._write_lock:
+            base = self._conn().execute("SELECT coalesce(max(track), 0) FROM crops").fetchone()[0]
+        records = []
+        for n, (track, crops) in enumerate(tracks, start=1):
+            if not crops:
+                continue
+            emb = _normalise(self.encoders.encode_images([c.crop for c in crops]))
+            mean = _normalise(emb.mean(axis=0)).astype(np.float16)
+            best = crops[0]
+            crop_path = crop_dir / f"track{track.id:05d}_f{best.frame:06d}.jpg"
+            cv2.imwrite(str(crop_path), best.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            ts = (start_time if start_time is not None else 0.0) + best.frame / fps
+            records.append((source, camera, best.frame, ts, *best.box, base + n, str(crop_path), mean.tobytes()))
+        added, existing = self._commit(records, (source, "video", len(records), time.time()))
+        report.added, report.skipped_existing, report.tracks = added, existing, len(records)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    # ---- reading ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        self.refresh()
+        return len(self._ids)
+
+    def search(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
+               until: float | None = None, per_track: bool = True) -> list[tuple[int, float]]:
+        """(key, cosine) of the best k rows matching the filters, sorted by score then key."""
+        self.refresh()
+        q = _normalise(query.reshape(-1))
+        with self._lock:
+            n = len(self._ids)
+            if n == 0 or k <= 0:
+                return []
+            mask = None
+            if camera is not None:
+                mask = self._camera == camera
+            if since is not None or until is not None:
+                t = self._time
+                tmask = ~np.isnan(t)
+                if since is not None:
+                    tmask &= t >= since
+                if until is not None:
+                    tmask &= t <= until
+                mask = tmask if mask is None else mask & tmask
+            selected = n if mask is None else int(mask.sum())
+            if selected == 0:
+                return []
+            if selected <= self.exact_max:  # small (or selective) candidate set: exact search
+                pos = np.arange(n) if mask is None else np.flatnonzero(mask)
+                scores = self._emb[pos].astype(np.float32) @ q
+                return self._top(pos, scores, k, per_track)
+            fetch = min(n, max(4 * k, 64))
+            while True:  # over-fetch from the graph, post-filter, widen until enough survive
+                res = self._index.search(q, fetch)
+                pos = np.searchsorted(self._ids, np.asarray(res.keys, np.int64))
+                scores = 1.0 - np.asarray(res.distances, np.float32)
+                if mask is not None:
+                    keep = mask[pos]
+                    pos, scores = pos[keep], scores[keep]
+                hits = self._top(pos, scores, k, per_track)
+                if len(hits) >= k or fetch >= n:
+                    return hits
+                fetch = min(n, fetch * 4)
+
+    def _top(self, pos: np.ndarray, scores: np.ndarray, k: int, per_track: bool) -> list[tuple[int, float]]:
+        keys = self._ids[pos]
+        order = np.lexsort((keys, -scores))
+        out, seen = [], set()
+        for i in order:
+            if per_track:
+                tr = int(self._track[pos[i]])
+                if tr >= 0:
+                    if tr in seen:
+                        continue
+                    seen.add(tr)
+            out.append((int(keys[i]), float(scores[i])))
+            if len(out) == k:
+                break
+        return out
+
+    def rows(self, keys: list[int]) -> dict[int, Row]:
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        cur = self._conn().execute(f"SELECT id, source, camera, frame, timestamp, x, y, w, h, track, crop_path "
+                                   f"FROM crops WHERE id IN ({marks})", list(keys))
+        return {r[0]: Row(r[0], r[1], r[2], r[3], r[4], (r[5], r[6], r[7], r[8]), r[9], r[10]) for r in cur}
+
+    def embedding(self, key: int) -> np.ndarray:
+        with self._lock:
+            i = int(np.searchsorted(self._ids, key))
+            if i >= len(self._ids) or self._ids[i] != key:
+                raise KeyError(key)
+            return self._emb[i].astype(np.float32)
+
+    def stats(self) -> dict:
+        conn = self._conn()
+        n, cams, t0, t1, tracks = conn.execute(
+            "SELECT count(*), count(DISTINCT camera), min(timestamp), max(timestamp), count(DISTINCT track) "
+            "FROM crops").fetchone()
+        cameras = [c for (c,) in conn.execute("SELECT DISTINCT camera FROM crops WHERE camera IS NOT NULL "
+                                              "ORDER BY camera")]
+        sources = conn.execute("SELECT count(DISTINCT source) FROM crops").fetchone()[0]
+        return {"rows": n, "sources": sources, "tracks": tracks, "cameras": cameras,
+                "time_span": [t0, t1] if t0 is not None else None, "index_size": len(self._index)}
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,37 @@
+"""Image preprocessing in OpenCV/NumPy: the training test transform, reproduced without torch.
+
+BGR -> RGB -> resize to (H, W) (area filter when shrinking, bicubic when enlarging) -> [0, 1]
+-> (x - mean) / std -> CHW float32. sen_train.transforms is the twin on the training side (the
+import rules keep the two packages apart); a test holds them to cosine >= 0.999.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def read_bgr(path: str) -> np.ndarray | None:
+    """The image at `path`, or None when it is missing, unreadable or truncated."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return img
+
+
+def to_input(bgr: np.ndarray, size: tuple[int, int], mean, std) -> np.ndarray:
+    """BGR uint8 [h, w, 3] -> normalised float32 [3, H, W]."""
+    if bgr.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+    rgb = cv2.cvtColor(np.ascontiguousarray(bgr[..., :3]), cv2.COLOR_BGR2RGB)
+    h, w = size
+    if rgb.shape[:2] != (h, w):
+        shrink = rgb.shape[0] >= h and rgb.shape[1] >= w
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    x = rgb.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))

@@ -1,0 +1,46 @@
+"""Contact sheet: the top-k crops in a grid, each labelled with rank, score, camera and time."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from sen_infer.preprocess import read_bgr
+
+CELL_H, CELL_W, LABEL_H = 192, 96, 34
+
+
+def _label_time(ts) -> str:
+    if ts is None:
+        return "-"
+    if ts > 1e8:  # an epoch time
+        return time.strftime("%H:%M:%S", time.gmtime(ts))
+    return f"{ts:.1f}s"
+
+
+def contact_sheet(hits, path: str, columns: int = 5, title: str | None = None) -> np.ndarray:
+    """Write the sheet to `path` (JPEG/PNG by extension) and return it."""
+    rows = max(1, -(-len(hits) // columns))
+    top = 28 if title else 0
+    sheet = np.full((top + rows * (CELL_H + LABEL_H), columns * CELL_W, 3), 255, np.uint8)
+    if title:
+        cv2.putText(sheet, title[:90], (4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, h in enumerate(hits):
+        r, c = divmod(i, columns)
+        y, x = top + r * (CELL_H + LABEL_H), c * CELL_W
+        img = read_bgr(h.crop_path) if h.crop_path else None
+        if img is not None:
+            scale = min(CELL_W / img.shape[1], CELL_H / img.shape[0])
+            small = cv2.resize(img, (max(1, int(img.shape[1] * scale)), max(1, int(img.shape[0] * scale))),
+                               interpolation=cv2.INTER_AREA)
+            oy, ox = y + (CELL_H - small.shape[0]) // 2, x + (CELL_W - small.shape[1]) // 2
+            sheet[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        cv2.putText(sheet, f"#{i + 1} {h.score:.3f}", (x + 3, y + CELL_H + 13), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(sheet, f"{h.camera or '-'} {_label_time(h.timestamp)}"[:16], (x + 3, y + CELL_H + 28), font,
+                    0.36, (60, 60, 60), 1, cv2.LINE_AA)
+    if not cv2.imwrite(str(path), sheet):
+        raise OSError(f"cannot write contact sheet {path}")
+    return sheet

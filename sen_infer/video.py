@@ -1,0 +1,233 @@
+"""Video → person tracks: OpenCV decode, a detector, an IoU tracker, and a few good crops per track.
+
+Detectors: "mog2" (background subtraction, for static cameras; the default), "hog" (OpenCV's HOG
+people detector), or a MOT-format detections file (`frame,id,x,y,w,h,conf,...`, 1-based frames)
+from any detector a user already runs. Tracks are embedded from a handful of large, sharp crops
+spread over their lifetime rather than every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BOX = tuple[int, int, int, int]  # x, y, w, h
+
+
+class VideoReadError(OSError):
+    """A video OpenCV cannot open or decode."""
+
+
+@dataclass
+class Observation:
+    frame: int  # 0-based frame index
+    box: BOX
+    quality: float
+    crop: np.ndarray | None = None
+
+
+@dataclass
+class Track:
+    id: int
+    observations: list[Observation] = field(default_factory=list)
+    last_frame: int = 0
+
+    @property
+    def box(self) -> BOX:
+        return self.observations[-1].box
+
+
+def iou(a: BOX, b: BOX) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw, ih = min(ax1, bx1) - max(a[0], b[0]), min(ay1, by1) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+
+
+class Mog2Detector:
+    """Foreground blobs of a static camera that are person-shaped (taller than wide, big enough)."""
+
+    def __init__(self, min_box: tuple[int, int], warmup: int = 5):
+        self.sub = cv2.createBackgroundSubtractorMOG2(history=300, varThreshold=25, detectShadows=True)
+        self.min_w, self.min_h = min_box
+        self.warmup, self.seen = warmup, 0
+        self.open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self.join = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 15))  # joins head, torso and legs
+
+    def __call__(self, frame: np.ndarray, index: int) -> list[BOX]:
+        fg = self.sub.apply(frame)
+        self.seen += 1
+        if self.seen <= self.warmup:
+            return []
+        mask = (fg > 200).astype(np.uint8) * 255  # shadows are 127
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.open)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self.join)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        boxes = []
+        for x, y, w, h, area in stats[1:]:
+            if w >= self.min_w and h >= self.min_h and h >= 1.2 * w and area >= 0.3 * w * h:
+                boxes.append((int(x), int(y), int(w), int(h)))
+        return boxes
+
+
+class HogDetector:
+    def __init__(self, min_box: tuple[int, int]):
+        self.hog = cv2.HOGDescriptor()
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self.min_w, self.min_h = min_box
+
+    def __call__(self, frame: np.ndarray, index: int) -> list[BOX]:
+        rects, weights = self.hog.detectMultiScale(frame, winStride=(8, 8), padding=(8, 8), scale=1.05)
+        return [tuple(int(v) for v in r) for r, wt in zip(rects, np.ravel(weights))
+                if r[2] >= self.min_w and r[3] >= self.min_h and wt > 0.3]
+
+
+class MotDetections:
+    """Detections read from a MOT file; frames in the file are 1-based."""
+
+    def __init__(self, path: str | Path, min_box: tuple[int, int]):
+        self.by_frame: dict[int, list[BOX]] = {}
+        try:
+            rows = np.loadtxt(path, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as e:
+            raise VideoReadError(f"cannot read detections file {path}: {e}") from None
+        if rows.size and rows.shape[1] < 6:
+            raise VideoReadError(f"{path}: MOT rows need at least frame,id,x,y,w,h")
+        for r in rows:
+            box = (int(round(r[2])), int(round(r[3])), int(round(r[4])), int(round(r[5])))
+            if box[2] >= min_box[0] and box[3] >= min_box[1]:
+                self.by_frame.setdefault(int(r[0]) - 1, []).append(box)
+
+    def __call__(self, frame: np.ndarray, index: int) -> list[BOX]:
+        return self.by_frame.get(index, [])
+
+
+def make_detector(detector: str, min_box: tuple[int, int]):
+    if detector == "mog2":
+        return Mog2Detector(min_box)
+    if detector == "hog":
+        return HogDetector(min_box)
+    if detector.startswith("mot:"):
+        return MotDetections(detector[4:], min_box)
+    raise ValueError(f"unknown detector {detector!r} (mog2, hog or mot:PATH)")
+
+
+def _clip(box: BOX, width: int, height: int) -> BOX | None:
+    x0, y0 = max(0, box[0]), max(0, box[1])
+    x1, y1 = min(width, box[0] + box[2]), min(height, box[1] + box[3])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def crop_quality(crop: np.ndarray, box: BOX, width: int, height: int) -> float:
+    """Large, sharp and whole: area x Laplacian variance, penalised when cut by the frame border."""
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    sharp = float(cv2.Laplacian(gray, cv2.CV_32F).var())
+    x, y, w, h = box
+    cut = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
+    return w * h * (1.0 + sharp) * (0.2 if cut else 1.0)
+
+
+class IouTracker:
+    """Greedy IoU association; a track ends after `max_age` processed frames without a match."""
+
+    def __init__(self, iou_threshold: float = 0.3, max_age: int = 8, candidates: int = 24):
+        self.iou_threshold, self.max_age, self.candidates = iou_threshold, max_age, candidates
+        self.active: list[Track] = []
+        self.finished: list[Track] = []
+        self.next_id = 1
+
+    def update(self, index: int, boxes: list[BOX], frame: np.ndarray) -> None:
+        H, W = frame.shape[:2]
+        pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.active) for bi, b in enumerate(boxes)),
+                       reverse=True)
+        used_t, used_b = set(), set()
+        for score, ti, bi in pairs:
+            if score < self.iou_threshold:
+                break
+            if ti in used_t or bi in used_b:
+                continue
+            used_t.add(ti)
+            used_b.add(bi)
+            self._observe(self.active[ti], index, boxes[bi], frame, W, H)
+        for bi, b in enumerate(boxes):
+            if bi not in used_b:
+                t = Track(self.next_id)
+                self.next_id += 1
+                self._observe(t, index, b, frame, W, H)
+                self.active.append(t)
+        still = []
+        for t in self.active:
+            (still if index - t.last_frame <= self.max_age else self.finished).append(t)
+        self.active = still
+
+    def _observe(self, t: Track, index: int, box: BOX, frame: np.ndarray, W: int, H: int) -> None:
+        clipped = _clip(box, W, H)
+        if clipped is None:
+            return
+        x, y, w, h = clipped
+        crop = frame[y : y + h, x : x + w].copy()
+        obs = Observation(index, clipped, crop_quality(crop, clipped, W, H), crop)
+        t.observations.append(obs)
+        t.last_frame = index
+        kept = [o for o in t.observations if o.crop is not None]
+        if len(kept) > self.candidates:  # keep memory bounded: drop the worst crop
+            min(kept, key=lambda o: o.quality).crop = None
+
+    def close(self) -> list[Track]:
+        self.finished += self.active
+        self.active = []
+        return self.finished
+
+
+def pick_crops(track: Track, n: int) -> list[Observation]:
+    """Up to n crops, best quality first, at least a fair share of the track's life apart."""
+    cands = sorted((o for o in track.observations if o.crop is not None), key=lambda o: -o.quality)
+    if not cands:
+        return []
+    span = track.observations[-1].frame - track.observations[0].frame
+    gap = span / (2 * n) if n > 1 else 0
+    chosen: list[Observation] = []
+    for o in cands:
+        if all(abs(o.frame - c.frame) >= gap for c in chosen):
+            chosen.append(o)
+        if len(chosen) == n:
+            break
+    return chosen
+
+
+def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+                   min_observations: int = 3, crops_per_track: int = 4, progress=None):
+    """(tracks with their chosen crops, fps, frame count). Raises VideoReadError if it cannot be read."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoReadError(f"cannot open video {path}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    det = make_detector(detector, min_box)
+    tracker = IouTracker(max_age=max(4, 12 // max(1, stride)))
+    index, decoded = 0, 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            decoded += 1
+            if isinstance(det, Mog2Detector) or index % stride == 0:
+                boxes = det(frame, index)  # the background model must see every frame
+                if index % stride == 0:
+                    tracker.update(index, boxes, frame)
+            index += 1
+            if progress is not None:
+                progress(1)
+    finally:
+        cap.release()
+    if decoded == 0:
+        raise VideoReadError(f"no frame could be decoded from {path}")
+    tracks = [t for t in tracker.close() if len(t.observations) >= min_observations]
+    return [(t, pick_crops(t, crops_per_track)) for t in tracks], fps, decoded
