@@ -393,6 +393,13 @@ class Gallery:
                 break
         return out
 
+    def keys(self, camera: str | None = None) -> list[int]:
+        """Every row's key (of one camera when given), in insertion order."""
+        self.refresh()
+        with self._lock:
+            ids = self._ids if camera is None else self._ids[self._camera == camera]
+            return [int(k) for k in ids]
+
     def rows(self, keys: list[int]) -> dict[int, Row]:
         if not keys:
             return {}
