@@ -24,7 +24,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m benchmarks.synth_speed --n 2000
+	$(PY) scripts/bench.py
 
 clean:
-	rm -rf demo_out benchmarks/results/*.tmp .pytest_cache
+	rm -rf demo_out benchmarks/work .pytest_cache

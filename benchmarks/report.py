@@ -42,12 +42,39 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def write(name: str, figures: dict, rows: list[dict], columns: list[str], out_dir: Path = RESULTS) -> Path:
-    """Write `name.json` and `name.md`; returns the JSON path."""
+def plot_bars(path: Path, title: str, labels: list[str], values: list[float], ylabel: str, log: bool = False) -> None:
+    """A horizontal bar chart PNG (matplotlib, headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.2))
+    ax.barh(range(len(labels)), values, color="#4c72b0")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(ylabel)
+    if log:
+        ax.set_xscale("log")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(name: str, figures: dict, rows: list[dict], columns: list[str], out_dir: Path | None = None,
+          plot: tuple[str, str] | None = None) -> Path:
+    """Write `name.json`, `name.md` and, with `plot=(label column, value column)`, `name.png`, under
+    `out_dir`, else $SEN_BENCH_RESULTS, else benchmarks/results/."""
+    out_dir = Path(out_dir or os.environ.get("SEN_BENCH_RESULTS") or RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": name, "machine": machine_info(), **figures, "rows": rows}
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(doc, indent=1))
     (out_dir / f"{name}.md").write_text(f"# {name}\n\n{markdown_table(rows, columns)}\n"
                                         f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores.\n")
+    if plot is not None:
+        label, value = plot
+        plot_bars(out_dir / f"{name}.png", f"{name} ({doc['machine']['cpu']}, {doc['machine']['cores']} cores)",
+                  [str(r[label]) for r in rows], [float(r[value]) for r in rows], value)
     return path

@@ -8,6 +8,11 @@
 Import rule: nothing under sen_infer imports torch, open_clip, sen_train or export.
 """
 
+# onnxruntime must be loaded before usearch's compiled module: the other order segfaults inside
+# onnxruntime's import (usearch 2.26 + onnxruntime 1.32, seen on Linux x86_64). Importing it here
+# makes the order right for everything that imports sen_infer first.
+import onnxruntime  # noqa: F401, E402  (first on purpose)
+
 from sen_infer.errors import (BackendUnavailable, EngineDirError, GalleryError, ModelMismatchError, QueryError,
                               SenInferError)
 from sen_infer.gallery import Gallery, IngestReport

@@ -54,6 +54,7 @@ class IngestReport:
     unreadable: list[str] = field(default_factory=list)
     tracks: int = 0
     frames: int = 0
+    crops_embedded: int = 0
     seconds: float = 0.0
 
     def merge(self, other: "IngestReport") -> None:
@@ -62,6 +63,7 @@ class IngestReport:
         self.unreadable += other.unreadable
         self.tracks += other.tracks
         self.frames += other.frames
+        self.crops_embedded += other.crops_embedded
         self.seconds += other.seconds
 
 
@@ -249,6 +251,7 @@ class Gallery:
             if not pending:
                 return
             emb = _normalise(self.encoders.encode_images([img for _, img, _ in pending])).astype(np.float16)
+            report.crops_embedded += len(pending)
             records = []
             for (source, img, crop_path), e in zip(pending, emb):
                 h, w = img.shape[:2]
@@ -321,6 +324,7 @@ class Gallery:
             if not crops:
                 continue
             emb = _normalise(self.encoders.encode_images([c.crop for c in crops]))
+            report.crops_embedded += len(crops)
             mean = _normalise(emb.mean(axis=0)).astype(np.float16)
             best = crops[0]
             crop_path = crop_dir / f"track{track.id:05d}_f{best.frame:06d}.jpg"

@@ -41,3 +41,11 @@ def test_data_tools_and_metrics_import_without_torch():
             "sen_train.metrics, sen_infer; assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_usearch_after_sen_infer_does_not_crash():
+    # usearch's compiled module loaded before onnxruntime makes onnxruntime's import segfault;
+    # sen_infer loads onnxruntime first so users can import usearch afterwards.
+    code = "import sen_infer; import usearch.index; import onnxruntime; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -1,0 +1,62 @@
+"""Smoke tests: every benchmark runs on a tiny engine and writes its figures (values not asserted)."""
+
+import json
+
+import pytest
+
+from benchmarks import e2e, encoders, index, onnx_towers, video_retrieval
+
+
+@pytest.fixture(autouse=True)
+def results_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEN_BENCH_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+def _load(tmp_path, name):
+    doc = json.loads((tmp_path / f"{name}.json").read_text())
+    assert doc["machine"]["cores"] >= 1 and doc["rows"]
+    assert (tmp_path / f"{name}.md").is_file()
+    return doc
+
+
+def test_encoders(tiny_engine, tiny_run, results_in_tmp):
+    encoders.main(["--engine", str(tiny_engine[0]), "--ckpt", str(tiny_run[1] / "best"), "--batches", "1", "4",
+                   "--repeats", "2"])
+    doc = _load(results_in_tmp, "encoders_tiny")
+    backends = {r["backend"] for r in doc["rows"]}
+    assert {"torch", "onnx-cpu", "onnx-cpu-int8"} <= backends and "onnx-cpu L=77" in backends
+    assert doc["matmul_peak_gflops"] > 0 and doc["best_image_gflops"] > 0
+    assert any("speedup_vs_torch" in r for r in doc["rows"] if r["backend"] == "onnx-cpu")
+    assert (results_in_tmp / "encoders_tiny.png").stat().st_size > 1000
+
+
+def test_index(tiny_engine, results_in_tmp):
+    index.main(["--n", "3000", "--dim", "64", "--queries", "50", "--engine", str(tiny_engine[0]), "--real", "200"])
+    doc = _load(results_in_tmp, "index")
+    methods = {r["method"] for r in doc["rows"]}
+    assert {"numpy exact f32", "usearch exact f32", "usearch HNSW f16", "usearch HNSW i8"} <= methods
+    assert all(0 <= r["recall@10"] <= 1 for r in doc["rows"])
+    assert [f["selectivity"] for f in doc["filtered_search"]] == [0.5, 0.1, 0.01]
+    assert any(r["data"].startswith("SynthPEDES") for r in doc["rows"])
+
+
+def test_e2e(tiny_engine, results_in_tmp):
+    e2e.main(["--engine", str(tiny_engine[0]), "--n", "2000", "--queries", "5"])
+    doc = _load(results_in_tmp, "e2e")
+    assert [r["stage"] for r in doc["rows"]] == ["tokenize", "encode", "search", "metadata", "total"]
+    assert doc["ingest_frames_per_s"] > 0 and doc["ingest"]["frames"] == 2 * 150
+
+
+def test_onnx_towers_and_video_retrieval(tiny_engine, synth_learn, results_in_tmp, tmp_path_factory):
+    onnx_towers.main(["--engine", str(tiny_engine[0]), "--repeats", "2"])
+    doc = _load(results_in_tmp, "onnx_towers_tiny")
+    assert doc["text_fp32_77_over_short"] > 0
+    from sen_train.data.synth_video import VideoConfig, generate, identities_from_dataset
+
+    video = tmp_path_factory.mktemp("bench_video")
+    generate(VideoConfig(cameras=1, seconds=6, fps=10, seed=2), video, identities_from_dataset(synth_learn, "test"),
+             progress=False)
+    video_retrieval.main(["--engine", str(tiny_engine[0]), "--video", str(video)])
+    doc = _load(results_in_tmp, "video_retrieval")
+    assert 0 <= doc["R1"] <= doc["R5"] <= 100 and doc["frames"] == 60
