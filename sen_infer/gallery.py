@@ -44,7 +44,10 @@ CREATE TABLE IF NOT EXISTS sources (source TEXT PRIMARY KEY, kind TEXT NOT NULL,
 """
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"}
-EXACT_MAX = 20_000  # below this many candidate rows, exact search is faster than the graph
+EXACT_MAX = 20_000  # galleries up to this size are searched exactly (a cached float32 matrix product)
+FILTERED_EXACT_MAX = 5_000  # a filter leaving at most this many rows is searched exactly over them
+# (benchmarks.index: at 100k rows, exact over 1% selected beats graph over-fetch 0.16 ms to 13 ms;
+# at 10% the graph wins 1.7 ms to 5.3 ms)
 
 
 @dataclass
@@ -87,9 +90,10 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 class Gallery:
     """Open with `Gallery.open(path, engine_dir)`; `add_images`, `add_video`, `search`, `rows`."""
 
-    def __init__(self, path: Path, encoders, exact_max: int = EXACT_MAX):
+    def __init__(self, path: Path, encoders, exact_max: int = EXACT_MAX,
+                 filtered_exact_max: int = FILTERED_EXACT_MAX):
         self.dir = Path(path)
-        self.exact_max = exact_max
+        self.exact_max, self.filtered_exact_max = exact_max, filtered_exact_max
         self.encoders = encoders
         self.fingerprint = encoders.manifest.fingerprint
         self.dim = encoders.dim
@@ -106,13 +110,14 @@ class Gallery:
         self._time = np.zeros(0, np.float64)
         self._track = np.zeros(0, np.int64)
         self._index = None
+        self._emb32 = None  # float32 copy of the matrix, kept only for galleries searched exactly
         self.refresh()
         self._load_or_rebuild_index()
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike, engine_dir=None, *, encoders=None, backend: str = "auto",
-             exact_max: int = EXACT_MAX) -> "Gallery":
+             exact_max: int = EXACT_MAX, filtered_exact_max: int = FILTERED_EXACT_MAX) -> "Gallery":
         """Open (or create) the gallery at `path` for the model of `engine_dir` (or given encoders)."""
         if encoders is None:
             if engine_dir is None:
@@ -125,7 +130,7 @@ class Gallery:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise GalleryError(f"cannot create gallery dir {path}: {e}") from None
-        return cls(path, encoders, exact_max)
+        return cls(path, encoders, exact_max, filtered_exact_max)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -174,6 +179,7 @@ class Gallery:
         self._camera = np.concatenate([self._camera, np.array([r[1] for r in rows], object)])
         self._time = np.concatenate([self._time, np.array([np.nan if r[2] is None else r[2] for r in rows])])
         self._track = np.concatenate([self._track, np.array([-1 if r[3] is None else r[3] for r in rows], np.int64)])
+        self._emb32 = None
         if self._index is not None:
             self._index.add(ids, emb.astype(np.float32))
 
@@ -364,10 +370,15 @@ class Gallery:
             selected = n if mask is None else int(mask.sum())
             if selected == 0:
                 return []
-            if selected <= self.exact_max:  # small (or selective) candidate set: exact search
+            if n <= self.exact_max:  # a small gallery: exact search over the cached float32 matrix
+                if self._emb32 is None:
+                    self._emb32 = self._emb.astype(np.float32)
                 pos = np.arange(n) if mask is None else np.flatnonzero(mask)
-                scores = self._emb[pos].astype(np.float32) @ q
+                scores = (self._emb32 if mask is None else self._emb32[pos]) @ q
                 return self._top(pos, scores, k, per_track)
+            if mask is not None and selected <= self.filtered_exact_max:  # a selective filter: exact over it
+                pos = np.flatnonzero(mask)
+                return self._top(pos, self._emb[pos].astype(np.float32) @ q, k, per_track)
             fetch = min(n, max(4 * k, 64))
             while True:  # over-fetch from the graph, post-filter, widen until enough survive
                 res = self._index.search(q, fetch)
@@ -382,6 +393,17 @@ class Gallery:
                 fetch = min(n, fetch * 4)
 
     def _top(self, pos: np.ndarray, scores: np.ndarray, k: int, per_track: bool) -> list[tuple[int, float]]:
+        """Best k by score (ties by key), one per track when asked. Sorts only the leading candidates."""
+        want = k * 8 if per_track else k
+        if len(scores) > 4 * want:
+            threshold = np.partition(scores, len(scores) - want)[len(scores) - want]
+            lead = np.flatnonzero(scores >= threshold)  # every tie at the boundary stays in
+            hits = self._collapse(pos[lead], scores[lead], k, per_track)
+            if len(hits) == k:
+                return hits
+        return self._collapse(pos, scores, k, per_track)
+
+    def _collapse(self, pos: np.ndarray, scores: np.ndarray, k: int, per_track: bool) -> list[tuple[int, float]]:
         keys = self._ids[pos]
         order = np.lexsort((keys, -scores))
         out, seen = [], set()

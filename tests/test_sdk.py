@@ -109,7 +109,7 @@ def test_filters_tracks_order_and_hnsw_path(engine, test_images, tmp_path):
     collapsed = g.search(q, k=30)
     assert sum(1 for r in rows(collapsed).values() if r.track == 7) == 1 and len(collapsed) == 21
     # the graph path (over-fetch + post-filter) gives the exact path's answers on this small gallery
-    graph = Gallery.open(tmp_path / "g", encoders=enc, exact_max=0)
+    graph = Gallery.open(tmp_path / "g", encoders=enc, exact_max=0, filtered_exact_max=0)
     for kwargs in ({}, {"camera": "b"}, {"since": 250.0}, {"camera": "a", "per_track": False}):
         exact = g.search(q, k=5, **kwargs)
         approx = graph.search(q, k=5, **kwargs)
