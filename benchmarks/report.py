@@ -75,6 +75,8 @@ def write(name: str, figures: dict, rows: list[dict], columns: list[str], out_di
                                         f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores.\n")
     if plot is not None:
         label, value = plot
+        values = [float(r[value]) for r in rows]
+        spread = max(values) / max(min(v for v in values if v > 0), 1e-12) if any(v > 0 for v in values) else 1
         plot_bars(out_dir / f"{name}.png", f"{name} ({doc['machine']['cpu']}, {doc['machine']['cores']} cores)",
-                  [str(r[label]) for r in rows], [float(r[value]) for r in rows], value)
+                  [str(r[label]) for r in rows], values, value, log=spread > 100)
     return path
