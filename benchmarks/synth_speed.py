@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     base = rows[1]["images/s"]
     for r in rows:
         r["ratio to 1 worker"] = r["images/s"] / base
-    path = write("synth_speed", {"images": n}, rows, ["stage", "images", "seconds", "images/s", "ratio to 1 worker"])
+    path = write("synth_speed", {"images": n}, rows, ["stage", "images", "seconds", "images/s", "ratio to 1 worker"],
+                 plot=("stage", "images/s"))
     for r in rows:
         print(f"{r['stage']:<32} {r['images']:>6} img  {r['seconds']:7.2f} s  {r['images/s']:8.1f} img/s"
               f"  x{r['ratio to 1 worker']:.2f}")

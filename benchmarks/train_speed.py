@@ -58,7 +58,8 @@ def main(argv=None) -> int:
         print(f"{r['preset']:<14} {r['image']:>8} batch {r['batch']:>3}  {r['params_M']:7.1f} M params  "
               f"{r['s_per_step']:7.2f} s/step  {r['samples_per_s']:8.1f} samples/s  x{r['ratio_to_first']:.3f}")
     path = write("train_speed", {"threads": torch.get_num_threads()}, rows,
-                 ["preset", "model", "image", "batch", "params_M", "s_per_step", "samples_per_s", "ratio_to_first"])
+                 ["preset", "model", "image", "batch", "params_M", "s_per_step", "samples_per_s", "ratio_to_first"],
+                 plot=("preset", "samples_per_s"))
     print(f"-> {path}")
     return 0
 

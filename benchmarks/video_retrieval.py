@@ -62,7 +62,9 @@ def main(argv=None) -> int:
                    "R5": 100.0 * hits5 / max(1, n), "frames": frames, "ingest_seconds": seconds,
                    "frames_per_s": frames / seconds, "real_time_factor": video_seconds / seconds,
                    "backend": r.backend, "detector": args.detector}
-    path = write("video_retrieval", figures, [figures], list(figures))
+    rows = [{"measure": "track R@1 (%)", "value": figures["R1"]}, {"measure": "track R@5 (%)", "value": figures["R5"]},
+            {"measure": "ingest real-time factor", "value": figures["real_time_factor"]}]
+    path = write("video_retrieval", figures, rows, ["measure", "value"], plot=("measure", "value"))
     for k, v in figures.items():
         print(f"{k:>20}: {v:.2f}" if isinstance(v, float) else f"{k:>20}: {v}")
     print(f"-> {path}")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import e2e, encoders, index, onnx_towers, video_retrieval
+from benchmarks import e2e, encoders, index, onnx_towers, synth_speed, train_speed, video_retrieval
 
 
 @pytest.fixture(autouse=True)
@@ -16,7 +16,7 @@ def results_in_tmp(tmp_path, monkeypatch):
 def _load(tmp_path, name):
     doc = json.loads((tmp_path / f"{name}.json").read_text())
     assert doc["machine"]["cores"] >= 1 and doc["rows"]
-    assert (tmp_path / f"{name}.md").is_file()
+    assert (tmp_path / f"{name}.md").is_file() and (tmp_path / f"{name}.png").stat().st_size > 1000
     return doc
 
 
@@ -60,3 +60,10 @@ def test_onnx_towers_and_video_retrieval(tiny_engine, synth_learn, results_in_tm
     video_retrieval.main(["--engine", str(tiny_engine[0]), "--video", str(video)])
     doc = _load(results_in_tmp, "video_retrieval")
     assert 0 <= doc["R1"] <= doc["R5"] <= 100 and doc["frames"] == 60
+
+
+def test_generator_and_training_speed(results_in_tmp):
+    synth_speed.main(["--n", "40", "--images-per-id", "4"])
+    assert _load(results_in_tmp, "synth_speed")["rows"][0]["images/s"] > 0
+    train_speed.main(["--presets", "tiny", "--steps", "1", "--batch", "4"])
+    assert _load(results_in_tmp, "train_speed")["rows"][0]["samples_per_s"] > 0
