@@ -8,8 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import cv2
-import numpy as np
-import pytest
 
 from sen_train.data import read_dataset
 from sen_train.data.attributes import COLOURS, PersonAttributes
