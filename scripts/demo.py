@@ -38,6 +38,15 @@ def _same_config(path: Path, key: str, cfg) -> bool:
     return json.loads(json.dumps(asdict(cfg))) == saved
 
 
+def _same_people(video_dir: Path, people: dict) -> bool:
+    """The saved videos show identities of the current dataset's test split (not of an older one)."""
+    try:
+        saved = json.loads((video_dir / "identities.json").read_text())["identities"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(int(pid) in people and people[int(pid)].to_dict() == v["attributes"] for pid, v in saved.items())
+
+
 def step(title: str) -> float:
     print(f"\n== {title}", flush=True)
     return time.perf_counter()
@@ -56,11 +65,12 @@ def main() -> int:
     print(synth.format_statistics(stats))
 
     step("2. Synthetic camera video of the test identities")
-    if _same_config(video_dir / "identities.json", "config", VIDEO_CFG):
+    people = synth_video.identities_from_dataset(data_dir, "test")
+    if _same_config(video_dir / "identities.json", "config", VIDEO_CFG) and _same_people(video_dir, people):
         print(f"reusing {video_dir}")
         table = json.loads((video_dir / "identities.json").read_text())
     else:
-        table = synth_video.generate(VIDEO_CFG, video_dir, synth_video.identities_from_dataset(data_dir, "test"))
+        table = synth_video.generate(VIDEO_CFG, video_dir, people)
     print(synth_video.format_statistics(table, video_dir))
 
     t = step("3. Train SEN (`small` preset, from scratch)")
