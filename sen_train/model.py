@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from sen_train import losses as L
 from sen_train.backbone import create_clip
 from sen_train.config import LossConfig, TrainConfig
+from sen_train.distributed import gather, gather_with_grad
 
 GRAY = (0.299, 0.587, 0.114)
 
@@ -195,20 +196,22 @@ class SEN(nn.Module):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor, pids: torch.Tensor) -> dict[str, torch.Tensor]:
         """All enabled objectives for one batch; 'loss' is their weighted sum."""
         lc: LossConfig = self.cfg.loss
-        if lc.sdm > 0 or lc.id > 0 or lc.triplet > 0:
-            L.check_identities(pids)
         tokens = tokens.long()
         img_tokens = self.image_tokens(images)
         txt_feats = self.text_tokens(tokens)
         img_raw, txt_raw = self.project_image(img_tokens), self.project_text(txt_feats, tokens)
-        img, txt = F.normalize(img_raw.float(), dim=-1), F.normalize(txt_raw.float(), dim=-1)
+        # batch-level objectives see the global batch under torchrun (a no-op in one process)
+        g_img_raw, g_txt_raw, g_pids = gather_with_grad(img_raw), gather_with_grad(txt_raw), gather(pids)
+        if lc.sdm > 0 or lc.id > 0 or lc.triplet > 0:
+            L.check_identities(g_pids)
+        img, txt = F.normalize(g_img_raw.float(), dim=-1), F.normalize(g_txt_raw.float(), dim=-1)
         out: dict[str, torch.Tensor] = {}
         if lc.sdm > 0:
-            out["sdm"] = L.sdm_loss(img, txt, pids, lc.tau)
+            out["sdm"] = L.sdm_loss(img, txt, g_pids, lc.tau)
         if lc.id > 0 and self.classifier is not None:
-            out["id"] = L.id_loss(self.classifier(img_raw).float(), self.classifier(txt_raw).float(), pids)
+            out["id"] = L.id_loss(self.classifier(g_img_raw).float(), self.classifier(g_txt_raw).float(), g_pids)
         if lc.triplet > 0:
-            out["triplet"] = L.triplet_loss(img, txt, pids, lc.margin)
+            out["triplet"] = L.triplet_loss(img, txt, g_pids, lc.margin)
         if lc.itc > 0:
             out["itc"] = L.itc_loss(img, txt, self.clip.logit_scale.exp().clamp(max=100))
         if lc.tir > 0:

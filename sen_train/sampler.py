@@ -15,7 +15,7 @@ import numpy as np
 
 
 class IdentityBatchSampler:
-    def __init__(self, pids, batch_size: int, k: int, seed: int = 0):
+    def __init__(self, pids, batch_size: int, k: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         if batch_size % k or batch_size < 2 * k:
             raise ValueError(f"batch_size {batch_size} must be a multiple of k={k} holding at least 2 identities")
         self.by_pid: dict[int, list[int]] = defaultdict(list)
@@ -25,7 +25,10 @@ class IdentityBatchSampler:
         if len(self.by_pid) < self.per_batch:
             raise ValueError(f"{len(self.by_pid)} identities cannot fill batches of {self.per_batch} identities; "
                              f"lower batch_size or k_per_id")
+        if self.per_batch % world_size:
+            raise ValueError(f"{self.per_batch} identities per batch cannot be split over {world_size} processes")
         self.k, self.seed = k, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.skip = 0  # batches of this epoch already consumed (resume)
 
@@ -70,7 +73,12 @@ class IdentityBatchSampler:
     def __iter__(self):
         # `skip` is advanced by the consumer (the training loop) per batch it has finished: a
         # DataLoader with workers prefetches ahead, so the sampler cannot know what was consumed.
-        yield from self.batches(self.epoch)[self.skip :]
+        for batch in self.batches(self.epoch)[self.skip :]:
+            if self.world_size == 1:
+                yield batch
+            else:  # this rank's whole identity groups of the global batch
+                groups = [batch[i : i + self.k] for i in range(0, len(batch), self.k)]
+                yield [i for g in groups[self.rank :: self.world_size] for i in g]
 
     def __len__(self) -> int:
         return len(self.batches(self.epoch))
