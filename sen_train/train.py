@@ -26,6 +26,7 @@ from tqdm import tqdm
 from sen_train.checkpoint import CheckpointError, load_training, save_model, save_training
 from sen_train.config import ConfigError, TrainConfig, apply_overrides, load_config
 from sen_train.data import DatasetError, read_dataset
+from sen_train.distributed import barrier, init_from_env
 from sen_train.evaluate import evaluate
 from sen_train.loader import PairDataset, collate
 from sen_train.metrics import format_table
@@ -104,11 +105,17 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
         raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not (out / "last").exists():
         raise TrainingError(f"nothing to resume: {out / 'last'} does not exist")
+    rank, world_size = init_from_env()  # torchrun: one process per GPU (or CPU worker with gloo)
+    main = rank == 0
+    progress = progress and main
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    if main:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     log_path = out / "metrics.jsonl"
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed + rank)
     device = pick_device(cfg.device)
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
 
     data = read_dataset(data_root)
     train_samples = data["train"]
@@ -120,7 +127,12 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
     if cfg.loss.prune_p > 0:
         from sen_train.pruning import default_cache_path, pruned_captions
 
-        pruned = pruned_captions([s.caption for s in train_samples], default_cache_path(data_root, out), progress)
+        captions, cache = [s.caption for s in train_samples], default_cache_path(data_root, out)
+        if main:  # rank 0 tags the corpus once; the others read its cache
+            pruned = pruned_captions(captions, cache, progress)
+        barrier()
+        if not main:
+            pruned = pruned_captions(captions, cache, progress=False)
 
     from sen_train.model import SEN
 
@@ -134,7 +146,9 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
 
     dataset = PairDataset(train_samples, model.image_size, model.mean, model.std, train=True, flip_p=cfg.flip_p,
                           prune_p=cfg.loss.prune_p, pruned=pruned, seed=cfg.seed)
-    sampler = IdentityBatchSampler([s.pid for s in train_samples], cfg.batch_size, cfg.k_per_id, cfg.seed)
+    # batch_size is the global batch: each rank trains on its whole identity groups of it
+    sampler = IdentityBatchSampler([s.pid for s in train_samples], cfg.batch_size, cfg.k_per_id, cfg.seed,
+                                   rank=rank, world_size=world_size)
     # A private generator: creating a loader iterator must not consume the global RNG (resume equivalence).
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                                          num_workers=cfg.workers, generator=torch.Generator())
@@ -143,28 +157,39 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
     optimizer = torch.optim.Adam(param_groups(model, cfg), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_epochs * steps_per_epoch, total))
     autocast, scaler = autocast_for(cfg, device)
+    net = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # some parameters are idle by configuration (e.g. CLIP's logit scale without ITC)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=True)
 
     state = {"epoch": 0, "step": 0, "best": None}
     if resume:
         state = load_training(out / "last", model, optimizer, scheduler, sampler)
-        print(f"resumed from {out / 'last'} at epoch {state['epoch'] + 1}, step {state['step']}")
+        sampler.rank, sampler.world_size = rank, world_size
+        if main:
+            print(f"resumed from {out / 'last'} at epoch {state['epoch'] + 1}, step {state['step']}")
 
     def checkpoint_last():
-        save_training(out / "last", model, optimizer, scheduler, sampler, state)
+        if main:  # one writer; the others wait so that a resume never sees a half-written dir
+            save_training(out / "last", model, optimizer, scheduler, sampler, state)
+        barrier()
 
     stopped = False
     for epoch in range(state["epoch"], cfg.epochs):
         state["epoch"] = epoch
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        model.train()
+        net.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch - sampler.skip,
                    disable=not progress, unit="step")
         t0, seen = time.perf_counter(), 0
         for images, tokens, pids in bar:
             images, tokens, pids = images.to(device), tokens.to(device), pids.to(device)
             with autocast():
-                losses = model(images, tokens, pids)
+                losses = net(images, tokens, pids)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(losses["loss"]).backward()
@@ -181,10 +206,10 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
             scheduler.step()
             sampler.skip += 1
             state["step"] += 1
-            seen += images.shape[0]
+            seen += images.shape[0] * world_size
             values = {k: round(float(v.detach()), 5) for k, v in losses.items()}
             bar.set_postfix(loss=f"{values['loss']:.3f}")
-            if state["step"] % cfg.log_every == 0 or sampler.skip == steps_per_epoch:
+            if main and (state["step"] % cfg.log_every == 0 or sampler.skip == steps_per_epoch):
                 _log(log_path, {"epoch": epoch + 1, "step": state["step"], "lr": scheduler.get_last_lr()[0],
                                 "samples_per_s": round(seen / (time.perf_counter() - t0), 2), **values})
             if cfg.max_steps and state["step"] >= cfg.max_steps:
@@ -194,7 +219,7 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
             checkpoint_last()
             break
         last_epoch = epoch + 1 == cfg.epochs
-        if data["val"] and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
+        if main and data["val"] and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
             metrics = evaluate(model, data["val"], cfg.eval_batch_size, device)
             _log(log_path, {"epoch": epoch + 1, "step": state["step"], "split": "val", **metrics})
             if progress:
@@ -207,6 +232,8 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
         checkpoint_last()
 
     result = {"best_val": state["best"], "steps": state["step"]}
+    if not main:  # evaluation and the final files are rank 0's
+        return result
     if not stopped:
         if not (out / "best").exists():  # no val split (ICFG-PEDES): the last epoch is the model
             save_model(out / "best", model, epoch=state["epoch"], step=state["step"])

@@ -1,5 +1,6 @@
 """Two torchrun processes (gloo, CPU) reproduce a single process on the same global batch."""
 
+import json
 import os
 import socket
 import subprocess
@@ -45,3 +46,24 @@ def test_rank_shares_hold_whole_identity_groups_and_cover_all():
             assert not ids_a & ids_b  # no identity group is split across ranks within a step
             seen |= ids_a | ids_b
         assert seen == set(range(12))  # every identity, every epoch
+
+
+def test_torchrun_training_and_resume_with_two_processes(synth_small, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+    def torchrun(*args):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                               "-m", "sen_train.train", "--data", str(synth_small), "--out", str(tmp_path / "run"),
+                               "--quiet", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+
+    r = torchrun("--config", "tiny", "--set", "batch_size=16", "--set", "max_steps=2", "--set", "log_every=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = json.loads((tmp_path / "run" / "last" / "train_state.json").read_text())
+    assert state["progress"]["step"] == 2
+    r = torchrun("--resume", "--set", "max_steps=4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = json.loads((tmp_path / "run" / "last" / "train_state.json").read_text())
+    assert state["progress"]["step"] == 4 and state["sampler"]["skip"] == 4
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]  # one writer (rank 0), one record per step
