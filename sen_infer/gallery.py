@@ -238,9 +238,13 @@ class Gallery:
                 conn.execute("ROLLBACK")
                 raise
             self.refresh()
-            with self._lock:
-                self._save_index()
         return added, len(records) - added
+
+    def _persist_index(self) -> None:
+        """Save the index once per ingest call, not per batch (it is a cache: a crash before this
+        point only means it is rebuilt from SQLite on the next open)."""
+        with self._lock:
+            self._save_index()
 
     def _existing(self, source: str, frame: int, box) -> bool:
         return self._conn().execute("SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? AND h=?",
@@ -294,6 +298,8 @@ class Gallery:
             if progress is not None:
                 progress(1)
         flush()
+        if report.added:
+            self._persist_index()
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -338,6 +344,8 @@ class Gallery:
             ts = (start_time if start_time is not None else 0.0) + best.frame / fps
             records.append((source, camera, best.frame, ts, *best.box, base + n, str(crop_path), mean.tobytes()))
         added, existing = self._commit(records, (source, "video", len(records), time.time()))
+        if added:
+            self._persist_index()
         report.added, report.skipped_existing, report.tracks = added, existing, len(records)
         report.seconds = time.perf_counter() - t0
         return report
