@@ -8,13 +8,13 @@ towers (speed and cosine to fp32).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from benchmarks.report import write
+from benchmarks.timing import interleaved
 from export.parity import probe_inputs_rgb
 from sen_infer.manifest import read_manifest
 from sen_infer.tokenizer import ClipTokenizer
@@ -25,19 +25,6 @@ QUERY = "a woman in a red coat with a black backpack"  # 12 tokens with start/en
 
 def _session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _interleaved(cases: dict, repeats: int) -> dict:
-    """p50/p95 latency in ms per case, running the cases round-robin."""
-    for fn in cases.values():
-        fn()  # warm-up
-    times = {k: [] for k in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: {"p50_ms": float(np.percentile(v, 50)), "p95_ms": float(np.percentile(v, 95))} for k, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -62,7 +49,7 @@ def main(argv=None) -> int:
         cases[f"text {p} b1 L=77"] = lambda p=p: text[p].run(None, {"tokens": padded})
         cases[f"image {p} b1"] = lambda p=p: image[p].run(None, {"image": x[:1]})
         cases[f"image {p} b8"] = lambda p=p: image[p].run(None, {"image": x[:8]})
-    lat = _interleaved(cases, args.repeats)
+    lat = interleaved(cases, args.repeats)
     rows = [{"case": k, **v} for k, v in lat.items()]
     figures = {"query": QUERY, "query_tokens": int(short.shape[1]), "model": m.model_name,
                "image_size": list(m.image_size)}
