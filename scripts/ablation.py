@@ -1,6 +1,6 @@
 """The ablation study of issue 7: the `small` preset on SynthPEDES, same seed and budget for all.
 
-    python scripts/ablation.py [--data demo_out/synthpedes] [--out runs/ablation] [--epochs 10]
+    python scripts/ablation.py [--data demo_out/synthpedes] [--out runs/ablation] [--epochs 10] [--seed 0]
 
 Writes RUN/<variant>/ for each variant and RUN/ablation.json + RUN/ablation.md (test metrics of
 the best-on-val checkpoint, and the wall time of each run).
@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--data", default="demo_out/synthpedes")
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (data order, init, masks)")
     ap.add_argument("--only", nargs="*", help="variant prefixes to run (e.g. a d e2)")
     args = ap.parse_args()
     from sen_train.config import load_config
@@ -51,10 +52,10 @@ def main() -> int:
             continue
         run = out / name.split(".")[0]
         t0 = time.perf_counter()
-        result = train(load_config("small", [f"epochs={args.epochs}", *overrides]), args.data, str(run),
+        result = train(load_config("small", [f"epochs={args.epochs}", f"seed={args.seed}", *overrides]), args.data, str(run),
                        resume=(run / "last").is_dir(), progress=False)
         table[name] = {**result["test"], "val_R1": result["best_val"]["R1"], "minutes": (time.perf_counter() - t0) / 60,
-                       "overrides": overrides}
+                       "seed": args.seed, "overrides": overrides}
         table_path.write_text(json.dumps(table, indent=1))
         print(name, {k: round(v, 2) for k, v in result["test"].items()}, flush=True)
     lines = ["| variant | R1 | R5 | R10 | mAP | mINP | val R1 | minutes |", "|---|---|---|---|---|---|---|---|"]
