@@ -37,7 +37,12 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0, help="training seed (data order, init, masks)")
     ap.add_argument("--only", nargs="*", help="variant prefixes to run (e.g. a d e2)")
+    ap.add_argument("--combine", nargs="+", metavar="RUN_DIR",
+                    help="no training: print the mean over finished seed runs (their ablation.json) as one table")
     args = ap.parse_args()
+    if args.combine:
+        print(combine([Path(d) for d in args.combine]))
+        return 0
     from sen_train.config import load_config
     from sen_train.train import train
 
@@ -65,6 +70,28 @@ def main() -> int:
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+def combine(run_dirs: list[Path]) -> str:
+    """Mean of each metric over seeds, plus R1 per seed: one seed of 30 test identities moves R1 by points."""
+    tables = []
+    for d in run_dirs:
+        path = d / "ablation.json"
+        if not path.is_file():
+            raise SystemExit(f"error: {path} does not exist (run scripts/ablation.py --out {d} first)")
+        tables.append(json.loads(path.read_text()))
+    names = [n for n in VARIANTS if all(n in t for t in tables)]
+    seeds = [next(iter(t.values())).get("seed", "?") for t in tables]
+    head = "| variant | " + " | ".join(METRICS) + " | R1 per seed (" + ", ".join(map(str, seeds)) + ") |"
+    lines = [head, "|---" * (len(METRICS) + 2) + "|"]
+    for n in names:
+        means = [sum(t[n][m] for t in tables) / len(tables) for m in METRICS]
+        per_seed = " / ".join(f"{t[n]['R1']:.1f}" for t in tables)
+        lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in means) + f" | {per_seed} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
