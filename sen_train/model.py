@@ -72,10 +72,14 @@ class MLMHead(nn.Module):
         self.head = nn.Sequential(nn.Linear(txt_width, txt_width), nn.GELU(), nn.LayerNorm(txt_width),
                                   nn.Linear(txt_width, vocab))
 
-    def forward(self, txt: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    def forward(self, txt: torch.Tensor, img: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Token logits [B, L, vocab], or [n, vocab] for the positions where the bool mask `at` is set.
+
+        Projecting only the masked positions onto the 49k-word vocabulary is what keeps MLM cheap:
+        the full [B, 77, vocab] logits cost more than the rest of a `small` training step."""
         kv = self.ln_kv(self.img_in(img))
-        x = txt + self.cross(self.ln_q(txt), kv, kv, need_weights=False)[0]
-        return self.head(self.blocks(x))
+        x = self.blocks(txt + self.cross(self.ln_q(txt), kv, kv, need_weights=False)[0])
+        return self.head(x if at is None else x[at])
 
 
 class SEN(nn.Module):
@@ -190,8 +194,8 @@ class SEN(nn.Module):
         if not chosen.any():
             return tokens.new_zeros((), dtype=torch.float32)
         feats = self.text_tokens(tokens, replace=chosen)
-        logits = self.mlm(feats, img_tokens)
-        return F.cross_entropy(logits[chosen].float(), tokens[chosen])
+        logits = self.mlm(feats, img_tokens, at=chosen)
+        return F.cross_entropy(logits.float(), tokens[chosen])
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor, pids: torch.Tensor) -> dict[str, torch.Tensor]:
         """All enabled objectives for one batch; 'loss' is their weighted sum."""

@@ -95,3 +95,15 @@ def test_checkpoint_round_trip(model, tmp_path):
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not a checkpoint dir"):
         sen_train.load_model(tmp_path)
+
+
+def test_mlm_head_scores_only_the_masked_positions_and_agrees_with_full_logits(model):
+    tokens = open_clip.tokenize(CAPTIONS)
+    at = torch.zeros_like(tokens, dtype=torch.bool)
+    at[0, 2], at[1, 3], at[3, 1] = True, True, True
+    with torch.no_grad():
+        txt, img = model.text_tokens(tokens), model.image_tokens(torch.randn(4, 3, 192, 64))
+        full = model.mlm(txt, img)
+        picked = model.mlm(txt, img, at=at)
+    assert picked.shape == (3, full.shape[-1])
+    assert torch.allclose(picked, full[at], atol=1e-5)
