@@ -14,7 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from sen_train.data.attributes import COLOURS, HAIR_COLOURS, SKIN_TONES, PersonAttributes
+from sen_train.data.attributes import ALL_COLOURS, COLOURS, HAIR_COLOURS, SKIN_TONES, PersonAttributes
 
 PERSON_ASPECT = 0.5  # canvas width / height: room for swinging arms and bags
 
@@ -57,6 +57,22 @@ class _Painter:
         cv2.ellipse(self.img, c, ax, 0, start, end, colour, -1)
         cv2.ellipse(self.mask, c, ax, 0, start, end, 255, -1)
 
+    def pattern(self, pts, kind: str, colour, front: bool, y_top: float):
+        """Stripes, checks or a chest print inside polygon `pts` (the print only shows from the front)."""
+        region = np.zeros_like(self.mask)
+        cv2.fillPoly(region, [np.array([self.p(x, y) for x, y in pts], np.int32)], 255)
+        marks = np.zeros_like(self.mask)
+        period, width = max(3, self.t(0.045)), max(1, self.t(0.015))
+        if kind in ("striped", "checked"):
+            for y in range(self.p(0, y_top)[1] + period // 2, self.h, period):
+                cv2.line(marks, (0, y), (self.w, y), 255, width)
+        if kind == "checked":
+            for x in range(int(self.cx) % period, self.w, period):
+                cv2.line(marks, (x, 0), (x, self.h), 255, width)
+        if kind == "logo" and front:
+            cv2.circle(marks, self.p(0, y_top + 0.09), self.t(0.03), 255, -1)
+        self.img[(marks > 0) & (region > 0)] = colour
+
     def rect(self, x0, y0, x1, y1, colour):
         self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], colour)
 
@@ -73,9 +89,9 @@ def render_person(a: PersonAttributes, pose: Pose, height: int) -> tuple[np.ndar
     swing = -0.035 * math.sin(pose.phase)
     skin = SKIN_TONES[a.skin]
     hair = HAIR_COLOURS[a.hair_colour]
-    top = COLOURS[a.top_colour]
-    bottom = COLOURS[a.bottom_colour]
-    bag = COLOURS[a.bag_colour]
+    top = ALL_COLOURS[a.top_colour]
+    bottom = ALL_COLOURS[a.bottom_colour]
+    bag = ALL_COLOURS[a.bag_colour]
     y_sh, y_hip, y_knee, y_ankle = 0.17, 0.50, 0.68, 0.93
     long_hair = a.hair_length == "long"
 
@@ -121,7 +137,10 @@ def render_person(a: PersonAttributes, pose: Pose, height: int) -> tuple[np.ndar
         g.poly([(-hw, y_hip - 0.03), (hw, y_hip - 0.03), (hw + 0.04, 0.69), (-hw - 0.04, 0.69)], bottom)
     hem = 0.72 if a.top_type == "coat" else y_hip + 0.01
     flare = 0.025 if a.top_type == "coat" else 0.0
-    g.poly([(-sw, y_sh), (sw, y_sh), (hw + flare, hem), (-hw - flare, hem)], top)
+    torso = [(-sw, y_sh), (sw, y_sh), (hw + flare, hem), (-hw - flare, hem)]
+    g.poly(torso, top)
+    if a.top_pattern != "plain":
+        g.pattern(torso, a.top_pattern, ALL_COLOURS[a.pattern_colour], front, y_sh)
     if a.top_type == "jacket" and front:  # open front shows the shirt underneath
         inner = COLOURS["white"] if a.top_colour != "white" else COLOURS["black"]
         g.poly([(-0.02, y_sh), (0.02, y_sh), (0.025, hem), (-0.025, hem)], inner)
@@ -143,7 +162,7 @@ def render_person(a: PersonAttributes, pose: Pose, height: int) -> tuple[np.ndar
 
     g.rect(-0.022, 0.12, 0.022, 0.17, skin)  # neck
     if a.scarf_colour is not None:
-        scarf = COLOURS[a.scarf_colour]
+        scarf = ALL_COLOURS[a.scarf_colour]
         g.rect(-0.045, 0.145, 0.045, 0.185, scarf)
         g.rect(0.01, 0.17, 0.035, 0.27, scarf)
 
@@ -161,7 +180,7 @@ def render_person(a: PersonAttributes, pose: Pose, height: int) -> tuple[np.ndar
         g.poly([(-0.045, 0.06), (0.045, 0.06), (0.055, 0.25), (-0.055, 0.25)], hair)
 
     if a.hat_type != "none":
-        hat = COLOURS[a.hat_colour]
+        hat = ALL_COLOURS[a.hat_colour]
         if a.hat_type == "cap":
             g.ellipse((0, 0.05), (0.047, 0.035), hat, 180, 360)
             if front:

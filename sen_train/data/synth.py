@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sen_train.data.attributes import PersonAttributes, hard_negative, sample_attributes
+from sen_train.data.attributes import DIFFICULTIES, PersonAttributes, hard_negative, sample_attributes
 from sen_train.data.captions import make_caption
 from sen_train.data.render import Pose, adjust_lighting, make_background, paste, render_person
 
@@ -44,6 +44,7 @@ class SynthConfig:
     occlusion_rate: float = 0.2
     height: int = 384
     width: int = 128
+    difficulty: str = "standard"  # "hard": near shades, patterned tops, fine-grained negatives, typos
 
     def __post_init__(self):
         if self.ids < 3:
@@ -56,6 +57,8 @@ class SynthConfig:
             raise ValueError(f"split_ratios must be 3 non-negative numbers, got {self.split_ratios}")
         if not 0 <= self.hard_negative_rate <= 1 or not 0 <= self.occlusion_rate <= 1:
             raise ValueError("rates must lie in [0, 1]")
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {self.difficulty!r}")
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,10 @@ def plan_identities(cfg: SynthConfig) -> list[Identity]:
         bases = [p for p in people if p.split == split and p.hard_negative_of is None]
         if bases and rng.random() < cfg.hard_negative_rate:
             base = bases[int(rng.integers(len(bases)))]
-            attrs, changed = hard_negative(base.attributes, rng)
+            attrs, changed = hard_negative(base.attributes, rng, cfg.difficulty)
             people.append(Identity(i + 1, split, attrs, base.pid, changed))
         else:
-            people.append(Identity(i + 1, split, sample_attributes(rng)))
+            people.append(Identity(i + 1, split, sample_attributes(rng, cfg.difficulty)))
     return people
 
 
@@ -128,7 +131,8 @@ def _render_job(job):
     if not cv2.imwrite(str(Path(root) / "imgs" / rel), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
         raise OSError(f"could not write image {Path(root) / 'imgs' / rel}")
     rng = np.random.default_rng([cfg.seed, pid, index, 2])
-    captions = [make_caption(attrs, meta["view"], rng) for _ in range(cfg.captions_per_image)]
+    hard = cfg.difficulty == "hard"
+    captions = [make_caption(attrs, meta["view"], rng, hard) for _ in range(cfg.captions_per_image)]
     return pid, index, rel, captions, meta
 
 
@@ -210,8 +214,9 @@ def statistics(root: str | os.PathLike) -> dict:
     out["vocabulary"] = len(words)
     out["occluded_images"] = sum(1 for im in truth["images"] if im["occluded"])
     out["back_view_images"] = sum(1 for im in truth["images"] if im["view"] == "back")
-    for key in ("top_type", "bottom_type", "bag_type", "hat_type"):
-        out[key] = dict(Counter(p["attributes"][key] for p in ids).most_common())
+    for key in ("top_type", "top_pattern", "bottom_type", "bag_type", "hat_type"):
+        out[key] = dict(Counter(p["attributes"].get(key, "plain") for p in ids).most_common())
+    out["difficulty"] = truth["config"].get("difficulty", "standard")
     return out
 
 
@@ -224,7 +229,8 @@ def format_statistics(stats: dict) -> str:
                  f"vocabulary {stats['vocabulary']} words")
     lines.append(f"hard-negative identities: {stats['hard_negatives']}; occluded images: "
                  f"{stats['occluded_images']}; back views: {stats['back_view_images']}")
-    for key in ("top_type", "bottom_type", "bag_type", "hat_type"):
+    lines.append(f"difficulty: {stats['difficulty']}")
+    for key in ("top_type", "top_pattern", "bottom_type", "bag_type", "hat_type"):
         lines.append(f"{key}: " + ", ".join(f"{k} {v}" for k, v in stats[key].items()))
     return "\n".join(lines)
 
@@ -236,18 +242,26 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--images-per-id", type=int, default=SynthConfig.images_per_id)
     ap.add_argument("--captions-per-image", type=int, default=SynthConfig.captions_per_image)
-    ap.add_argument("--hard-negative-rate", type=float, default=SynthConfig.hard_negative_rate)
+    ap.add_argument("--difficulty", choices=DIFFICULTIES, default="standard",
+                    help="hard: near colour shades, striped/checked/printed tops, fine-grained hard negatives, "
+                         "colour-after-noun phrasing and typos in captions")
+    ap.add_argument("--hard-negative-rate", type=float, default=None,
+                    help=f"share of one-attribute look-alikes (default {SynthConfig.hard_negative_rate}; 0.5 with "
+                         "--difficulty hard)")
     ap.add_argument("--occlusion-rate", type=float, default=SynthConfig.occlusion_rate)
     ap.add_argument("--split-ratios", type=float, nargs=3, default=SynthConfig.split_ratios,
                     metavar=("TRAIN", "VAL", "TEST"))
     ap.add_argument("--workers", type=int, default=0, help="processes (0 = all CPUs)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    rate = args.hard_negative_rate
+    if rate is None:
+        rate = 0.5 if args.difficulty == "hard" else SynthConfig.hard_negative_rate
     try:
         cfg = SynthConfig(ids=args.ids, seed=args.seed, images_per_id=args.images_per_id,
                           captions_per_image=args.captions_per_image,
-                          hard_negative_rate=args.hard_negative_rate, occlusion_rate=args.occlusion_rate,
-                          split_ratios=tuple(args.split_ratios))
+                          hard_negative_rate=rate, occlusion_rate=args.occlusion_rate,
+                          split_ratios=tuple(args.split_ratios), difficulty=args.difficulty)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

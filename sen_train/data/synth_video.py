@@ -112,8 +112,10 @@ def render_frame(background: np.ndarray, people: dict[int, PersonAttributes], tr
 
 
 def generate(cfg: VideoConfig, out: str | Path, identities: dict[int, PersonAttributes] | None = None,
-             progress: bool = True) -> dict:
-    """Write the videos and ground truth to `out`; returns the content of identities.json."""
+             progress: bool = True, hard_captions: bool = False) -> dict:
+    """Write the videos and ground truth to `out`; returns the content of identities.json.
+
+    `hard_captions`: describe people as a `hard` SynthPEDES does (patterns, shades, typos)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if identities is None:
@@ -155,11 +157,16 @@ def generate(cfg: VideoConfig, out: str | Path, identities: dict[int, PersonAttr
                     "end_frame": min(n_frames, t.end_frame(cfg.width))} for t in tracks
                    if t.start_frame <= n_frames],
         "identities": {str(pid): {"attributes": identities[pid].to_dict(),
-                                  "captions": [make_caption(identities[pid], v, cap_rng) for v in ("front", "back")]}
+                                  "captions": [make_caption(identities[pid], v, cap_rng, hard_captions) for v in ("front", "back")]}
                        for pid in seen},
     }
     (out / "identities.json").write_text(json.dumps(table, indent=1))
     return table
+
+
+def dataset_difficulty(root: str | Path) -> str:
+    """'standard' or 'hard', as the SynthPEDES dir at `root` was generated."""
+    return json.loads((Path(root) / "attributes.json").read_text())["config"].get("difficulty", "standard")
 
 
 def identities_from_dataset(root: str | Path, split: str = "test") -> dict[int, PersonAttributes]:
@@ -190,7 +197,8 @@ def main(argv=None) -> int:
         identities = identities_from_dataset(args.dataset, args.split) if args.dataset else None
         if identities is not None and not identities:
             raise ValueError(f"{args.dataset}: no identities in split '{args.split}'")
-        table = generate(cfg, args.out, identities, progress=not args.quiet)
+        hard = bool(args.dataset) and dataset_difficulty(args.dataset) == "hard"
+        table = generate(cfg, args.out, identities, progress=not args.quiet, hard_captions=hard)
     except (OSError, ValueError, KeyError, VideoWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
