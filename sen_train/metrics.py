@@ -11,15 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 TOP_K = (1, 5, 10)
+METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
 
 
 class MetricsError(ValueError):
     """Inputs that do not define a retrieval evaluation."""
 
 
-def retrieval_metrics(similarity, query_pids, gallery_pids, chunk: int = 1024) -> dict[str, float]:
-    """Metrics for `similarity` [Q, G] (rows are queries) with identities per query and gallery item.
+def per_query_metrics(similarity, query_pids, gallery_pids, chunk: int = 1024) -> dict[str, np.ndarray]:
+    """Per query (in percent): hit@1/5/10 as R1/R5/R10 (0 or 100), AP as mAP and INP as mINP.
 
+    Their means are `retrieval_metrics`; kept apart so that paired bootstraps can resample queries.
     Queries are processed in chunks of `chunk` rows so that memory stays O(chunk x G).
     """
     sim = np.asarray(similarity)
@@ -34,8 +36,7 @@ def retrieval_metrics(similarity, query_pids, gallery_pids, chunk: int = 1024) -
     if sim.shape[0] == 0 or sim.shape[1] == 0:
         raise MetricsError("empty query set or gallery")
 
-    hits = {k: 0 for k in TOP_K}
-    ap_sum = inp_sum = 0.0
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_NAMES}
     for start in range(0, len(qp), chunk):
         rows = sim[start : start + chunk]
         order = np.argsort(-rows, axis=1, kind="stable")
@@ -45,19 +46,36 @@ def retrieval_metrics(similarity, query_pids, gallery_pids, chunk: int = 1024) -
             bad = start + int(np.flatnonzero(n_rel == 0)[0])
             raise MetricsError(f"query {bad} (pid {qp[bad]}) has no relevant item in the gallery")
         for k in TOP_K:
-            hits[k] += int(matches[:, :k].any(axis=1).sum())
+            parts[f"R{k}"].append(100.0 * matches[:, :k].any(axis=1))
         cum = np.cumsum(matches, axis=1)
         ranks = np.arange(1, matches.shape[1] + 1)
         precision_at_hits = (cum / ranks) * matches
-        ap_sum += float((precision_at_hits.sum(axis=1) / n_rel).sum())
+        parts["mAP"].append(100.0 * precision_at_hits.sum(axis=1) / n_rel)
         last = matches.shape[1] - np.argmax(matches[:, ::-1], axis=1)  # 1-based rank of last relevant
-        inp_sum += float((n_rel / last).sum())
+        parts["mINP"].append(100.0 * n_rel / last)
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
-    n = len(qp)
-    out = {f"R{k}": 100.0 * hits[k] / n for k in TOP_K}
-    out["mAP"] = 100.0 * ap_sum / n
-    out["mINP"] = 100.0 * inp_sum / n
-    return out
+
+def retrieval_metrics(similarity, query_pids, gallery_pids, chunk: int = 1024) -> dict[str, float]:
+    """Metrics for `similarity` [Q, G] (rows are queries) with identities per query and gallery item."""
+    return {k: float(v.mean()) for k, v in per_query_metrics(similarity, query_pids, gallery_pids, chunk).items()}
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, groups, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of `a - b` and its 95% interval, resampling whole `groups` (query identities) with replacement.
+
+    `a` and `b` are one per-query metric of two models on the same queries. Captions of one person
+    are correlated, so identities, not captions, are the unit that is resampled."""
+    a, b, groups = np.asarray(a, float), np.asarray(b, float), np.asarray(groups)
+    if a.shape != b.shape or a.shape != groups.shape:
+        raise MetricsError(f"paired bootstrap needs equal lengths, got {a.shape}, {b.shape}, {groups.shape}")
+    ids, inverse = np.unique(groups, return_inverse=True)
+    diff_sum = np.bincount(inverse, weights=a - b, minlength=len(ids))
+    count = np.bincount(inverse, minlength=len(ids))
+    picks = np.random.default_rng(seed).integers(0, len(ids), size=(n, len(ids)))
+    boot = diff_sum[picks].sum(axis=1) / count[picks].sum(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float((a - b).mean()), float(lo), float(hi)
 
 
 def bidirectional_metrics(similarity, text_pids, image_pids) -> dict[str, dict[str, float]]:

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sen_train.metrics import MetricsError, bidirectional_metrics, format_table, retrieval_metrics
+from sen_train.metrics import (MetricsError, bidirectional_metrics, format_table, paired_bootstrap, per_query_metrics,
+                               retrieval_metrics)
 
 
 def test_two_queries_by_hand():
@@ -95,3 +96,32 @@ def test_matches_plain_loop(n_query, n_gallery, n_ids, seed, chunk):
 def test_format_table_lists_all_metrics():
     text = format_table({"R1": 1.0, "R5": 2.0, "R10": 3.0, "mAP": 4.0, "mINP": 5.0})
     assert text.split() == ["R1", "R5", "R10", "mAP", "mINP", "1.00", "2.00", "3.00", "4.00", "5.00"]
+
+
+def test_per_query_metrics_average_to_the_summary():
+    rng = np.random.default_rng(3)
+    sim = rng.normal(size=(40, 30))
+    qp, gp = rng.integers(0, 6, 40), np.arange(30) % 6
+    per = per_query_metrics(sim, qp, gp)
+    summary = retrieval_metrics(sim, qp, gp)
+    assert set(per) == set(summary)
+    for k, v in per.items():
+        assert v.shape == (40,) and v.mean() == pytest.approx(summary[k])
+    assert set(np.unique(per["R1"])) <= {0.0, 100.0}
+
+
+def test_paired_bootstrap_resamples_identities():
+    groups = np.repeat(np.arange(30), 8)
+    b = np.random.default_rng(0).uniform(0, 100, groups.size)
+    assert paired_bootstrap(b, b, groups) == (0.0, 0.0, 0.0)
+    assert paired_bootstrap(b + 5, b, groups) == pytest.approx((5.0, 5.0, 5.0))
+    # one identity much better, the rest equal: the interval includes 0 because that identity may be left out
+    a = b.copy()
+    a[groups == 3] += 60
+    mean, lo, hi = paired_bootstrap(a, b, groups)
+    assert mean == pytest.approx(2.0) and lo == pytest.approx(0.0) and hi > mean
+    # a steady gain on every identity is an interval away from 0
+    mean, lo, hi = paired_bootstrap(b + np.random.default_rng(1).normal(4, 2, groups.size), b, groups)
+    assert 0 < lo < mean < hi
+    with pytest.raises(MetricsError, match="equal lengths"):
+        paired_bootstrap(b[:5], b, groups)
