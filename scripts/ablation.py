@@ -42,7 +42,13 @@ def main() -> int:
     ap.add_argument("--significance", nargs="+", metavar="RUN_DIR",
                     help="no training: paired identity-bootstrap of each variant against (d) on the test split, "
                          "per-query metrics averaged over the given seed runs")
+    ap.add_argument("--tir-probe", metavar="CKPT",
+                    help="no training: TIR loss of a checkpoint on --data's test split with each image's own caption "
+                         "and with a caption of another identity (does the decoder use the text?)")
     args = ap.parse_args()
+    if args.tir_probe:
+        print(tir_probe(args.tir_probe, args.data))
+        return 0
     if args.combine:
         print(combine([Path(d) for d in args.combine]))
         return 0
@@ -135,6 +141,46 @@ def significance(run_dirs: list[Path], data: str, reference: str = "d") -> str:
             d, lo, hi = paired_bootstrap(m[metric], per_variant[ref][metric], pids)
             cells += [f"{m[metric].mean():.2f}", f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tir_probe(ckpt: str, data: str, seed: int = 0) -> str:
+    """TIR's masked-patch MSE with matched vs. mismatched captions, same images and masks.
+
+    If the two are equal, the decoder restores colour without reading the text, so TIR cannot be
+    teaching the encoders which words go with which colours."""
+    import numpy as np
+    import torch
+
+    from sen_train.checkpoint import load_model
+    from sen_train.data import read_dataset
+    from sen_train.loader import tokenize
+    from sen_train.transforms import normalise, read_rgb, resize
+
+    model = load_model(ckpt)
+    if model.tir is None:
+        raise SystemExit(f"error: {ckpt} was trained without TIR (loss.tir=0)")
+    test = read_dataset(data)["test"]
+    rng = np.random.default_rng(seed)
+    pids = np.array([s.pid for s in test])
+    other = np.array([rng.choice(np.flatnonzero(pids != p)) for p in pids])  # a caption of someone else
+    torch.manual_seed(seed)
+    sums = {"matched": 0.0, "other identity": 0.0, "empty caption": 0.0}
+    with torch.no_grad():
+        for i in range(0, len(test), 64):
+            batch = test[i : i + 64]
+            x = torch.from_numpy(np.stack([normalise(resize(read_rgb(s.image), tuple(model.image_size)),
+                                                     model.mean, model.std) for s in batch]))
+            keep, mask = model.random_keep(len(batch), x.device)
+            captions = {"matched": [s.caption for s in batch],
+                        "other identity": [test[j].caption for j in other[i : i + 64]],
+                        "empty caption": ["a person"] * len(batch)}
+            for name, caps in captions.items():
+                tokens = tokenize(caps).long()
+                loss = model.tir_loss(x, model.text_tokens(tokens), tokens, keep, mask)
+                sums[name] += float(loss) * len(batch)
+    lines = ["| caption given to TIR | masked-patch MSE |", "|---|---|"]
+    lines += [f"| {k} | {v / len(test):.4f} |" for k, v in sums.items()]
     return "\n".join(lines)
 
 
