@@ -18,6 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from sen_train.metrics import METRIC_NAMES as METRICS  # noqa: E402  (numpy only; torch loads lazily)
+
 VARIANTS = {
     "a. ITC only (plain fine-tune)": ["loss.sdm=0", "loss.id=0", "loss.triplet=0", "loss.tir=0", "loss.itc=1",
                                      "loss.prune_p=0"],
@@ -84,9 +86,6 @@ def main() -> int:
     return 0
 
 
-METRICS = ("R1", "R5", "R10", "mAP", "mINP")
-
-
 def combine(run_dirs: list[Path]) -> str:
     """Mean of each metric over seeds, plus R1 per seed: one seed of 30 test identities moves R1 by points."""
     tables = []
@@ -111,13 +110,16 @@ def significance(run_dirs: list[Path], data: str, reference: str = "d") -> str:
 
     Test R1 on 30 identities moves by several points between equally good models; this says which
     differences the test split can actually resolve."""
+    import numpy as np
+
     from sen_train.checkpoint import load_model
     from sen_train.data import read_dataset
     from sen_train.evaluate import encode_split
     from sen_train.metrics import paired_bootstrap, per_query_metrics
 
     test = read_dataset(data)["test"]
-    per_variant, pids = {}, None
+    pids = np.array([s.pid for s in test])  # encode_split keeps the split's caption order
+    per_variant = {}
     for name in VARIANTS:
         key = name.split(".")[0]
         ckpts = [d / key / "best" for d in run_dirs]
@@ -125,7 +127,7 @@ def significance(run_dirs: list[Path], data: str, reference: str = "d") -> str:
             continue
         runs = []
         for c in ckpts:
-            txt, pids, img, img_pids = encode_split(load_model(str(c)), test)
+            txt, _, img, img_pids = encode_split(load_model(str(c)), test)
             runs.append(per_query_metrics(txt @ img.T, pids, img_pids))
         per_variant[name] = {m: sum(r[m] for r in runs) / len(runs) for m in METRICS}
     ref = next((n for n in per_variant if n.startswith(reference + ".")), None)
@@ -155,7 +157,7 @@ def tir_probe(ckpt: str, data: str, seed: int = 0) -> str:
     from sen_train.checkpoint import load_model
     from sen_train.data import read_dataset
     from sen_train.loader import tokenize
-    from sen_train.transforms import normalise, read_rgb, resize
+    from sen_train.transforms import eval_batch
 
     model = load_model(ckpt)
     if model.tir is None:
@@ -169,8 +171,7 @@ def tir_probe(ckpt: str, data: str, seed: int = 0) -> str:
     with torch.no_grad():
         for i in range(0, len(test), 64):
             batch = test[i : i + 64]
-            x = torch.from_numpy(np.stack([normalise(resize(read_rgb(s.image), tuple(model.image_size)),
-                                                     model.mean, model.std) for s in batch]))
+            x = torch.from_numpy(eval_batch([s.image for s in batch], model))
             keep, mask = model.random_keep(len(batch), x.device)
             captions = {"matched": [s.caption for s in batch],
                         "other identity": [test[j].caption for j in other[i : i + 64]],

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from sen_train.data.readers import Sample, unique_images
 from sen_train.metrics import format_table, retrieval_metrics
-from sen_train.transforms import normalise, read_rgb, resize
+from sen_train.transforms import eval_batch
 
 
 @torch.no_grad()
@@ -26,10 +26,9 @@ def encode_split(model, samples: list[Sample], batch_size: int = 128, device="cp
 
     model.eval()
     paths, img_pids = unique_images(samples)
-    size = tuple(model.image_size)
     img_feats, txt_feats = [], []
     for i in tqdm(range(0, len(paths), batch_size), desc="encode images", disable=not progress):
-        x = np.stack([normalise(resize(read_rgb(p), size), model.mean, model.std) for p in paths[i : i + batch_size]])
+        x = eval_batch(paths[i : i + batch_size], model)
         img_feats.append(model.encode_image(torch.from_numpy(x).to(device)).float().cpu())
     captions = [s.caption for s in samples]
     for i in tqdm(range(0, len(captions), batch_size), desc="encode texts", disable=not progress):

@@ -34,3 +34,9 @@ def normalise(rgb: np.ndarray, mean, std) -> np.ndarray:
     x = rgb.astype(np.float32) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def eval_batch(paths, model) -> np.ndarray:
+    """float32 [N, 3, H, W] of the image files at `paths`, sized and normalised for `model`, no augmentation."""
+    size = tuple(model.image_size)
+    return np.stack([normalise(resize(read_rgb(str(p)), size), model.mean, model.std) for p in paths])

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sen_train.data.readers import unique_images
-from sen_train.transforms import normalise, read_rgb, resize
+from sen_train.transforms import eval_batch, read_rgb, resize
 
 BORDER, LABEL = 4, 22
 GREEN, RED, GREY = (40, 170, 40), (40, 40, 220), (150, 150, 150)  # BGR
@@ -39,8 +39,7 @@ def retrieval_grid(model, samples, text: str, pid: int | None, k: int = 10) -> n
     paths, pids = unique_images(samples)
     h, w = model.image_size
     with torch.no_grad():
-        imgs = torch.from_numpy(np.stack([normalise(resize(read_rgb(p), (h, w)), model.mean, model.std)
-                                          for p in paths]))
+        imgs = torch.from_numpy(eval_batch(paths, model))
         img_feats = torch.cat([model.encode_image(imgs[i : i + 64]) for i in range(0, len(imgs), 64)])
         q = model.encode_text(tokenize([text]))[0]
     scores = (img_feats @ q).numpy()
@@ -65,8 +64,7 @@ def tir_sheet(model, samples, n: int = 4, seed: int = 0) -> np.ndarray:
         raise ValueError("this checkpoint has no TIR head (trained with loss.tir=0)")
     chosen = samples[:: max(1, len(samples) // n)][:n]
     h, w = model.image_size
-    x = torch.from_numpy(np.stack([normalise(resize(read_rgb(s.image), (h, w)), model.mean, model.std)
-                                   for s in chosen]))
+    x = torch.from_numpy(eval_batch([s.image for s in chosen], model))
     tokens = tokenize([s.caption for s in chosen])
     torch.manual_seed(seed)
     with torch.no_grad():

@@ -115,7 +115,7 @@ def _pick(rng: np.random.Generator, options, p=None):
 
 def sample_attributes(rng: np.random.Generator, difficulty: str = "standard") -> PersonAttributes:
     """One random identity; the distributions loosely follow street scenes."""
-    hard = _check_difficulty(difficulty) == "hard"
+    hard = check_difficulty(difficulty) == "hard"
     colours = tuple(ALL_COLOURS if hard else COLOURS)
     gender = _pick(rng, GENDERS)
     woman = gender == "woman"
@@ -147,7 +147,8 @@ def sample_attributes(rng: np.random.Generator, difficulty: str = "standard") ->
     return a
 
 
-def _check_difficulty(difficulty: str) -> str:
+def check_difficulty(difficulty: str) -> str:
+    """`difficulty` if it is one of DIFFICULTIES, else a ValueError naming them."""
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
     return difficulty
@@ -166,7 +167,7 @@ def hard_negative(base: PersonAttributes, rng: np.random.Generator,
 
     In `hard` datasets the change is fine-grained: a colour moves to a near shade (blue -> navy) or
     the top's pattern changes, the differences real describers still put into words."""
-    if _check_difficulty(difficulty) == "hard":
+    if check_difficulty(difficulty) == "hard":
         return _fine_grained_negative(base, rng)
     for _ in range(100):
         name = _pick(rng, HARD_NEGATIVE_ATTRIBUTES)

@@ -111,7 +111,7 @@ def _clauses(a: PersonAttributes, view: str, rng: np.random.Generator, hard: boo
         top = f"{_colour(rng, a.top_colour)} {_a(rng, TOP_NAMES[a.top_type])}"
     out.append(("wear", f"{_article(top)} {top}"))
     bottom_name = _a(rng, BOTTOM_NAMES[a.bottom_type])
-    bottom = _garment(rng, a.bottom_colour, bottom_name, hard) if hard else f"{_colour(rng, a.bottom_colour)} {bottom_name}"
+    bottom = _garment(rng, a.bottom_colour, bottom_name, hard)
     if a.bottom_type == "skirt":
         out.append(("wear", f"{_article(bottom)} {bottom}"))
     else:

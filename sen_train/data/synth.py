@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sen_train.data.attributes import DIFFICULTIES, PersonAttributes, hard_negative, sample_attributes
+from sen_train.data.attributes import (DIFFICULTIES, PersonAttributes, check_difficulty, hard_negative,
+                                       sample_attributes)
 from sen_train.data.captions import make_caption
 from sen_train.data.render import Pose, adjust_lighting, make_background, paste, render_person
 
@@ -57,8 +58,7 @@ class SynthConfig:
             raise ValueError(f"split_ratios must be 3 non-negative numbers, got {self.split_ratios}")
         if not 0 <= self.hard_negative_rate <= 1 or not 0 <= self.occlusion_rate <= 1:
             raise ValueError("rates must lie in [0, 1]")
-        if self.difficulty not in DIFFICULTIES:
-            raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {self.difficulty!r}")
+        check_difficulty(self.difficulty)
 
 
 @dataclass(frozen=True)
