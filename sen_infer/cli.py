@@ -1,50 +1,77 @@
-"""`python -m sen_infer ingest|query|info` — errors are one line on stderr and a non-zero exit."""
+"""`python -m sen_infer ingest|query|info` — errors are one line on stderr (`error: ...`) and exit 2.
+
+Every error on bad input is a `SenInferError` raised by the SDK (or an argument rejected here); the
+CLI catches exactly that. Anything else that escapes is a bug and shows its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
-from sen_infer.errors import SenInferError
+from sen_infer.errors import EngineDirError, GalleryError, IngestError, QueryError, SenInferError, require_utf8
 from sen_infer.gallery import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, IngestReport
+from sen_infer.preprocess import is_regular_file
 
 
-def _expand(paths: list[str]) -> tuple[list[Path], list[Path], list[str]]:
-    """(images, videos, unsupported) from files and folders (searched recursively)."""
-    images, videos, other = [], [], []
+def _expand(paths: list[str], report: IngestReport) -> tuple[list[Path], list[Path]]:
+    """(images, videos) from files and folders (searched recursively). Inputs that cannot be ingested
+    (missing, not a regular file, a name that is not UTF-8, an unknown type named explicitly) go to
+    `report` with the reason; unrelated files inside a folder are not an error."""
+    images, videos = [], []
     for p in map(Path, paths):
-        if not p.exists():
-            continue  # reported as missing by the caller
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        if not os.path.lexists(p):
+            report.skip(p, "no such file or folder")
+            continue
+        files = sorted(f for f in p.rglob("*") if not f.is_dir()) if p.is_dir() else [p]
         for f in files:
             ext = f.suffix.lower()
-            if ext in IMAGE_EXTENSIONS:
-                images.append(f)
-            elif ext in VIDEO_EXTENSIONS:
-                videos.append(f)
-            elif p.is_dir():
-                continue  # unrelated files inside a folder are not an error
-            else:
-                other.append(str(f))
-    return images, videos, other
+            kind = images if ext in IMAGE_EXTENSIONS else videos if ext in VIDEO_EXTENSIONS else None
+            if kind is None:
+                if not p.is_dir():
+                    report.skip(f, f"not an image or video ({', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
+                continue
+            try:
+                str(f).encode("utf-8")
+            except UnicodeEncodeError:
+                report.skip(f, "file name is not valid UTF-8 (rename it)")
+                continue
+            if not is_regular_file(f):
+                report.skip(f, "not a regular file (FIFO, device, socket or broken link)")
+                continue
+            kind.append(f)
+    return images, videos
 
 
 def _retriever(args):
     from sen_infer.retriever import Retriever
 
-    return Retriever(args.engine, args.gallery, args.backend)
+    require_utf8(args.engine, "--engine path", EngineDirError)
+    if args.gallery is not None:
+        require_utf8(args.gallery, "--gallery path", GalleryError)
+    return Retriever(args.engine, args.gallery, args.backend, verify=not args.skip_verify)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, allow_nan=False))
 
 
 def cmd_ingest(args) -> int:
+    from sen_infer.video import check_detector
+
+    if args.camera is not None:
+        require_utf8(args.camera, "--camera", IngestError)
+    check_detector(args.detector)  # a bad detections file fails before anything is ingested
     r = _retriever(args)
-    images, videos, other = _expand(args.paths)
-    missing = [p for p in args.paths if not Path(p).exists()]
-    report = IngestReport(unreadable=list(missing) + other)
+    report = IngestReport()
+    images, videos = _expand(args.paths, report)
     g = r.gallery
     if images:
         with tqdm(total=len(images), desc="images", unit="img", disable=args.quiet) as bar:
@@ -55,19 +82,35 @@ def cmd_ingest(args) -> int:
             report.merge(g.add_video(v, camera=args.camera, start_time=args.start_time, detector=args.detector,
                                      stride=args.stride, progress=bar.update))
     summary = {"added": report.added, "tracks": report.tracks, "skipped_existing": report.skipped_existing,
-               "unreadable": report.unreadable, "images": len(images), "videos": len(videos),
-               "frames": report.frames, "seconds": round(report.seconds, 2), "gallery_rows": len(g)}
+               "unreadable": report.unreadable, "reasons": report.reasons, "images": len(images),
+               "videos": len(videos), "frames": report.frames, "seconds": round(report.seconds, 2),
+               "gallery_rows": len(g)}
     if args.json:
-        print(json.dumps(summary))
+        _print_json(summary)
     else:
+        for name in report.unreadable[:20]:
+            print(f"skipped {name}: {report.reasons.get(name, 'unreadable')}", file=sys.stderr)
         print(f"added {report.added} crops ({report.tracks} tracks from {len(videos)} videos, {len(images)} images); "
               f"skipped {report.skipped_existing} already in the gallery; {len(report.unreadable)} unreadable"
-              + (f": {', '.join(report.unreadable[:5])}" + (" ..." if len(report.unreadable) > 5 else "")
-                 if report.unreadable else "") + f"; gallery now holds {summary['gallery_rows']} crops")
+              f"; gallery now holds {summary['gallery_rows']} crops")
     return 0
 
 
 def cmd_query(args) -> int:
+    from sen_infer.retriever import check_filters
+
+    query = args.image if args.image else args.text
+    if args.image:
+        require_utf8(args.image, "--image path")
+    else:
+        require_utf8(args.text, "query text")
+        if not args.text.strip():
+            raise QueryError("query text is empty")
+    check_filters(args.k, args.camera, args.since, args.until)
+    if args.sheet:
+        from sen_infer.sheet import check_sheet_path
+
+        check_sheet_path(args.sheet)  # before the query runs, not after
     r = _retriever(args)
     filters = dict(k=args.k, camera=args.camera, since=args.since, until=args.until, per_track=not args.all_crops)
     with warnings.catch_warnings(record=True) as caught:
@@ -78,10 +121,9 @@ def cmd_query(args) -> int:
     if args.sheet:
         from sen_infer.sheet import contact_sheet
 
-        contact_sheet(hits, args.sheet, title=args.image or args.text)
+        contact_sheet(hits, args.sheet, title=query)
     if args.json:
-        print(json.dumps({"query": args.image or args.text, "backend": r.backend,
-                          "hits": [h.to_dict() for h in hits]}))
+        _print_json({"query": query, "backend": r.backend, "hits": [h.to_dict() for h in hits]})
     else:
         for i, h in enumerate(hits, 1):
             t = "-" if h.timestamp is None else f"{h.timestamp:.1f}"
@@ -95,35 +137,71 @@ def cmd_query(args) -> int:
 def cmd_info(args) -> int:
     r = _retriever(args)
     m = r.encoders.manifest
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = r.open_gallery(create=False).stats()
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     info = {"engine": str(Path(args.engine).resolve()), "model": m.model_name, "fingerprint": m.fingerprint,
             "embed_dim": m.embed_dim, "image_size": list(m.image_size), "precisions": m.precisions,
-            "backend": r.backend, "gallery": str(r.gallery_path.resolve()), **r.gallery.stats()}
+            "backend": r.backend, "gallery": str(r.gallery_path.resolve()), **stats}
     if args.json:
-        print(json.dumps(info))
+        _print_json(info)
     else:
         for k, v in info.items():
             print(f"{k:>12}: {v}")
     return 0
 
 
+# ---- arguments -------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, not {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: one line `error: ...`, exit 2 (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m sen_infer", description="Text-based person search over a gallery.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(prog="python -m sen_infer", description="Text-based person search over a gallery.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p):
         p.add_argument("--engine", required=True, help="engine dir (python -m export.onnx)")
         p.add_argument("--gallery", help="gallery dir (default: ENGINE/gallery)")
-        p.add_argument("--backend", default="auto", help="auto, tensorrt, onnx-cuda, onnx-cpu-int8, onnx-cpu")
+        p.add_argument("--backend", default="auto",
+                       help="auto, tensorrt-int8, tensorrt, onnx-cuda, onnx-cpu-int8, onnx-cpu")
+        p.add_argument("--skip-verify", action="store_true",
+                       help="do not check the engine files' sha256 against manifest.json (for people who know why)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("ingest", help="add images, folders and videos to the gallery")
+    p = sub.add_parser("ingest", help="add images, folders and videos to the gallery (creates it)")
     common(p)
     p.add_argument("paths", nargs="+")
     p.add_argument("--camera", help="camera name (videos default to the file name)")
-    p.add_argument("--timestamp", type=float, help="timestamp of the images (unix seconds)")
-    p.add_argument("--start-time", type=float, help="unix time of a video's first frame")
+    p.add_argument("--timestamp", type=_finite_float, help="timestamp of the images (unix seconds)")
+    p.add_argument("--start-time", type=_finite_float, help="unix time of a video's first frame")
     p.add_argument("--detector", default="mog2", help="mog2 (static cameras), hog, or mot:DETECTIONS.txt")
-    p.add_argument("--stride", type=int, default=2, help="detect on every n-th frame")
+    p.add_argument("--stride", type=_positive_int, default=2, help="detect on every n-th frame")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_ingest)
 
@@ -131,12 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("text", nargs="?", default="")
     p.add_argument("--image", help="query by example image instead of text")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=_positive_int, default=10)
     p.add_argument("--camera")
-    p.add_argument("--since", type=float)
-    p.add_argument("--until", type=float)
+    p.add_argument("--since", type=_finite_float)
+    p.add_argument("--until", type=_finite_float)
     p.add_argument("--all-crops", action="store_true", help="do not collapse results to one per track")
-    p.add_argument("--sheet", help="write a contact sheet of the hits (e.g. hits.jpg)")
+    p.add_argument("--sheet", help="write a contact sheet of the hits (.jpg, .png, .bmp or .webp)")
     p.set_defaults(fn=cmd_query)
 
     p = sub.add_parser("info", help="engine and gallery: model, backend, counts, cameras, time span")
@@ -149,8 +227,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (SenInferError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except SenInferError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 
 

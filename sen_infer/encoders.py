@@ -1,62 +1,151 @@
-"""Text and image encoders over an engine dir, on the fastest backend available.
+"""Text and image encoders over an engine dir, on the fastest backend available, verified on open.
 
-Backends: "tensorrt" (fp16 plans, GPU), "onnx-cuda" (onnxruntime-gpu), "onnx-cpu" (fp32) and
-"onnx-cpu-int8" (dynamic int8). "auto" takes the first available in that order.
+Backends: "tensorrt-int8" / "tensorrt" (plans, GPU), "onnx-cuda" (onnxruntime-gpu), "onnx-cpu-int8"
+(dynamic int8) and "onnx-cpu" (fp32). "auto" takes the first available in that order.
+
+Opening enforces the engine-dir contract (DESIGN.md) before a single embedding reaches a gallery:
+the manifest's schema and ranges, the sha256 of every file the chosen backend loads (cached by
+path + size + mtime + ctime, see `HashCache`), the towers' input/output signatures against the
+manifest, a dry run of the text tower at the full context length, and for TensorRT plans the
+TensorRT version and GPU compute capability they were built for. `verify=False` skips only the
+sha256 step, for people who know why (e.g. a hand-edited engine under development).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from sen_infer.errors import BackendUnavailable, EngineDirError, QueryError
-from sen_infer.manifest import Manifest, ManifestError, read_manifest
+from sen_infer.errors import BackendUnavailable, EngineDirError, ManifestError, QueryError, require_utf8
+from sen_infer.manifest import Manifest, read_manifest, sha256_file, verify_files
 from sen_infer.preprocess import to_input
-from sen_infer.tokenizer import ClipTokenizer, TokenizerError
+from sen_infer.tokenizer import ClipTokenizer
 
-BACKENDS = ("tensorrt", "onnx-cuda", "onnx-cpu-int8", "onnx-cpu")
+BACKENDS = ("tensorrt-int8", "tensorrt", "onnx-cuda", "onnx-cpu-int8", "onnx-cpu")
+TOKENIZER = "tokenizer.json"
+IMAGE_PLANS = {"fp16": "image_encoder.fp16.plan", "int8": "image_encoder.int8.plan"}
+TEXT_PLAN = "text_encoder.fp16.plan"
 FILES = {
     "onnx-cuda": ("image_encoder.onnx", "text_encoder.onnx"),
     "onnx-cpu": ("image_encoder.onnx", "text_encoder.onnx"),
     "onnx-cpu-int8": ("image_encoder.int8.onnx", "text_encoder.int8.onnx"),
-    "tensorrt": ("image_encoder.fp16.plan", "text_encoder.fp16.plan"),
+    "tensorrt": (IMAGE_PLANS["fp16"], TEXT_PLAN),
+    "tensorrt-int8": (IMAGE_PLANS["int8"], TEXT_PLAN),
 }
 
 
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+# ---- sha256, cached ----------------------------------------------------------------------------
+def _default_cache_file() -> Path:
+    root = os.environ.get("SEN_INFER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+        / "sen_infer"
+    return Path(root) / "sha256.json"
+
+
+class HashCache:
+    """sha256 of files, remembered by (absolute path, size, mtime_ns, ctime_ns) so a 350 MB tower is
+    hashed once rather than on every start. ctime cannot be set from user space, so a file rewritten
+    with its old size and mtime restored is still re-hashed. The cache is a convenience: when its file
+    cannot be read or written, every file is simply hashed."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else _default_cache_file()
+        self.hashed = 0  # files actually read in this process (for tests and curious users)
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, entries: dict) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".sha256.", dir=self.path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump(entries, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+    def __call__(self, file: Path) -> str:
+        file = Path(file).resolve()
+        st = file.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        key = os.fsencode(file).decode("utf-8", "backslashreplace")
+        entry = self._load().get(key)
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+            return entry["sha256"]
+        digest = sha256_file(file)
+        self.hashed += 1
+        entries = self._load()  # re-read: another process may have added entries meanwhile
+        entries[key] = {"stamp": stamp, "sha256": digest}
+        self._save(entries)
+        return digest
+
+
+# ---- towers --------------------------------------------------------------------------------------
 class _OrtTower:
     def __init__(self, path: Path, providers: list[str]):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
-        self.input = self.session.get_inputs()[0].name
+        opts.log_severity_level = 3  # onnxruntime's own warnings are not for end users
+        self.path = path
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own pybind types for unparsable models
+            raise EngineDirError(f"{path}: onnxruntime cannot load it ({_one_line(e)})") from None
+        inp, out = self.session.get_inputs(), self.session.get_outputs()
+        if len(inp) != 1 or len(out) != 1:
+            raise EngineDirError(f"{path}: expected one input and one output, found {len(inp)} and {len(out)}")
+        self.input, self.input_type, self.input_shape = inp[0].name, inp[0].type, list(inp[0].shape)
+        self.output_shape = list(out[0].shape)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x})[0]
+        try:
+            return self.session.run(None, {self.input: x})[0]
+        except Exception as e:
+            raise EngineDirError(f"{self.path}: inference failed ({_one_line(e)})") from None
 
 
 class _TrtTower:
-    """A TensorRT plan run through cuda-python buffers (no torch). Unverified: no GPU here."""
+    """A TensorRT plan run through cuda-python buffers (no torch). Also the runner export's GPU
+    parity gate uses, so the gate checks the code deployments run."""
 
     def __init__(self, path: Path):
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
 
-        self.trt, self.cudart = trt, cudart
+        self.trt, self.cudart, self.path = trt, cudart, path
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise EngineDirError(f"{path}: TensorRT cannot deserialize this plan")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.input_type = "tensor(int32)" if self.engine.get_tensor_dtype(self.input) == trt.int32 \
+            else "tensor(float)"
+        self.input_shape = list(self.engine.get_tensor_shape(self.input))
+        self.output_shape = list(self.engine.get_tensor_shape(self.output))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         cudart = self.cudart
         x = np.ascontiguousarray(x)
-        self.context.set_input_shape(self.input, x.shape)
+        if not self.context.set_input_shape(self.input, x.shape):
+            raise EngineDirError(f"{self.path}: input shape {x.shape} is outside the plan's optimisation profile")
         out = np.empty(tuple(self.context.get_tensor_shape(self.output)), np.float32)
         _, d_in = cudart.cudaMalloc(x.nbytes)
         _, d_out = cudart.cudaMalloc(out.nbytes)
@@ -65,7 +154,8 @@ class _TrtTower:
             self.context.set_tensor_address(self.input, d_in)
             self.context.set_tensor_address(self.output, d_out)
             if not self.context.execute_async_v3(0):
-                raise RuntimeError("TensorRT execution failed")
+                raise EngineDirError(f"{self.path}: TensorRT execution failed")
+            cudart.cudaDeviceSynchronize()
             cudart.cudaMemcpy(out.ctypes.data, d_out, out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
         finally:
             cudart.cudaFree(d_in)
@@ -73,17 +163,51 @@ class _TrtTower:
         return out
 
 
-def _available(backend: str, engine_dir: Path) -> str | None:
-    """None when `backend` can run here, else the reason it cannot."""
+# ---- TensorRT validity ---------------------------------------------------------------------------
+def trt_runtime() -> tuple[str, str]:
+    """(installed TensorRT version, compute capability "M.m" of GPU 0); ImportError / RuntimeError if none."""
+    import tensorrt
+    from cuda.bindings import runtime as cudart
+
+    attr = cudart.cudaDeviceAttr
+    err, major = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, 0)
+    err2, minor = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, 0)
+    if int(err) or int(err2):
+        raise RuntimeError(f"no CUDA GPU ({err})")
+    return tensorrt.__version__, f"{major}.{minor}"
+
+
+def trt_mismatch(recorded: dict | None, version: str, capability: str) -> str | None:
+    """Why plans built as `recorded` (the manifest's `tensorrt`) cannot run on this TensorRT + GPU, or None.
+    TensorRT plans are valid only for the TensorRT release and the GPU architecture they were built with."""
+    if not recorded:
+        return "the manifest records no TensorRT build (version, compute capability)"
+    problems = []
+    if str(recorded.get("version")) != version:
+        problems.append(f"built with TensorRT {recorded.get('version')}, this machine has TensorRT {version}")
+    if str(recorded.get("compute_capability")) != capability:
+        problems.append(f"built for compute capability {recorded.get('compute_capability')} "
+                        f"({recorded.get('gpu', '?')}), this GPU is {capability}")
+    return "; ".join(problems) or None
+
+
+# ---- choosing a backend --------------------------------------------------------------------------
+def _unavailable(backend: str, engine_dir: Path, manifest: Manifest | None = None) -> str | None:
+    """None when `backend` can run here, else the reason it cannot (files, packages, GPU, TensorRT build)."""
     missing = [f for f in FILES[backend] if not (engine_dir / f).is_file()]
     if missing:
         return f"{', '.join(missing)} not in {engine_dir}"
-    if backend == "tensorrt":
+    if backend.startswith("tensorrt"):
         try:
-            import tensorrt  # noqa: F401
-            from cuda.bindings import runtime  # noqa: F401
+            version, capability = trt_runtime()
         except ImportError:
             return "tensorrt / cuda-python are not installed"
+        except Exception as e:  # cuda-python reports a missing driver or GPU in several ways
+            return f"no usable CUDA GPU ({_one_line(e)})"
+        if manifest is not None:
+            why = trt_mismatch(manifest.tensorrt, version, capability)
+            if why:
+                return f"{engine_dir / FILES[backend][0]}: {why}; rebuild with python -m export.trt"
         return None
     import onnxruntime as ort
 
@@ -92,44 +216,114 @@ def _available(backend: str, engine_dir: Path) -> str | None:
     return None
 
 
+def available_backends(engine_dir: str | os.PathLike) -> list[str]:
+    """The backends that can run `engine_dir` on this machine, fastest first."""
+    engine_dir = Path(engine_dir)
+    manifest = read_manifest(engine_dir)
+    return [b for b in BACKENDS if _unavailable(b, engine_dir, manifest) is None
+            and all(f in manifest.files for f in FILES[b])]
+
+
 def open_engine(engine_dir: str | os.PathLike) -> tuple[Manifest, ClipTokenizer]:
+    """The manifest and tokenizer of an engine dir (unverified; `Encoders` verifies)."""
+    engine_dir = _engine_path(engine_dir)
+    manifest = read_manifest(engine_dir)
+    return manifest, _tokenizer(engine_dir, manifest)
+
+
+def _engine_path(engine_dir) -> Path:
     engine_dir = Path(engine_dir)
     if not engine_dir.is_dir():
         raise EngineDirError(f"engine dir {engine_dir} does not exist (create one with python -m export.onnx)")
-    try:
-        manifest = read_manifest(engine_dir)
-        tokenizer = ClipTokenizer(engine_dir / "tokenizer.json", manifest.context_length)
-    except (ManifestError, TokenizerError) as e:
-        raise EngineDirError(str(e)) from None
-    return manifest, tokenizer
+    return engine_dir
+
+
+def _tokenizer(engine_dir: Path, manifest: Manifest) -> ClipTokenizer:
+    tok = ClipTokenizer(engine_dir / TOKENIZER, manifest.context_length)
+    if (tok.sot_id, tok.eot_id) != (manifest.sot_id, manifest.eot_id):
+        raise ManifestError(f"{engine_dir / 'manifest.json'}: sot/eot ids {manifest.sot_id}/{manifest.eot_id} "
+                            f"differ from {TOKENIZER}'s {tok.sot_id}/{tok.eot_id}")
+    return tok
 
 
 class Encoders:
     """The two towers of an engine dir. `encode_text` and `encode_images` return float32 [N, D]."""
 
-    def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", batch_size: int = 32):
-        self.engine_dir = Path(engine_dir)
-        self.manifest, self.tokenizer = open_engine(self.engine_dir)
+    def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", batch_size: int = 32,
+                 verify: bool = True, hash_cache: HashCache | None = None):
+        self.engine_dir = _engine_path(engine_dir)
+        self.manifest = read_manifest(self.engine_dir)
         self.batch_size = batch_size
-        if backend == "auto":
-            reasons = {b: _available(b, self.engine_dir) for b in BACKENDS}
-            backend = next((b for b in BACKENDS if reasons[b] is None), None)
-            if backend is None:
-                raise EngineDirError(f"{self.engine_dir}: no usable towers ({reasons['onnx-cpu']})")
-        elif backend not in BACKENDS:
-            raise BackendUnavailable(f"unknown backend {backend!r} (choose from auto, {', '.join(BACKENDS)})")
-        else:
-            reason = _available(backend, self.engine_dir)
-            if reason:
-                raise BackendUnavailable(f"backend {backend} is unavailable: {reason}")
-        self.backend = backend
-        image_file, text_file = (self.engine_dir / f for f in FILES[backend])
-        if backend == "tensorrt":
+        self.backend = self._choose(backend, verify)
+        names = FILES[self.backend]
+        if verify:
+            verify_files(self.engine_dir, self.manifest, (TOKENIZER, *names), digest=hash_cache or HashCache())
+        self.tokenizer = _tokenizer(self.engine_dir, self.manifest)
+        image_file, text_file = (self.engine_dir / f for f in names)
+        if self.backend.startswith("tensorrt"):
             self._image, self._text = _TrtTower(image_file), _TrtTower(text_file)
         else:
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if backend == "onnx-cuda" \
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.backend == "onnx-cuda" \
                 else ["CPUExecutionProvider"]
             self._image, self._text = _OrtTower(image_file, providers), _OrtTower(text_file, providers)
+        self._check_towers(image_file, text_file)
+
+    def _choose(self, backend: str, verify: bool) -> str:
+        if backend not in ("auto", *BACKENDS):
+            raise BackendUnavailable(f"unknown backend {backend!r} (choose from auto, {', '.join(BACKENDS)})")
+        if backend != "auto":
+            reason = _unavailable(backend, self.engine_dir, self.manifest)
+            if reason is None:
+                return backend
+            if backend.startswith("tensorrt") and "rebuild with python -m export.trt" in reason:
+                raise EngineDirError(reason)  # plans that exist but belong to another TensorRT or GPU
+            raise BackendUnavailable(f"backend {backend} is unavailable: {reason}")
+        reasons = {}
+        for b in BACKENDS:
+            reasons[b] = _unavailable(b, self.engine_dir, self.manifest)
+            unlisted = [f for f in FILES[b] if f not in self.manifest.files]
+            if reasons[b] is None and unlisted and verify:
+                reasons[b] = f"{', '.join(unlisted)} not listed in the manifest"
+                warnings.warn(f"{self.engine_dir}: ignoring {', '.join(unlisted)}: not listed in manifest.json "
+                              f"(left by an interrupted export?)", stacklevel=3)
+                continue
+            if reasons[b] is None:
+                return b
+            if b.startswith("tensorrt") and "rebuild with python -m export.trt" in reasons[b]:
+                warnings.warn(f"{reasons[b]}; using the next backend", stacklevel=3)
+        raise EngineDirError(f"{self.engine_dir}: no usable towers ({reasons['onnx-cpu']})")
+
+    def _check_towers(self, image_file: Path, text_file: Path) -> None:
+        """The towers' signatures against the manifest, and the text tower at the full context length:
+        a wrong or swapped file, or a manifest edited by hand, fails here and not inside a query."""
+        m = self.manifest
+        want_image = [3, *m.image_size]
+
+        def static(dim):
+            return dim if isinstance(dim, int) else None
+
+        img, txt = self._image, self._text
+        if img.input_type != "tensor(float)" or len(img.input_shape) != 4 or \
+                any(static(d) not in (None, w) for d, w in zip(img.input_shape[1:], want_image)):
+            raise EngineDirError(f"{image_file}: is not an image tower for [B, {', '.join(map(str, want_image))}] "
+                                 f"float input (it takes {img.input_type} {img.input_shape})")
+        if txt.input_type != "tensor(int32)" or len(txt.input_shape) != 2:
+            raise EngineDirError(f"{text_file}: is not a text tower for [B, L] int32 tokens "
+                                 f"(it takes {txt.input_type} {txt.input_shape})")
+        for path, tower in ((image_file, img), (text_file, txt)):
+            if len(tower.output_shape) != 2 or static(tower.output_shape[1]) not in (None, m.embed_dim):
+                raise EngineDirError(f"{path}: output {tower.output_shape} is not [B, {m.embed_dim}] "
+                                     f"(embed_dim in manifest.json)")
+        tokens = np.zeros((1, m.context_length), np.int32)
+        tokens[0, 0], tokens[0, -1] = m.sot_id, m.eot_id
+        try:
+            out = txt(tokens)
+        except EngineDirError as e:
+            raise ManifestError(f"{self.engine_dir / 'manifest.json'}: context_length {m.context_length} does not "
+                                f"fit {text_file.name} ({e})") from None
+        if out.shape != (1, m.embed_dim) or not np.isfinite(out).all() or abs(float(np.linalg.norm(out)) - 1) > 1e-2:
+            raise EngineDirError(f"{text_file}: a full-length dry run gave {out.shape} values that are not an "
+                                 f"L2-normalised [1, {m.embed_dim}] embedding")
 
     @property
     def dim(self) -> int:
@@ -141,6 +335,7 @@ class Encoders:
         for t in texts:
             if not isinstance(t, str) or not t.strip():
                 raise QueryError("query text is empty")
+            require_utf8(t, "query text")
         out = []
         for i in range(0, len(texts), self.batch_size):
             chunk = texts[i : i + self.batch_size]
@@ -153,7 +348,7 @@ class Encoders:
 
     def encode_images(self, images) -> np.ndarray:
         """Images as BGR uint8 arrays or paths (unreadable paths raise; the gallery skips them first)."""
-        from sen_infer.preprocess import read_bgr
+        from sen_infer.preprocess import check_image_array, read_bgr
 
         m = self.manifest
         out = []
@@ -163,6 +358,7 @@ class Encoders:
                 img = read_bgr(str(item)) if isinstance(item, (str, os.PathLike)) else item
                 if img is None:
                     raise QueryError(f"cannot read image {item}")
+                check_image_array(img)
                 batch.append(to_input(img, m.image_size, m.mean, m.std))
             out.append(self._image(np.stack(batch)))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)

@@ -9,20 +9,23 @@ Reads are safe from many threads while one thread (or another process) ingests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from sen_infer.errors import GalleryError, ModelMismatchError
-from sen_infer.preprocess import read_bgr
+from sen_infer.errors import GalleryError, IngestError, ModelMismatchError, VideoReadError, require_utf8
+from sen_infer.preprocess import check_image_array, is_regular_file, read_bgr
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,16 +57,24 @@ FILTERED_EXACT_MAX = 5_000  # a filter leaving at most this many rows is searche
 class IngestReport:
     added: int = 0
     skipped_existing: int = 0
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # inputs skipped; `reasons` says why
     tracks: int = 0
     frames: int = 0
     crops_embedded: int = 0
     seconds: float = 0.0
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, item, reason: str) -> None:
+        """Record an input that was not ingested, and why (one line)."""
+        name = os.fsencode(str(item)).decode("utf-8", "backslashreplace")
+        self.unreadable.append(name)
+        self.reasons[name] = reason
 
     def merge(self, other: "IngestReport") -> None:
         self.added += other.added
         self.skipped_existing += other.skipped_existing
         self.unreadable += other.unreadable
+        self.reasons.update(other.reasons)
         self.tracks += other.tracks
         self.frames += other.frames
         self.crops_embedded += other.crops_embedded
@@ -82,9 +93,38 @@ class Row:
     crop_path: str | None
 
 
+def _finite_time(value, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise IngestError(f"{what} must be a finite number of seconds, not {value!r}")
+    return float(value)
+
+
+def _camera_name(camera) -> str | None:
+    if camera is None:
+        return None
+    if not isinstance(camera, str) or not camera.strip():
+        raise IngestError(f"camera name must be a non-empty string, not {camera!r}")
+    return require_utf8(camera, "camera name", IngestError)
+
+
 def _normalise(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float32)
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def _unusable_file(path: str) -> str | None:
+    """Why a file given to the ingest cannot be read as one (checked before OpenCV sees it), or None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (rename it)"
+    if not os.path.lexists(path):
+        return "no such file"
+    if not is_regular_file(path):
+        return "not a regular file (FIFO, device or socket)"
+    return None
 
 
 class Gallery:
@@ -101,6 +141,8 @@ class Gallery:
         self.index_path = self.dir / "index.usearch"
         self.crops_dir = self.dir / "crops"
         self._local = threading.local()
+        self._last_seen = 0  # highest row id read into memory (damaged rows included)
+        self.damaged: list[int] = []  # keys of rows whose stored embedding is unusable (kept, never served)
         self._lock = threading.RLock()  # guards the in-memory matrix and the index
         self._write_lock = threading.Lock()
         self._init_db()
@@ -117,27 +159,46 @@ class Gallery:
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike, engine_dir=None, *, encoders=None, backend: str = "auto",
-             exact_max: int = EXACT_MAX, filtered_exact_max: int = FILTERED_EXACT_MAX) -> "Gallery":
-        """Open (or create) the gallery at `path` for the model of `engine_dir` (or given encoders)."""
+             exact_max: int = EXACT_MAX, filtered_exact_max: int = FILTERED_EXACT_MAX,
+             create: bool = True) -> "Gallery":
+        """Open the gallery at `path` for the model of `engine_dir` (or given encoders). With
+        create=False (how queries open it) a path without a gallery is an error, never a new gallery."""
+        path = Path(path)
+        require_utf8(str(path), "gallery path", GalleryError)
+        if not create and not (path / "gallery.sqlite").is_file():
+            raise GalleryError(f"no gallery at {path} (gallery.sqlite is missing); ingest into it first")
         if encoders is None:
             if engine_dir is None:
                 raise GalleryError("Gallery.open needs an engine_dir (or encoders)")
             from sen_infer.encoders import Encoders
 
             encoders = Encoders(engine_dir, backend)
-        path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise GalleryError(f"cannot create gallery dir {path}: {e}") from None
+            raise GalleryError(f"cannot create gallery dir {path}: {e.strerror or e}") from None
         return cls(path, encoders, exact_max, filtered_exact_max)
+
+    @contextlib.contextmanager
+    def _db(self, doing: str):
+        """SQLite errors (a damaged page, a read-only file, a full disk) as one-line GalleryErrors."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            hint = " (the gallery files are read-only)" if "readonly" in str(e) else ""
+            raise GalleryError(f"{self.db_path}: cannot {doing}: {e}{hint}") from None
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            with self._db("open the database"):
+                conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                except BaseException:
+                    conn.close()
+                    raise
             self._local.conn = conn
         return conn
 
@@ -154,6 +215,8 @@ class Gallery:
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             raise GalleryError(f"{self.db_path}: not a readable gallery database ({e})") from None
+        except GalleryError as e:
+            raise GalleryError(f"{e} ({self.db_path} is not a usable gallery database)") from None
         if meta and meta.get("fingerprint") != self.fingerprint:
             raise ModelMismatchError(
                 f"gallery {self.dir} was built with another model (fingerprint {meta.get('fingerprint', '?')[:12]}, "
@@ -163,15 +226,34 @@ class Gallery:
     def refresh(self) -> None:
         """Pick up rows committed since the last look (by this or another process)."""
         conn = self._conn()
-        with self._lock:
-            last = int(self._ids[-1]) if len(self._ids) else 0
+        with self._lock, self._db("read rows"):
             rows = conn.execute("SELECT id, camera, timestamp, track, embedding FROM crops WHERE id > ? ORDER BY id",
-                                (last,)).fetchall()
+                                (self._last_seen,)).fetchall()
             if not rows:
                 return
-            self._append(rows)
+            self._last_seen = int(rows[-1][0])
+            self._append(self._usable(rows))
+
+    def _usable(self, rows) -> list:
+        """Rows whose embedding blob is a finite float16 vector of this model's size. A damaged row is
+        kept in SQLite (it is evidence) and listed in `damaged`, but never served: one bad blob must not
+        make the rest of the gallery unsearchable."""
+        good, bad = [], []
+        want = 2 * self.dim
+        for r in rows:
+            blob = r[4]
+            ok = isinstance(blob, bytes) and len(blob) == want and np.isfinite(np.frombuffer(blob, np.float16)).all()
+            (good if ok else bad).append(r)
+        if bad:
+            keys = [int(r[0]) for r in bad]
+            self.damaged += keys
+            warnings.warn(f"{self.db_path}: {len(keys)} row(s) with a damaged embedding are skipped "
+                          f"(keys {', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''})", stacklevel=3)
+        return good
 
     def _append(self, rows) -> None:
+        if not rows:
+            return
         ids = np.array([r[0] for r in rows], np.int64)
         emb = np.frombuffer(b"".join(r[4] for r in rows), np.float16).reshape(len(rows), self.dim)
         self._ids = np.concatenate([self._ids, ids])
@@ -223,7 +305,7 @@ class Gallery:
     # ---- writing ------------------------------------------------------------------------------
     def _commit(self, records: list[tuple], source_done: tuple | None = None) -> tuple[int, int]:
         """Insert rows (and mark a source done) in one transaction; returns (added, existing)."""
-        with self._write_lock:
+        with self._write_lock, self._db("write"):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -244,15 +326,21 @@ class Gallery:
         """Save the index once per ingest call, not per batch (it is a cache: a crash before this
         point only means it is rebuilt from SQLite on the next open)."""
         with self._lock:
-            self._save_index()
+            try:
+                self._save_index()
+            except (OSError, RuntimeError) as e:  # the rows are committed; only the cache could not be saved
+                warnings.warn(f"{self.index_path}: index cache not saved ({e}); it is rebuilt on the next open",
+                              stacklevel=3)
 
     def _existing(self, source: str, frame: int, box) -> bool:
-        return self._conn().execute("SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? AND h=?",
-                                    (source, frame, *box)).fetchone() is not None
+        with self._db("read rows"):
+            return self._conn().execute("SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? AND h=?",
+                                        (source, frame, *box)).fetchone() is not None
 
     def add_images(self, items, camera: str | None = None, timestamp: float | None = None,
                    track: int | None = None, batch_size: int = 64, progress=None) -> IngestReport:
         """Add whole images (paths or BGR arrays) as crops. Unreadable files are skipped and reported."""
+        timestamp, camera = _finite_time(timestamp, "timestamp"), _camera_name(camera)
         report = IngestReport()
         t0 = time.perf_counter()
         pending: list[tuple[str, np.ndarray, str | None]] = []
@@ -273,6 +361,7 @@ class Gallery:
 
         for item in items:
             if isinstance(item, np.ndarray):
+                check_image_array(item)
                 digest = hashlib.sha1(np.ascontiguousarray(item).tobytes()).hexdigest()[:20]
                 source, img = f"array:{digest}", item
                 crop_path = self.crops_dir / "arrays" / f"{digest}.jpg"
@@ -282,10 +371,11 @@ class Gallery:
                 crop_path = str(crop_path)
             else:
                 source = str(Path(item).resolve())
-                img = read_bgr(source)
+                why = _unusable_file(source)
+                img = read_bgr(source) if why is None else None
                 crop_path = source
                 if img is None:
-                    report.unreadable.append(str(item))
+                    report.skip(item, why or "not a readable image")
                     if progress is not None:
                         progress(1)
                     continue
@@ -304,25 +394,33 @@ class Gallery:
         return report
 
     def source_done(self, source: str) -> bool:
-        return self._conn().execute("SELECT 1 FROM sources WHERE source=?", (source,)).fetchone() is not None
+        with self._db("read sources"):
+            return self._conn().execute("SELECT 1 FROM sources WHERE source=?", (source,)).fetchone() is not None
 
     def add_video(self, path: str | os.PathLike, camera: str | None = None, start_time: float | None = None,
                   detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                   crops_per_track: int = 4, progress=None) -> IngestReport:
         """Detect, track and embed the people of a video; one gallery row per track."""
-        from sen_infer.video import VideoReadError, extract_tracks
+        from sen_infer.video import extract_tracks
 
+        start_time, camera = _finite_time(start_time, "start_time"), _camera_name(camera)
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise IngestError(f"stride must be an integer >= 1 (detect on every n-th frame), not {stride!r}")
         report = IngestReport()
         t0 = time.perf_counter()
         source = str(Path(path).resolve())
+        why = _unusable_file(source)
+        if why is not None:
+            report.skip(path, why)
+            return report
         if self.source_done(source):
             report.skipped_existing += 1
             return report
         try:
             tracks, fps, frames = extract_tracks(source, detector, stride, min_box, crops_per_track=crops_per_track,
                                                  progress=progress)
-        except VideoReadError:
-            report.unreadable.append(str(path))
+        except VideoReadError as e:
+            report.skip(path, str(e))
             return report
         report.frames = frames
         camera = camera if camera is not None else Path(path).stem
@@ -438,9 +536,10 @@ class Gallery:
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
-        cur = self._conn().execute(f"SELECT id, source, camera, frame, timestamp, x, y, w, h, track, crop_path "
-                                   f"FROM crops WHERE id IN ({marks})", list(keys))
-        return {r[0]: Row(r[0], r[1], r[2], r[3], r[4], (r[5], r[6], r[7], r[8]), r[9], r[10]) for r in cur}
+        with self._db("read rows"):
+            cur = self._conn().execute(f"SELECT id, source, camera, frame, timestamp, x, y, w, h, track, crop_path "
+                                       f"FROM crops WHERE id IN ({marks})", list(keys))
+            return {r[0]: Row(r[0], r[1], r[2], r[3], r[4], (r[5], r[6], r[7], r[8]), r[9], r[10]) for r in cur}
 
     def embedding(self, key: int) -> np.ndarray:
         with self._lock:
@@ -450,7 +549,10 @@ class Gallery:
             return self._emb[i].astype(np.float32)
 
     def stats(self) -> dict:
-        conn = self._conn()
+        with self._db("read statistics"):
+            return self._stats(self._conn())
+
+    def _stats(self, conn) -> dict:
         n, cams, t0, t1, tracks = conn.execute(
             "SELECT count(*), count(DISTINCT camera), min(timestamp), max(timestamp), count(DISTINCT track) "
             "FROM crops").fetchone()
@@ -458,7 +560,8 @@ class Gallery:
                                               "ORDER BY camera")]
         sources = conn.execute("SELECT count(DISTINCT source) FROM crops").fetchone()[0]
         return {"rows": n, "sources": sources, "tracks": tracks, "cameras": cameras,
-                "time_span": [t0, t1] if t0 is not None else None, "index_size": len(self._index)}
+                "time_span": [t0, t1] if t0 is not None else None, "index_size": len(self._index),
+                "damaged_rows": len(self.damaged)}
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from sen_infer.errors import ManifestError
 
 FORMAT_VERSION = "1.0"
 SUPPORTED_MAJORS = (1,)
 MANIFEST = "manifest.json"
-
-
-class ManifestError(ValueError):
-    """A manifest that is missing, malformed or of an unsupported format version."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_CONTEXT = 1024  # CLIP uses 77; longer-context variants exist, nothing sane is beyond this
+MAX_SIDE = 4096  # image side in pixels
 
 
 @dataclass
@@ -81,8 +84,56 @@ def read_manifest(engine_dir: str | os.PathLike) -> Manifest:
         m = Manifest(**{k: v for k, v in data.items() if k in known})
     except TypeError as e:
         raise ManifestError(f"{path}: {e}") from None
+    validate(m, path)
     m.image_size, m.mean, m.std = tuple(m.image_size), tuple(m.mean), tuple(m.std)
     return m
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate(m: Manifest, where) -> None:
+    """Types and value ranges of every field a loader relies on; ManifestError names the first bad one.
+    Whether the values fit the towers themselves is checked when the towers are opened."""
+    def bad(name, why):
+        raise ManifestError(f"{where}: {name} {why}")
+
+    if not isinstance(m.fingerprint, str) or not _SHA256.fullmatch(m.fingerprint):
+        bad("fingerprint", "is not a sha256 hex digest")
+    if not isinstance(m.model_name, str):
+        bad("model_name", "is not a string")
+    if not _is_int(m.embed_dim) or not 1 <= m.embed_dim <= 65536:
+        bad("embed_dim", f"must be an integer in 1..65536, not {m.embed_dim!r}")
+    size = m.image_size
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and 1 <= v <= MAX_SIDE
+                                                                        for v in size):
+        bad("image_size", f"must be [H, W] with integers in 1..{MAX_SIDE}, not {size!r}")
+    for name in ("mean", "std"):
+        v = getattr(m, name)
+        if not isinstance(v, (list, tuple)) or len(v) != 3 or not all(_is_number(x) for x in v):
+            bad(name, f"must be three finite numbers, not {v!r}")
+    if not all(x > 0 for x in m.std):
+        bad("std", f"must be positive, not {m.std!r}")
+    if not _is_int(m.context_length) or not 2 <= m.context_length <= MAX_CONTEXT:
+        bad("context_length", f"must be an integer in 2..{MAX_CONTEXT}, not {m.context_length!r}")
+    for name in ("sot_id", "eot_id"):
+        if not _is_int(getattr(m, name)) or getattr(m, name) < 0:
+            bad(name, f"must be a non-negative integer, not {getattr(m, name)!r}")
+    if not isinstance(m.files, dict) or not all(isinstance(k, str) and isinstance(v, str) and _SHA256.fullmatch(v)
+                                                for k, v in m.files.items()):
+        bad("files", "must map file names to sha256 hex digests")
+    for name in m.files:
+        if Path(name).name != name or name in (".", ".."):
+            bad("files", f"lists {name!r}, which is not a plain file name inside the engine dir")
+    if not isinstance(m.precisions, list) or not all(isinstance(p, str) for p in m.precisions):
+        bad("precisions", "must be a list of strings")
+    if m.tensorrt is not None and not isinstance(m.tensorrt, dict):
+        bad("tensorrt", "must be an object")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -93,13 +144,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_files(engine_dir: str | os.PathLike, manifest: Manifest, names=None) -> None:
-    """Raise ManifestError if a listed file is missing or its sha256 differs from the manifest."""
+def verify_files(engine_dir: str | os.PathLike, manifest: Manifest, names=None, digest=sha256_file) -> None:
+    """Raise ManifestError if a listed file is missing or its sha256 differs from the manifest.
+    `digest(path)` computes the sha256 (the SDK passes a cached one)."""
     for name in names or manifest.files:
         path = Path(engine_dir) / name
         if name not in manifest.files:
-            raise ManifestError(f"{engine_dir}: {name} is not listed in {MANIFEST}")
+            raise ManifestError(f"{path}: not listed in {MANIFEST}, so it cannot be verified (re-export the "
+                                f"engine dir, or pass --skip-verify if you know why)")
         if not path.is_file():
-            raise ManifestError(f"{engine_dir}: {name} is missing")
-        if sha256_file(path) != manifest.files[name]:
-            raise ManifestError(f"{engine_dir}: {name} does not match its sha256 in {MANIFEST} (modified?)")
+            raise ManifestError(f"{path}: missing (listed in {MANIFEST})")
+        actual = digest(path)
+        if actual != manifest.files[name]:
+            raise ManifestError(f"{path}: sha256 {actual[:12]}... differs from {manifest.files[name][:12]}... in "
+                                f"{MANIFEST} (the file was modified or belongs to another export)")

@@ -7,12 +7,37 @@ import rules keep the two packages apart); a test holds them to cosine >= 0.999.
 
 from __future__ import annotations
 
+import os
+import stat
+
 import cv2
 import numpy as np
 
+from sen_infer.errors import QueryError
+
+
+def check_image_array(img) -> np.ndarray:
+    """`img` if it is a picture OpenCV can process (uint8 [h, w] or [h, w, 3|4], non-empty), else QueryError."""
+    ok = isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.size > 0 and \
+        (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4)))
+    if not ok:
+        desc = f"{img.dtype} {list(img.shape)}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise QueryError(f"an image must be a non-empty uint8 [h, w, 3] BGR array, not {desc}")
+    return img
+
+
+def is_regular_file(path) -> bool:
+    """True for a regular file. FIFOs, devices and sockets are never opened: reading one can block forever."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
 
 def read_bgr(path: str) -> np.ndarray | None:
-    """The image at `path`, or None when it is missing, unreadable or truncated."""
+    """The image at `path`, or None when it is missing, not a regular file, unreadable or truncated."""
+    if not is_regular_file(path):
+        return None
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sen_infer.encoders import Encoders
-from sen_infer.errors import QueryError
+from sen_infer.errors import QueryError, require_utf8
 from sen_infer.gallery import Gallery
 from sen_infer.preprocess import read_bgr
 
@@ -35,13 +36,15 @@ class Hit:
 class Retriever:
     """`Retriever(engine_dir).query("a man in a grey hoodie with a red backpack", k=10)`.
 
-    The gallery defaults to `engine_dir/gallery` and is created on first use.
+    The gallery defaults to `engine_dir/gallery`. `r.gallery` (for ingest) creates it on first use;
+    queries never do: querying a path without a gallery is a GalleryError naming the path.
+    The engine dir is verified against its manifest on open (`verify=False` skips the sha256 step).
     """
 
     def __init__(self, engine_dir: str | os.PathLike, gallery: str | os.PathLike | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", verify: bool = True):
         self.engine_dir = Path(engine_dir)
-        self.encoders = Encoders(self.engine_dir, backend)
+        self.encoders = Encoders(self.engine_dir, backend, verify=verify)
         self.gallery_path = Path(gallery) if gallery is not None else self.engine_dir / "gallery"
         self._gallery: Gallery | None = None
 
@@ -51,8 +54,13 @@ class Retriever:
 
     @property
     def gallery(self) -> Gallery:
+        """The gallery, created if it does not exist yet (the ingest path)."""
+        return self.open_gallery(create=True)
+
+    def open_gallery(self, create: bool = False) -> Gallery:
+        """The gallery; with create=False a missing gallery is an error rather than a new empty one."""
         if self._gallery is None:
-            self._gallery = Gallery.open(self.gallery_path, encoders=self.encoders)
+            self._gallery = Gallery.open(self.gallery_path, encoders=self.encoders, create=create)
         return self._gallery
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
@@ -62,7 +70,7 @@ class Retriever:
         return self.encoders.encode_images(images)
 
     def _hits(self, pairs: list[tuple[int, float]]) -> list[Hit]:
-        rows = self.gallery.rows([k for k, _ in pairs])
+        rows = self.open_gallery().rows([k for k, _ in pairs])
         return [Hit(k, s, r.source, r.camera, r.timestamp, r.frame, r.bbox, r.track, r.crop_path)
                 for k, s in pairs if (r := rows.get(k)) is not None]
 
@@ -71,14 +79,37 @@ class Retriever:
         """The k best crops for `text`, best first (ties by key); one per track unless per_track=False."""
         if not isinstance(text, str) or not text.strip():
             raise QueryError("query text is empty")
-        q = self.encoders.encode_text([text])[0]
-        return self._hits(self.gallery.search(q, k, camera, since, until, per_track))
+        return self._search(self.encoders.encode_text([text])[0], k, camera, since, until, per_track)
 
     def query_image(self, image, k: int = 10, camera: str | None = None, since: float | None = None,
                     until: float | None = None, per_track: bool = True) -> list[Hit]:
         """Find a person by example (re-identification): a path or a BGR uint8 array."""
-        img = read_bgr(str(image)) if isinstance(image, (str, os.PathLike)) else image
-        if img is None:
-            raise QueryError(f"cannot read image {image}")
-        q = self.encoders.encode_images([img])[0]
-        return self._hits(self.gallery.search(q, k, camera, since, until, per_track))
+        if isinstance(image, (str, os.PathLike)):
+            require_utf8(str(image), "query image path")
+            img = read_bgr(str(image))
+            if img is None:
+                raise QueryError(f"cannot read image {image} (missing, not a regular file, or not an image)")
+        else:
+            img = image
+        return self._search(self.encoders.encode_images([img])[0], k, camera, since, until, per_track)
+
+    def _search(self, q: np.ndarray, k, camera, since, until, per_track) -> list[Hit]:
+        check_filters(k, camera, since, until)
+        gallery = self.open_gallery()
+        return self._hits(gallery.search(q, k, camera, since, until, per_track))
+
+
+def check_filters(k, camera, since, until) -> None:
+    """QueryError for a k or filter that cannot select anything meaningful (and would not survive JSON)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise QueryError(f"k must be an integer >= 1, not {k!r}")
+    if camera is not None:
+        if not isinstance(camera, str):
+            raise QueryError(f"camera must be a string, not {camera!r}")
+        require_utf8(camera, "camera name")
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise QueryError(f"{name} must be a finite time in seconds, not {value!r}")
+    if since is not None and until is not None and since > until:
+        raise QueryError(f"since ({since}) is after until ({until}): the time window is empty")

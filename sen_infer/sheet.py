@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from sen_infer.errors import QueryError, require_utf8
 from sen_infer.preprocess import read_bgr
 
 CELL_H, CELL_W, LABEL_H = 192, 96, 34
+SHEET_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def check_sheet_path(path) -> Path:
+    """`path` as a Path if a contact sheet can be written there, else QueryError: checked before the
+    query runs, and before OpenCV sees the name (it crashes on names that are not UTF-8)."""
+    path = Path(path)
+    require_utf8(str(path), "--sheet path")
+    if path.suffix.lower() not in SHEET_EXTENSIONS:
+        raise QueryError(f"--sheet {path}: name the image with one of {', '.join(SHEET_EXTENSIONS)}")
+    if path.is_dir():
+        raise QueryError(f"--sheet {path} is a directory; give a file name such as {path / 'hits.jpg'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise QueryError(f"--sheet {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise QueryError(f"--sheet {path}: folder {parent} is not writable")
+    return path
+
+
+def _ascii(text: str) -> str:
+    """OpenCV's Hershey fonts draw ASCII only; anything else becomes '?' rather than garbage."""
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
 
 
 def _label_time(ts) -> str:
@@ -22,11 +48,12 @@ def _label_time(ts) -> str:
 
 def contact_sheet(hits, path: str, columns: int = 5, title: str | None = None) -> np.ndarray:
     """Write the sheet to `path` (JPEG/PNG by extension) and return it."""
+    path = check_sheet_path(path)
     rows = max(1, -(-len(hits) // columns))
     top = 28 if title else 0
     sheet = np.full((top + rows * (CELL_H + LABEL_H), columns * CELL_W, 3), 255, np.uint8)
     if title:
-        cv2.putText(sheet, title[:90], (4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(sheet, _ascii(title)[:90], (4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     for i, h in enumerate(hits):
         r, c = divmod(i, columns)
         y, x = top + r * (CELL_H + LABEL_H), c * CELL_W
@@ -39,8 +66,13 @@ def contact_sheet(hits, path: str, columns: int = 5, title: str | None = None) -
             sheet[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
         font = cv2.FONT_HERSHEY_SIMPLEX
         cv2.putText(sheet, f"#{i + 1} {h.score:.3f}", (x + 3, y + CELL_H + 13), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(sheet, f"{h.camera or '-'} {_label_time(h.timestamp)}"[:16], (x + 3, y + CELL_H + 28), font,
+        cv2.putText(sheet, _ascii(f"{h.camera or '-'} {_label_time(h.timestamp)}")[:16], (x + 3, y + CELL_H + 28), font,
                     0.36, (60, 60, 60), 1, cv2.LINE_AA)
-    if not cv2.imwrite(str(path), sheet):
-        raise OSError(f"cannot write contact sheet {path}")
+    ok, data = cv2.imencode(path.suffix.lower(), sheet)
+    try:
+        if not ok:
+            raise OSError("encoding failed")
+        data.tofile(str(path))
+    except OSError as e:
+        raise QueryError(f"cannot write contact sheet {path}: {e.strerror or e}") from None
     return sheet

@@ -16,13 +16,11 @@ import os
 
 import numpy as np
 
+from sen_infer.errors import TokenizerError  # noqa: F401  (re-exported: its historic home)
+
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 # open_clip's pre-tokenisation pattern (without its special-token prefix: those are added tokens here)
 SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-
-
-class TokenizerError(ValueError):
-    """A tokenizer file that is missing or is not a CLIP tokenizer."""
 
 
 def split_words(text: str) -> list[str]:

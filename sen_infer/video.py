@@ -8,17 +8,19 @@ spread over their lifetime rather than every frame.
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from sen_infer.errors import DetectionsError, IngestError, VideoReadError, require_utf8
+from sen_infer.preprocess import is_regular_file
+
 BOX = tuple[int, int, int, int]  # x, y, w, h
-
-
-class VideoReadError(OSError):
-    """A video OpenCV cannot open or decode."""
 
 
 @dataclass
@@ -92,12 +94,7 @@ class MotDetections:
 
     def __init__(self, path: str | Path, min_box: tuple[int, int]):
         self.by_frame: dict[int, list[BOX]] = {}
-        try:
-            rows = np.loadtxt(path, delimiter=",", ndmin=2)
-        except (OSError, ValueError) as e:
-            raise VideoReadError(f"cannot read detections file {path}: {e}") from None
-        if rows.size and rows.shape[1] < 6:
-            raise VideoReadError(f"{path}: MOT rows need at least frame,id,x,y,w,h")
+        rows = read_mot(path)
         for r in rows:
             box = (int(round(r[2])), int(round(r[3])), int(round(r[4])), int(round(r[5])))
             if box[2] >= min_box[0] and box[3] >= min_box[1]:
@@ -107,14 +104,44 @@ class MotDetections:
         return self.by_frame.get(index, [])
 
 
+def read_mot(path: str | Path) -> np.ndarray:
+    """The rows of a MOT detections file as float64 [N, >=6], or DetectionsError naming the file."""
+    path = str(path)
+    require_utf8(path, "detections file name", DetectionsError)
+    if not os.path.exists(path):
+        raise DetectionsError(f"detections file {path} does not exist")
+    if not is_regular_file(path):
+        raise DetectionsError(f"detections file {path} is not a regular file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns on an empty file; an empty file is no detections
+            rows = np.loadtxt(path, delimiter=",", ndmin=2, usecols=None)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise DetectionsError(f"detections file {path} is not MOT rows (frame,id,x,y,w,h,...): "
+                              f"{' '.join(str(e).split())[:200]}") from None
+    if rows.size and rows.shape[1] < 6:
+        raise DetectionsError(f"detections file {path}: MOT rows need at least frame,id,x,y,w,h "
+                              f"(found {rows.shape[1]} columns)")
+    if rows.size and not np.isfinite(rows[:, :6]).all():
+        raise DetectionsError(f"detections file {path}: non-finite numbers in frame,id,x,y,w,h")
+    if rows.size and (rows[:, 0] < 1).any():
+        raise DetectionsError(f"detections file {path}: frame numbers are 1-based (found {rows[:, 0].min():g})")
+    return rows
+
+
 def make_detector(detector: str, min_box: tuple[int, int]):
     if detector == "mog2":
         return Mog2Detector(min_box)
     if detector == "hog":
         return HogDetector(min_box)
-    if detector.startswith("mot:"):
+    if isinstance(detector, str) and detector.startswith("mot:"):
         return MotDetections(detector[4:], min_box)
-    raise ValueError(f"unknown detector {detector!r} (mog2, hog or mot:PATH)")
+    raise IngestError(f"unknown detector {detector!r} (mog2, hog or mot:PATH)")
+
+
+def check_detector(detector: str) -> None:
+    """IngestError / DetectionsError now, for a detector spec that would fail on every video."""
+    make_detector(detector, (1, 1))
 
 
 def _clip(box: BOX, width: int, height: int) -> BOX | None:
@@ -205,11 +232,18 @@ def pick_crops(track: Track, n: int) -> list[Observation]:
 def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                    min_observations: int = 3, crops_per_track: int = 4, progress=None):
     """(tracks with their chosen crops, fps, frame count). Raises VideoReadError if it cannot be read."""
+    det = make_detector(detector, min_box)  # a bad detections file is the caller's error, not the video's
+    try:
+        str(path).encode("utf-8")  # OpenCV crashes on names that are not UTF-8
+    except UnicodeEncodeError:
+        raise VideoReadError(f"video file name is not valid UTF-8: {os.fsencode(str(path))!r}") from None
+    if not is_regular_file(path):  # a FIFO would block the decoder forever
+        raise VideoReadError(f"{path} is not a regular file")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoReadError(f"cannot open video {path}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    det = make_detector(detector, min_box)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if math.isfinite(fps) and fps > 0 else 25.0
     tracker = IouTracker(max_age=max(4, 12 // max(1, stride)))
     index, decoded = 0, 0
     try:

@@ -20,6 +20,12 @@ from sen_train.distributed import gather, gather_with_grad
 GRAY = (0.299, 0.587, 0.114)
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Losses run in at least float32: fp16/bf16 autocast outputs are widened, float64 stays float64
+    (the DDP equivalence test runs in float64 so its comparison does not hinge on rounding order)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _block_stack(width: int, heads: int, layers: int) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
                                        batch_first=True, norm_first=True)
@@ -208,12 +214,12 @@ class SEN(nn.Module):
         g_img_raw, g_txt_raw, g_pids = gather_with_grad(img_raw), gather_with_grad(txt_raw), gather(pids)
         if lc.sdm > 0 or lc.id > 0 or lc.triplet > 0:
             L.check_identities(g_pids)
-        img, txt = F.normalize(g_img_raw.float(), dim=-1), F.normalize(g_txt_raw.float(), dim=-1)
+        img, txt = F.normalize(_wide(g_img_raw), dim=-1), F.normalize(_wide(g_txt_raw), dim=-1)
         out: dict[str, torch.Tensor] = {}
         if lc.sdm > 0:
             out["sdm"] = L.sdm_loss(img, txt, g_pids, lc.tau)
         if lc.id > 0 and self.classifier is not None:
-            out["id"] = L.id_loss(self.classifier(g_img_raw).float(), self.classifier(g_txt_raw).float(), g_pids)
+            out["id"] = L.id_loss(_wide(self.classifier(g_img_raw)), _wide(self.classifier(g_txt_raw)), g_pids)
         if lc.triplet > 0:
             out["triplet"] = L.triplet_loss(img, txt, g_pids, lc.margin)
         if lc.itc > 0:
