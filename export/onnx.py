@@ -2,9 +2,9 @@
 
     python -m export.onnx --ckpt RUN/best --out ENGINE_DIR [--opset 18] [--int8] [--force]
 
-Everything is built in a temporary dir beside ENGINE_DIR and renamed into place only after the
-parity gate passes, so a failed export leaves nothing behind and an existing engine dir (and its
-gallery/) is untouched until the new one is complete.
+Everything is built in a temporary dir beside ENGINE_DIR and moved into place only after the
+parity gate passes, so a failed export leaves nothing behind. Only model files move: an existing
+engine dir's gallery/ (and anything else that is not the export's) is never touched.
 """
 
 from __future__ import annotations
@@ -84,18 +84,26 @@ def _check_target(out: Path, fingerprint: str, force: bool) -> None:
                           f"this checkpoint {fingerprint[:12]}); pass --force to replace it")
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Move the finished build into place, keeping the old dir's gallery/ (nothing stored is lost)."""
-    if out.exists():
-        if (out / "gallery").exists():
-            (out / "gallery").rename(tmp / "gallery")
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+def swap_in(build: Path, out: Path, manifest: Manifest, keep: tuple[str, ...] = ()) -> None:
+    """Move the model files of a finished, gated build into `out`, then its manifest (last), then
+    remove the files the previous manifest listed that the new one does not (unless in `keep`).
+
+    Only model files move, so a gallery/ inside `out` is never touched, whatever fails. Interrupted
+    half way, the dir holds some new files under the old manifest: the SDK refuses it, naming the
+    file whose sha256 differs, and re-running the export completes it."""
+    if not out.exists():
+        manifest.write(build)
+        build.rename(out)
+        return
+    try:
+        previous = set(read_manifest(out).files)
+    except ManifestError:
+        previous = set()
+    for name in manifest.files:
+        os.replace(build / name, out / name)
+    manifest.write(out)
+    for name in sorted(previous - set(manifest.files) - set(keep)):
+        (out / name).unlink(missing_ok=True)
 
 
 def export_engine_dir(ckpt: str | os.PathLike, out: str | os.PathLike, opset: int = 18, int8: bool = False,
@@ -144,12 +152,10 @@ def export_engine_dir(ckpt: str | os.PathLike, out: str | os.PathLike, opset: in
             image_size=(int(h), int(w)), mean=tuple(model.mean), std=tuple(model.std), context_length=77,
             sot_id=tokenizer.sot_id, eot_id=tokenizer.eot_id, files=files, precisions=precisions, parity=parity,
             opset=opset, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), producer=_versions())
-        manifest.write(tmp)
-        _swap_in(tmp, out)
+        swap_in(tmp, out, manifest)
         return manifest
-    except BaseException:
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def main(argv=None) -> int:

@@ -56,12 +56,17 @@ def reference_embeddings(model, x: np.ndarray, tokens: np.ndarray):
     return img, txt
 
 
+def _run(runner, name: str, x: np.ndarray) -> np.ndarray:
+    """An onnxruntime session (`run(None, feeds)`) or a tower callable on one array (sen_infer's runners)."""
+    return runner(x) if callable(runner) else runner.run(None, {name: x})[0]
+
+
 def run_image(session, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([session.run(None, {"image": x[s]})[0] for s in _chunks(len(x))])
+    return np.concatenate([_run(session, "image", x[s]) for s in _chunks(len(x))])
 
 
 def run_text(session, captions: list[str], tokenizer, pad_to=None) -> np.ndarray:
-    return np.concatenate([session.run(None, {"tokens": tokenizer(captions[s], pad_to=pad_to)})[0]
+    return np.concatenate([_run(session, "tokens", tokenizer(captions[s], pad_to=pad_to))
                            for s in _chunks(len(captions))])
 
 

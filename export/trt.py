@@ -5,14 +5,18 @@
 Runs the ONNX export first when ENGINE_DIR lacks this checkpoint's ONNX towers, then builds one plan
 per tower with the TensorRT Python API and its ONNX parser:
   image: one profile, batch 1 / 32 / max (ingest);  text: batch 1 / 1 / 64, length 1 / 16 / 77 (queries).
-Normalisation, softmax and reductions are pinned to fp32 (fp16 overflows there). A timing cache
-speeds up rebuilds. The parity gate runs again on the GPU, and the plans' validity (TensorRT version,
-GPU, compute capability, profiles, ONNX sha256) goes into the manifest.
+Plan names carry their precision: image_encoder.fp16.plan or image_encoder.int8.plan, and
+text_encoder.fp16.plan (the text tower is always fp16). Normalisation, softmax and reductions are
+pinned to fp32 (fp16 overflows there). A timing cache speeds up rebuilds.
+
+Plans are built in a temporary dir beside ENGINE_DIR, the parity gate runs on the GPU through
+sen_infer's own TensorRT runner (the code deployments use), and only then are the plans moved in
+and the manifest rewritten with their validity (TensorRT version, GPU, compute capability, profiles,
+ONNX sha256). A failed build or gate leaves ENGINE_DIR exactly as it was.
 
 Written against the TensorRT 10 Python API documentation; it has not run here (no GPU, no wheel).
 Without TensorRT or a CUDA GPU it exits with code 2 and one line, leaving the ONNX engine dir intact.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -22,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_PLAN, TEXT_PLAN = "image_encoder.fp16.plan", "text_encoder.fp16.plan"
 TIMING_CACHE = "trt_timing.cache"
 
 
@@ -124,32 +127,6 @@ def build_plan(trt, onnx_path: Path, plan_path: Path, profiles: dict, cache_path
             "int8": int8_calibrator is not None}
 
 
-class PlanSession:
-    """Runs a plan with torch CUDA buffers, with onnxruntime's `run(None, {name: array})` shape,
-    so the parity gate can check it exactly like an ONNX session."""
-
-    def __init__(self, trt, torch, plan_path: Path):
-        self.torch = torch
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_path.read_bytes())
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-
-    def run(self, _outputs, feeds: dict):
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(feeds[self.input])).cuda()
-        self.context.set_input_shape(self.input, tuple(x.shape))
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32, device="cuda")
-        self.context.set_tensor_address(self.input, x.data_ptr())
-        self.context.set_tensor_address(self.output, out.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
-        return [out.cpu().numpy()]
-
-
 def _calibration_images(folder: Path, size, mean, std, limit: int = 512) -> list[np.ndarray]:
     from sen_train.transforms import normalise, read_rgb, resize
 
@@ -159,14 +136,48 @@ def _calibration_images(folder: Path, size, mean, std, limit: int = 512) -> list
     return [normalise(resize(read_rgb(str(p)), size), mean, std) for p in paths]
 
 
-def export_trt(ckpt, out, max_batch: int = 256, int8_calib: str | None = None, force: bool = False, log=print):
-    trt, torch = require_tensorrt()
+class TensorRTToolkit:
+    """What export_trt needs from TensorRT and the GPU, in one place: build a plan, run a plan, say
+    what it was built with. Tests substitute a CPU stand-in to exercise the gate and the swap."""
+
+    def __init__(self):
+        self.trt, self.torch = require_tensorrt()
+
+    def build(self, onnx_path: Path, plan_path: Path, profiles: dict, cache_path: Path,
+              calibration: list[np.ndarray] | None = None) -> dict:
+        calibrator = None
+        if calibration is not None:
+            calibrator = _Calibrator(self.trt, self.torch, calibration, 32,
+                                     plan_path.with_name("int8_calibration.cache"))
+        return build_plan(self.trt, onnx_path, plan_path, profiles, cache_path, calibrator)
+
+    def runner(self, plan_path: Path):
+        from sen_infer.encoders import _TrtTower
+
+        return _TrtTower(plan_path)
+
+    def describe(self) -> dict:
+        from sen_infer.encoders import trt_runtime
+
+        version, capability = trt_runtime()
+        return {"version": version, "gpu": self.torch.cuda.get_device_name(), "compute_capability": capability}
+
+
+def export_trt(ckpt, out, max_batch: int = 256, int8_calib: str | None = None, force: bool = False, log=print,
+               toolkit=None):
+    """Build, gate and swap in the plans; returns the new manifest. Raises (ParityError, RuntimeError,
+    TensorRTUnavailable) with ENGINE_DIR unchanged when anything fails before the swap."""
+    import shutil
+    import tempfile
+
     from export.onnx import IMAGE_ONNX, TEXT_ONNX, TOKENIZER, export_engine_dir
     from export.parity import check
-    from sen_infer.manifest import ManifestError, read_manifest, sha256_file
+    from sen_infer.encoders import IMAGE_PLANS, TEXT_PLAN
+    from sen_infer.manifest import ManifestError, read_manifest, sha256_file, verify_files
     from sen_infer.tokenizer import ClipTokenizer
     from sen_train.checkpoint import load_model
 
+    toolkit = toolkit or TensorRTToolkit()
     out = Path(out)
     fingerprint = sha256_file(Path(ckpt) / "model.safetensors")
     try:
@@ -177,37 +188,56 @@ def export_trt(ckpt, out, max_batch: int = 256, int8_calib: str | None = None, f
     if not current:
         log("no ONNX export of this checkpoint in the engine dir: exporting ONNX first")
         manifest = export_engine_dir(ckpt, out, force=force, log=log)
-    model = load_model(ckpt)
+    verify_files(out, manifest, (IMAGE_ONNX, TEXT_ONNX, TOKENIZER))  # build from the files the manifest vouches for
+    model = load_model(ckpt).float()
     h, w = manifest.image_size
-    cache = out / TIMING_CACHE
-    calibrator = None
+    precision = "int8" if int8_calib else "fp16"
+    image_plan, text_plan = IMAGE_PLANS[precision], TEXT_PLAN
+    calibration = None
     if int8_calib:
-        images = _calibration_images(Path(int8_calib), (h, w), manifest.mean, manifest.std)
-        calibrator = _Calibrator(trt, torch, images, 32, out / "int8_calibration.cache")
-    log("building the image engine ...")
-    image_info = build_plan(trt, out / IMAGE_ONNX, out / IMAGE_PLAN,
-                            {"image": ((1, 3, h, w), (min(32, max_batch), 3, h, w), (max_batch, 3, h, w))},
-                            cache, calibrator)
-    log("building the text engine ...")
-    text_info = build_plan(trt, out / TEXT_ONNX, out / TEXT_PLAN,
-                           {"tokens": ((1, 1), (1, 16), (64, manifest.context_length))}, cache)
-    log("parity gate (TensorRT) ...")
-    tokenizer = ClipTokenizer(out / TOKENIZER)
-    precision = "int8" if int8_calib else "fp16"  # torch (fp32, CPU) is the reference
-    figures = check(model, PlanSession(trt, torch, out / IMAGE_PLAN), PlanSession(trt, torch, out / TEXT_PLAN),
-                    tokenizer, precision)
-    major, minor = torch.cuda.get_device_capability()
-    manifest.tensorrt = {
-        "version": trt.__version__, "gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
-        "image": {**image_info, "onnx_sha256": manifest.files[IMAGE_ONNX]},
-        "text": {**text_info, "onnx_sha256": manifest.files[TEXT_ONNX]},
-    }
-    manifest.parity[f"trt-{precision}"] = figures
-    for name in (IMAGE_PLAN, TEXT_PLAN, TIMING_CACHE):
-        manifest.files[name] = sha256_file(out / name)
-    manifest.precisions = sorted(set(manifest.precisions) | {"trt-fp16"} | ({"trt-int8"} if int8_calib else set()))
-    manifest.write(out)
-    return manifest
+        calibration = _calibration_images(Path(int8_calib), (h, w), manifest.mean, manifest.std)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.trt-", dir=out.parent))
+    try:
+        cache = build / TIMING_CACHE
+        if (out / TIMING_CACHE).is_file():
+            shutil.copyfile(out / TIMING_CACHE, cache)
+        log("building the image engine ...")
+        image_info = toolkit.build(out / IMAGE_ONNX, build / image_plan,
+                                   {"image": ((1, 3, h, w), (min(32, max_batch), 3, h, w), (max_batch, 3, h, w))},
+                                   cache, calibration)
+        log("building the text engine ...")
+        text_info = toolkit.build(out / TEXT_ONNX, build / text_plan,
+                                  {"tokens": ((1, 1), (1, 16), (64, manifest.context_length))}, cache)
+        log("parity gate (TensorRT, through sen_infer's runner) ...")
+        tokenizer = ClipTokenizer(out / TOKENIZER)
+        figures = check(model, toolkit.runner(build / image_plan), toolkit.runner(build / text_plan), tokenizer,
+                        precision)
+        built = toolkit.describe()
+        previous = manifest.tensorrt or {}
+        plans = dict(previous.get("plans", {}))
+        if (previous.get("version"), previous.get("compute_capability")) != (built["version"],
+                                                                            built["compute_capability"]):
+            plans = {}  # plans of another TensorRT or GPU are not valid next to these: drop them
+        plans[image_plan] = {**image_info, "onnx_sha256": manifest.files[IMAGE_ONNX]}
+        plans[text_plan] = {**text_info, "onnx_sha256": manifest.files[TEXT_ONNX]}
+        manifest.tensorrt = {**built, "plans": plans}
+        manifest.parity[f"trt-{precision}"] = figures
+        stale = [n for n in manifest.files if n.endswith(".plan") and n not in plans]
+        for name in stale:
+            del manifest.files[name]
+        new_files = {name: sha256_file(build / name) for name in (image_plan, text_plan, TIMING_CACHE)
+                     if (build / name).is_file()}
+        manifest.files.update(new_files)
+        manifest.precisions = sorted({p for p in manifest.precisions if not p.startswith("trt-")}
+                                     | {f"trt-{n.split('.')[1]}" for n in plans if n.startswith("image_encoder.")})
+        for name in new_files:  # the gate passed: move the plans in, then the manifest
+            os.replace(build / name, out / name)
+        manifest.write(out)
+        for name in stale:
+            (out / name).unlink(missing_ok=True)
+        return manifest
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def main(argv=None) -> int:

@@ -203,24 +203,44 @@ class Gallery:
         return conn
 
     def _init_db(self) -> None:
+        """Read the gallery's meta; write the schema only when it is a new gallery (an existing one is
+        opened without a single write, so read-only media can be searched)."""
         try:
             conn = self._conn()
-            conn.executescript(SCHEMA)
-            conn.execute("BEGIN IMMEDIATE")
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta = self._read_meta(conn)
             if not meta:
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("fingerprint", self.fingerprint),
-                                                                     ("embed_dim", str(self.dim)),
-                                                                     ("schema", "1"), ("created", str(time.time()))])
-            conn.execute("COMMIT")
+                conn.executescript(SCHEMA)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                    if not meta:
+                        meta = {"fingerprint": self.fingerprint, "embed_dim": str(self.dim), "schema": "1",
+                                "created": str(time.time())}
+                        conn.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
         except sqlite3.DatabaseError as e:
-            raise GalleryError(f"{self.db_path}: not a readable gallery database ({e})") from None
+            hint = " (the gallery files are read-only)" if "readonly" in str(e) else ""
+            raise GalleryError(f"{self.db_path}: not a usable gallery database ({e}){hint}") from None
         except GalleryError as e:
             raise GalleryError(f"{e} ({self.db_path} is not a usable gallery database)") from None
         if meta and meta.get("fingerprint") != self.fingerprint:
             raise ModelMismatchError(
                 f"gallery {self.dir} was built with another model (fingerprint {meta.get('fingerprint', '?')[:12]}, "
                 f"engine {self.fingerprint[:12]}); open it with its own engine dir or ingest into a new gallery")
+
+    @staticmethod
+    def _read_meta(conn) -> dict:
+        """The meta table of an existing gallery, {} for a new (empty) database file."""
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            return {}
+        missing = {"crops", "sources"} - tables
+        if missing:
+            raise sqlite3.DatabaseError(f"tables {', '.join(sorted(missing))} are missing")
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
 
     # ---- the in-memory view and the index -----------------------------------------------------
     def refresh(self) -> None:
@@ -290,8 +310,8 @@ class Gallery:
                 if len(self._ids):
                     index.add(self._ids, self._emb.astype(np.float32))
             self._index = index
-            if not ok:
-                self._save_index()
+        if not ok and len(self._ids):
+            self._persist_index()
 
     def _save_index(self) -> None:
         tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")

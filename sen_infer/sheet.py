@@ -21,10 +21,10 @@ def check_sheet_path(path) -> Path:
     query runs, and before OpenCV sees the name (it crashes on names that are not UTF-8)."""
     path = Path(path)
     require_utf8(str(path), "--sheet path")
-    if path.suffix.lower() not in SHEET_EXTENSIONS:
-        raise QueryError(f"--sheet {path}: name the image with one of {', '.join(SHEET_EXTENSIONS)}")
     if path.is_dir():
         raise QueryError(f"--sheet {path} is a directory; give a file name such as {path / 'hits.jpg'}")
+    if path.suffix.lower() not in SHEET_EXTENSIONS:
+        raise QueryError(f"--sheet {path}: name the image with one of {', '.join(SHEET_EXTENSIONS)}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise QueryError(f"--sheet {path}: folder {parent} does not exist")

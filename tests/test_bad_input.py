@@ -1,0 +1,329 @@
+"""Every bad input the CLI can meet, as a table: each case runs `python -m sen_infer` as a subprocess and
+asserts the exit code, one line naming the offending thing, no traceback, no crash signal, and that a
+gallery that existed before has the same rows after.
+
+Cases that are not errors (a FIFO or a non-UTF-8 name among the inputs, a damaged row) exit 0 and say
+what was skipped, on one line each.
+"""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = os.fsdecode(b"caf\xe9")  # Latin-1 bytes in a UTF-8 world: a str with a surrogate escape
+
+
+def _env(tmp: Path) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore",
+            "SEN_INFER_CACHE": str(tmp / "cache")}
+
+
+def run_cli(args, tmp: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    # argv goes through os.fsencode so surrogate-escaped names reach the child as the raw bytes a shell passes
+    argv = [os.fsencode(a) for a in [sys.executable, "-m", "sen_infer", *map(str, args)]]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, env=_env(tmp), timeout=timeout)
+
+
+def rows(gallery: Path) -> int:
+    with sqlite3.connect(gallery / "gallery.sqlite") as conn:
+        return conn.execute("SELECT count(*) FROM crops").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def base(tiny_engine, synth_learn, tmp_path_factory):
+    """(engine dir, gallery with 6 crops, a few images) shared read-only by the cases; cases copy what they damage."""
+    from sen_infer import Retriever
+
+    engine = tiny_engine[0]
+    work = tmp_path_factory.mktemp("bad_input")
+    images = sorted((synth_learn / "imgs").rglob("*.jpg"))[:8]
+    gallery = work / "gallery"
+    r = Retriever(engine, gallery=gallery)
+    assert r.gallery.add_images([str(p) for p in images[:6]], camera="door").added == 6
+    r.gallery.close()
+    return engine, gallery, images
+
+
+def copy_engine(base, tmp: Path) -> Path:
+    dst = tmp / "engine"
+    shutil.copytree(base[0], dst, ignore=shutil.ignore_patterns("gallery"))
+    return dst
+
+
+def copy_gallery(base, tmp: Path) -> Path:
+    dst = tmp / "gallery"
+    shutil.copytree(base[1], dst)
+    return dst
+
+
+def edit_manifest(engine: Path, **changes) -> None:
+    m = json.loads((engine / "manifest.json").read_text())
+    m.update(changes)
+    (engine / "manifest.json").write_text(json.dumps(m))
+
+
+def shuffle_weights(path: Path) -> None:
+    """Permute the largest weight tensor of an ONNX graph: still a valid model, now a wrong one."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    w = numpy_helper.to_array(init).copy()
+    np.random.default_rng(0).shuffle(w.reshape(-1))
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(model, str(path))
+
+
+def damage_page(db: Path) -> None:
+    """Overwrite one 4 KB page in the middle of the database with garbage (a bad disk sector)."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    assert pages >= 3
+    with open(db, "r+b") as f:
+        f.seek(page * (pages // 2))
+        f.write(np.random.default_rng(1).integers(0, 256, page, dtype=np.uint8).tobytes())
+
+
+def damage_blob(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        key = conn.execute("SELECT min(id) FROM crops").fetchone()[0]
+        conn.execute("UPDATE crops SET embedding = ? WHERE id = ?", (b"\x00" * 7, key))
+    return key
+
+
+def make_read_only(path: Path) -> None:
+    """chmod for ordinary users; root ignores permissions, so there the file is made immutable."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        return
+    r = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot make a file read-only for root here (chattr: {r.stderr.decode().strip()})")
+
+
+def undo_read_only(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(0o644)
+
+
+@dataclass
+class Case:
+    id: str
+    setup: Callable  # (base, tmp) -> (argv, gallery dir whose rows must not change, or None)
+    needle: str  # what the one line must say (the offending thing)
+    rc: int = 2
+
+
+def _q(engine, gallery, *extra):
+    return ["query", "--engine", engine, "--gallery", gallery, *extra]
+
+
+def _ingest(engine, gallery, *extra):
+    return ["ingest", "--engine", engine, "--gallery", gallery, "--quiet", *extra]
+
+
+def shared(argv_fn, gallery_kept=True):
+    def setup(base, tmp):
+        g = copy_gallery(base, tmp)
+        return argv_fn(base, tmp, g), (g if gallery_kept else None)
+    return setup
+
+
+def damaged_engine(damage, argv_extra=(), command="query"):
+    def setup(base, tmp):
+        e, g = copy_engine(base, tmp), copy_gallery(base, tmp)
+        damage(e)
+        argv = _q(e, g, "a man in red", *argv_extra) if command == "query" else \
+            _ingest(e, g, *argv_extra, str(base[2][6]))
+        return argv, g
+    return setup
+
+
+def _truncate(e):
+    data = (e / "image_encoder.int8.onnx").read_bytes()
+    (e / "image_encoder.int8.onnx").write_bytes(data[: len(data) // 2])
+
+
+def _swap_towers(e, fix_manifest=False):
+    a, b = e / "image_encoder.int8.onnx", e / "text_encoder.int8.onnx"
+    tmp = e / "swap.tmp"
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+    if fix_manifest:  # a forger who also rewrote the hashes: the signature check still catches it
+        m = json.loads((e / "manifest.json").read_text())
+        m["files"][a.name], m["files"][b.name] = m["files"][b.name], m["files"][a.name]
+        (e / "manifest.json").write_text(json.dumps(m))
+
+
+def _fifo(base, tmp, g):
+    fifo = tmp / "x.jpg"
+    os.mkfifo(fifo)
+    return _ingest(base[0], g, str(fifo), str(base[2][6]))
+
+
+def _non_utf8_in_folder(base, tmp, g):
+    folder = tmp / "in"
+    folder.mkdir()
+    shutil.copy(base[2][6], folder / "a.jpg")
+    shutil.copy(base[2][7], os.fsencode(folder) + b"/caf\xe9.jpg")
+    return _ingest(base[0], g, str(folder))
+
+
+def _mot(content):
+    def argv(base, tmp, g):
+        det = tmp / "det.txt"
+        if content is not None:
+            det.write_bytes(content)
+        video = tmp / "v.mp4"
+        video.write_bytes(b"")  # never opened: the detections file is checked first
+        return _ingest(base[0], g, "--detector", f"mot:{det}", str(video))
+    return argv
+
+
+CASES = [
+    # query text and filters
+    Case("query-non-utf8-with-sheet", shared(lambda b, t, g: _q(b[0], g, f"a man in {BAD}", "--sheet", t / "s.jpg")),
+         "query text is not valid UTF-8"),
+    Case("sheet-path-non-utf8", shared(lambda b, t, g: _q(b[0], g, "a man", "--sheet", str(t / f"{BAD}.jpg"))),
+         "--sheet path is not valid UTF-8"),
+    Case("sheet-no-extension", shared(lambda b, t, g: _q(b[0], g, "a man", "--sheet", t / "hits")), "--sheet"),
+    Case("sheet-unknown-extension", shared(lambda b, t, g: _q(b[0], g, "a man", "--sheet", t / "hits.xyz")),
+         "hits.xyz"),
+    Case("sheet-is-a-directory", shared(lambda b, t, g: _q(b[0], g, "a man", "--sheet", t)), "is a directory"),
+    Case("sheet-folder-missing", shared(lambda b, t, g: _q(b[0], g, "a man", "--sheet", t / "no" / "s.jpg")),
+         "does not exist"),
+    Case("camera-non-utf8", shared(lambda b, t, g: _q(b[0], g, "a man", "--camera", BAD)), "camera name"),
+    Case("since-infinite", shared(lambda b, t, g: _q(b[0], g, "a man", "--since", "inf")), "--since"),
+    Case("until-nan", shared(lambda b, t, g: _q(b[0], g, "a man", "--until", "nan")), "--until"),
+    Case("since-after-until", shared(lambda b, t, g: _q(b[0], g, "a man", "--since", "5", "--until", "1")),
+         "since (5.0) is after until"),
+    Case("k-zero", shared(lambda b, t, g: _q(b[0], g, "a man", "-k", "0")), "-k"),
+    Case("empty-text", shared(lambda b, t, g: _q(b[0], g, "  ")), "query text is empty"),
+    Case("query-image-missing", shared(lambda b, t, g: _q(b[0], g, "--image", t / "none.jpg")), "none.jpg"),
+    Case("unknown-backend", shared(lambda b, t, g: _q(b[0], g, "a man", "--backend", "gpu9")), "gpu9"),
+    # galleries
+    Case("query-mistyped-gallery", lambda b, t: (_q(b[0], t / "galery", "a man"), None), "no gallery at"),
+    Case("info-mistyped-gallery", lambda b, t: (["info", "--engine", b[0], "--gallery", t / "galery"], None),
+         "no gallery at"),
+    Case("damaged-sqlite-page", lambda b, t: (lambda g: (damage_page(g / "gallery.sqlite"),
+                                                         (["info", "--engine", b[0], "--gallery", g], None))[1])(
+        copy_gallery(b, t)), "gallery.sqlite"),
+    Case("damaged-embedding-blob", lambda b, t: (lambda g: (damage_blob(g / "gallery.sqlite"),
+                                                            (_q(b[0], g, "a man", "--json"), g))[1])(
+        copy_gallery(b, t)), "damaged embedding", rc=0),
+    Case("read-only-gallery-ingest", lambda b, t: (lambda g: (make_read_only(g / "gallery.sqlite"),
+                                                              (_ingest(b[0], g, str(b[2][6])), g))[1])(
+        copy_gallery(b, t)), "read-only"),
+    Case("gallery-path-non-utf8", lambda b, t: (_q(b[0], str(t / BAD), "a man"), None), "--gallery path"),
+    # ingest arguments and inputs
+    Case("stride-zero", shared(lambda b, t, g: _ingest(b[0], g, "--stride", "0", str(b[2][6]))), "--stride"),
+    Case("start-time-inf", shared(lambda b, t, g: _ingest(b[0], g, "--start-time", "inf", str(b[2][6]))),
+         "--start-time"),
+    Case("timestamp-nan", shared(lambda b, t, g: _ingest(b[0], g, "--timestamp", "nan", str(b[2][6]))),
+         "--timestamp"),
+    Case("unknown-detector", shared(lambda b, t, g: _ingest(b[0], g, "--detector", "yolo", str(b[2][6]))),
+         "unknown detector"),
+    Case("mot-file-missing", shared(_mot(None)), "det.txt does not exist"),
+    Case("mot-file-garbage", shared(_mot(b"\x00\xffnot,mot\nat all\n")), "det.txt is not MOT rows"),
+    Case("mot-file-too-few-columns", shared(_mot(b"1,2,3\n")), "need at least frame,id,x,y,w,h"),
+    Case("fifo-named-jpg", shared(_fifo), "x.jpg: not a regular file", rc=0),
+    Case("non-utf8-name-in-folder", shared(_non_utf8_in_folder), "not valid UTF-8", rc=0),
+    # engine dirs
+    Case("engine-missing", lambda b, t: (_q(t / "nowhere", t / "g", "a man"), None), "does not exist"),
+    Case("manifest-invalid-json", damaged_engine(lambda e: (e / "manifest.json").write_text("{")), "invalid JSON"),
+    Case("manifest-image-size-zero", damaged_engine(lambda e: edit_manifest(e, image_size=[0, 64])), "image_size"),
+    Case("manifest-image-size-changed", damaged_engine(lambda e: edit_manifest(e, image_size=[256, 128])),
+         "image_encoder.int8.onnx"),
+    Case("manifest-context-zero", damaged_engine(lambda e: edit_manifest(e, context_length=0)), "context_length"),
+    Case("manifest-context-5000", damaged_engine(lambda e: edit_manifest(e, context_length=5000)),
+         "context_length"),
+    Case("manifest-context-100", damaged_engine(lambda e: edit_manifest(e, context_length=100)),
+         "context_length 100"),
+    Case("manifest-embed-dim-changed", damaged_engine(lambda e: edit_manifest(e, embed_dim=512)), "embed_dim"),
+    Case("manifest-eot-changed", damaged_engine(lambda e: edit_manifest(e, eot_id=7)), "sot/eot"),
+    Case("truncated-onnx", damaged_engine(_truncate), "image_encoder.int8.onnx"),
+    Case("truncated-onnx-skip-verify", damaged_engine(_truncate, ("--skip-verify",)), "cannot load"),
+    Case("swapped-towers", damaged_engine(_swap_towers), "image_encoder.int8.onnx: sha256"),
+    Case("swapped-towers-rehashed", damaged_engine(lambda e: _swap_towers(e, True)),
+         "image_encoder.int8.onnx: is not an image tower"),
+    Case("shuffled-weights-fp32", damaged_engine(lambda e: shuffle_weights(e / "image_encoder.onnx"),
+                                                 ("--backend", "onnx-cpu"), command="ingest"),
+         "image_encoder.onnx: sha256"),
+    Case("shuffled-weights-int8", damaged_engine(lambda e: shuffle_weights(e / "image_encoder.int8.onnx"),
+                                                 command="ingest"), "image_encoder.int8.onnx: sha256"),
+    Case("tokenizer-damaged", damaged_engine(lambda e: (e / "tokenizer.json").write_text("{}")),
+         "tokenizer.json: sha256"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, base, tmp_path):
+    argv, gallery = case.setup(base, tmp_path)
+    before = rows(gallery) if gallery is not None else None
+    try:
+        r = run_cli(argv, tmp_path)
+    finally:
+        if gallery is not None:
+            undo_read_only(gallery / "gallery.sqlite")
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode >= 0, f"killed by signal {-r.returncode}: {err[-2000:]}"  # a segfault is -11
+    assert "Traceback" not in err, err[-3000:]
+    assert r.returncode == case.rc, (r.returncode, err[-2000:])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if case.rc:
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        assert case.needle in lines[0], lines[0]
+    else:
+        assert any(case.needle in ln for ln in lines), err
+        assert all(ln.startswith(("warning: ", "skipped ")) for ln in lines), err
+    if gallery is not None:
+        after = rows(gallery)
+        assert after >= before  # nothing stored is ever lost...
+        if case.rc:
+            assert after == before  # ...and a refused command adds nothing either
+    for created in ("galery",):
+        assert not (tmp_path / created).exists()  # reading never creates a gallery
+
+
+def test_damaged_row_is_reported_and_the_rest_still_served(base, tmp_path):
+    g = copy_gallery(base, tmp_path)
+    key = damage_blob(g / "gallery.sqlite")
+    r = run_cli(_q(base[0], g, "a person", "-k", "10", "--json", "--all-crops"), tmp_path)
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(r.stdout)["hits"]
+    assert len(hits) == 5 and key not in [h["key"] for h in hits]
+    assert f"keys {key}" in r.stderr.decode()
+    r = run_cli(["info", "--engine", base[0], "--gallery", g, "--json"], tmp_path)
+    info = json.loads(r.stdout)
+    assert info["rows"] == 6 and info["damaged_rows"] == 1  # the row is still there: evidence is kept
+
+
+def test_fifo_and_bad_names_are_counted_and_the_rest_ingested(base, tmp_path):
+    g = copy_gallery(base, tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "cam.mp4")
+    shutil.copy(base[2][6], folder / "a.jpg")
+    shutil.copy(base[2][7], os.fsencode(folder) + b"/caf\xe9.jpg")
+    r = run_cli(_ingest(base[0], g, "--json", str(folder)), tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["added"] == 1 and len(out["unreadable"]) == 2
+    assert sorted(out["reasons"].values()) == ["file name is not valid UTF-8 (rename it)",
+                                               "not a regular file (FIFO, device, socket or broken link)"]
+    assert rows(g) == 7
