@@ -19,7 +19,7 @@ import numpy as np
 from benchmarks.report import write
 from benchmarks.timing import interleaved, matmul_peak_gflops
 from export.parity import probe_inputs_rgb
-from sen_infer.encoders import BACKENDS, Encoders, _available
+from sen_infer.encoders import Encoders, available_backends
 from sen_infer.preprocess import to_input
 
 QUERY = "a woman in a red coat with a black backpack"  # 12 tokens with start and end
@@ -60,10 +60,9 @@ def main(argv=None) -> int:
     engine = Path(args.engine)
 
     towers = {}
-    for b in reversed(BACKENDS):  # onnx-cpu, onnx-cpu-int8, onnx-cuda, tensorrt
-        if _available(b, engine) is None:
-            enc = Encoders(engine, backend=b)
-            towers[b] = (enc._image, enc._text)
+    for b in reversed(available_backends(engine)):  # onnx-cpu, onnx-cpu-int8, onnx-cuda, tensorrt
+        enc = Encoders(engine, backend=b)
+        towers[b] = (enc._image, enc._text)
     enc = Encoders(engine, backend="onnx-cpu")
     manifest, tok = enc.manifest, enc.tokenizer
     flops_per_image = None

@@ -235,6 +235,7 @@ def open_engine(engine_dir: str | os.PathLike) -> tuple[Manifest, ClipTokenizer]
 
 def _engine_path(engine_dir) -> Path:
     engine_dir = Path(engine_dir)
+    require_utf8(str(engine_dir), "engine dir path", EngineDirError)  # onnxruntime and OpenCV need UTF-8 paths
     if not engine_dir.is_dir():
         raise EngineDirError(f"engine dir {engine_dir} does not exist (create one with python -m export.onnx)")
     return engine_dir

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the SDK's sha256 cache lives in a per-run folder, not in the user's ~/.cache (subprocesses inherit it)
+os.environ.setdefault("SEN_INFER_CACHE", tempfile.mkdtemp(prefix="sen_infer_cache_"))
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,9 @@ def test_engine_dir_contents_and_manifest(engine, ckpt):
         f = m.parity[precision]
         assert f["image_min_cosine"] >= bar and f["text_min_cosine"] >= bar
         assert abs(f["probe_R1_export"] - f["probe_R1_torch"]) <= f["probe_R1_tolerance"]
-    assert m.parity["fp32"]["probe_R1_tolerance"] == 0.0
+    # fp32 allows no R@1 change beyond near-ties explained by the measured score error (usually none)
+    fp32 = m.parity["fp32"]
+    assert fp32["probe_R1_tolerance"] == 100.0 * fp32["probe_R1_ties"] / fp32["probe_captions"]
     assert m.parity["export_seconds"] > 0
     assert not list(out.parent.glob(".tiny.build-*"))  # the temporary build dir is gone
 

@@ -42,8 +42,13 @@ def test_text_length_can_be_shorter_than_context(model):
 
 
 def test_tir_loss_does_not_depend_on_text_padding(model):
+    # float64: attention over 77 keys and over `longest` keys sums in different orders; in float32 that
+    # alone moves the loss by ~1e-6 relative, too close to the bar to hold on every CPU
+    import copy
+
+    model = copy.deepcopy(model).double()
     torch.manual_seed(3)
-    images = torch.randn(4, 3, 192, 64)
+    images = torch.randn(4, 3, 192, 64, dtype=torch.float64)
     tokens = open_clip.tokenize(CAPTIONS)
     keep, mask = model.random_keep(4, "cpu")
     longest = int((tokens != 0).sum(dim=1).max())

@@ -82,7 +82,10 @@ def test_retrieval_matches_training_evaluation(engine, tiny_run, test_images, tm
         hit = r.query(s.caption, k=1, per_track=False)[0]
         correct += pid_of[hit.source] == s.pid
     sdk_r1 = 100.0 * correct / len(samples)
-    assert sdk_r1 == pytest.approx(tiny_run[0]["test"]["R1"], abs=0.5)
+    # The SDK stores gallery vectors as float16 (score error ~1e-4) and runs onnxruntime, not torch: a
+    # query whose two best images are that close may flip. Two such near-ties are allowed; a real
+    # mismatch (wrong preprocessing, wrong tower) moves R1 by tens of points.
+    assert sdk_r1 == pytest.approx(tiny_run[0]["test"]["R1"], abs=100.0 * 2 / len(samples) + 1e-9)
 
 
 def _synthetic_crops(n, seed=0):
@@ -113,7 +116,22 @@ def test_filters_tracks_order_and_hnsw_path(engine, test_images, tmp_path):
     for kwargs in ({}, {"camera": "b"}, {"since": 250.0}, {"camera": "a", "per_track": False}):
         exact = g.search(q, k=5, **kwargs)
         approx = graph.search(q, k=5, **kwargs)
-        assert [k for k, _ in approx] == [k for k, _ in exact], kwargs
+        _same_up_to_ties(approx, exact, kwargs)
+
+
+# usearch scores float16 vectors with a kernel chosen for the CPU; on AVX-512 FP16 it accumulates in
+# float16, up to ~1e-2 off for 128-dim unit vectors. Ranks closer than that may legitimately swap.
+SCORE_TOL = 1e-2
+
+
+def _same_up_to_ties(approx, exact, where):
+    assert len(approx) == len(exact), where
+    assert all(abs(sa - se) <= SCORE_TOL for (_, sa), (_, se) in zip(approx, exact)), (approx, exact, where)
+    scores = [s for _, s in exact]
+    for i in range(len(exact) - 1):  # the last rank may tie with the first one left out
+        clear = all(abs(scores[i] - scores[j]) > SCORE_TOL for j in (i - 1, i + 1) if 0 <= j < len(scores))
+        if clear:
+            assert approx[i][0] == exact[i][0], (i, approx, exact, where)
 
 
 def test_idempotent_ingest_and_unreadable_images(engine, test_images, tmp_path):
