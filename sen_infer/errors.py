@@ -56,5 +56,9 @@ def require_utf8(value: str, what: str, error: type[SenInferError] = QueryError)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise error(f"{what} is not valid UTF-8: {value.encode('utf-8', 'backslashreplace').decode()!r}") from None
+        try:  # show the raw bytes the way a shell would have passed them: 'caf\xe9'
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "backslashreplace").decode()
+        raise error(f"{what} is not valid UTF-8: {shown}") from None
     return value

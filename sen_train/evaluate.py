@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", required=True, help="checkpoint dir (model.safetensors + config.json)")
     ap.add_argument("--data", required=True, help="dataset root")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="default: the checkpoint's eval_batch_size, so the figures equal training's to the bit")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="print one JSON object with R1, R5, R10, mAP, mINP")
     args = ap.parse_args(argv)
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
     try:
         model = load_model(args.ckpt, args.device)
         samples = read_dataset(args.data)[args.split]
-        metrics = evaluate(model, samples, args.batch_size, args.device, progress=not args.json)
+        batch_size = args.batch_size or model.cfg.eval_batch_size  # another batch shape rounds differently
+        metrics = evaluate(model, samples, batch_size, args.device, progress=not args.json)
     except (CheckpointError, DatasetError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
