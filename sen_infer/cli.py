@@ -17,37 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sen_infer.errors import EngineDirError, GalleryError, IngestError, QueryError, SenInferError, require_utf8
-from sen_infer.gallery import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, IngestReport
-from sen_infer.preprocess import is_regular_file
-
-
-def _expand(paths: list[str], report: IngestReport) -> tuple[list[Path], list[Path]]:
-    """(images, videos) from files and folders (searched recursively). Inputs that cannot be ingested
-    (missing, not a regular file, a name that is not UTF-8, an unknown type named explicitly) go to
-    `report` with the reason; unrelated files inside a folder are not an error."""
-    images, videos = [], []
-    for p in map(Path, paths):
-        if not os.path.lexists(p):
-            report.skip(p, "no such file or folder")
-            continue
-        files = sorted(f for f in p.rglob("*") if not f.is_dir()) if p.is_dir() else [p]
-        for f in files:
-            ext = f.suffix.lower()
-            kind = images if ext in IMAGE_EXTENSIONS else videos if ext in VIDEO_EXTENSIONS else None
-            if kind is None:
-                if not p.is_dir():
-                    report.skip(f, f"not an image or video ({', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
-                continue
-            try:
-                str(f).encode("utf-8")
-            except UnicodeEncodeError:
-                report.skip(f, "file name is not valid UTF-8 (rename it)")
-                continue
-            if not is_regular_file(f):
-                report.skip(f, "not a regular file (FIFO, device, socket or broken link)")
-                continue
-            kind.append(f)
-    return images, videos
+from sen_infer.gallery import IngestReport, expand_inputs
 
 
 def _retriever(args):
@@ -71,7 +41,7 @@ def cmd_ingest(args) -> int:
     check_detector(args.detector)  # a bad detections file fails before anything is ingested
     r = _retriever(args)
     report = IngestReport()
-    images, videos = _expand(args.paths, report)
+    images, videos = expand_inputs(args.paths, report)
     g = r.gallery
     if images:
         with tqdm(total=len(images), desc="images", unit="img", disable=args.quiet) as bar:
@@ -82,7 +52,8 @@ def cmd_ingest(args) -> int:
             report.merge(g.add_video(v, camera=args.camera, start_time=args.start_time, detector=args.detector,
                                      stride=args.stride, progress=bar.update))
     summary = {"added": report.added, "tracks": report.tracks, "skipped_existing": report.skipped_existing,
-               "unreadable": report.unreadable, "reasons": report.reasons, "images": len(images),
+               "unreadable": report.unreadable, "reasons": report.reasons, "failed": report.failed,
+               "incomplete": report.incomplete, "notes": report.notes, "images": len(images),
                "videos": len(videos), "frames": report.frames, "seconds": round(report.seconds, 2),
                "gallery_rows": len(g)}
     if args.json:
@@ -90,10 +61,18 @@ def cmd_ingest(args) -> int:
     else:
         for name in report.unreadable[:20]:
             print(f"skipped {name}: {report.reasons.get(name, 'unreadable')}", file=sys.stderr)
+        for name, why in report.incomplete.items():
+            print(f"warning: {name} is incomplete ({why}): its tracks so far are stored; it is not marked "
+                  f"done, so ingesting it again finishes it", file=sys.stderr)
+        for note in report.notes:
+            print(f"warning: {note}", file=sys.stderr)
+        for name, why in report.failed.items():
+            print(f"failed {name}: {why} (nothing of it was stored)", file=sys.stderr)
         print(f"added {report.added} crops ({report.tracks} tracks from {len(videos)} videos, {len(images)} images); "
               f"skipped {report.skipped_existing} already in the gallery; {len(report.unreadable)} unreadable"
-              f"; gallery now holds {summary['gallery_rows']} crops")
-    return 0
+              + (f"; {len(report.failed)} FAILED" if report.failed else "")
+              + f"; gallery now holds {summary['gallery_rows']} crops")
+    return 1 if report.failed else 0
 
 
 def cmd_query(args) -> int:

@@ -365,3 +365,9 @@ class Encoders:
                 batch.append(to_input(img, m.image_size, m.mean, m.std))
             out.append(self._image(np.stack(batch)))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+    def encode_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Already preprocessed images (float32 [N, 3, H, W], `preprocess.to_input`) -> float32 [N, D]."""
+        out = [self._image(np.ascontiguousarray(x[i : i + self.batch_size], np.float32))
+               for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)

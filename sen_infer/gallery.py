@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from sen_infer.errors import GalleryError, IngestError, ModelMismatchError, VideoReadError, require_utf8
-from sen_infer.preprocess import check_image_array, is_regular_file, read_bgr
+from sen_infer.preprocess import check_image_array, is_regular_file, read_bgr, to_input
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,10 +63,17 @@ class IngestReport:
     crops_embedded: int = 0
     seconds: float = 0.0
     reasons: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # path -> why; nothing of it was committed
+    incomplete: dict[str, str] = field(default_factory=dict)  # video -> "decoded N of M frames"
+    notes: list[str] = field(default_factory=list)  # e.g. frame times that disagree with the stated fps
+
+    def fail(self, item, reason: str) -> None:
+        """Record an input whose ingest failed on our side (e.g. a crop could not be written)."""
+        self.failed[_printable(item)] = reason
 
     def skip(self, item, reason: str) -> None:
         """Record an input that was not ingested, and why (one line)."""
-        name = os.fsencode(str(item)).decode("utf-8", "backslashreplace")
+        name = _printable(item)
         self.unreadable.append(name)
         self.reasons[name] = reason
 
@@ -75,6 +82,9 @@ class IngestReport:
         self.skipped_existing += other.skipped_existing
         self.unreadable += other.unreadable
         self.reasons.update(other.reasons)
+        self.failed.update(other.failed)
+        self.incomplete.update(other.incomplete)
+        self.notes += other.notes
         self.tracks += other.tracks
         self.frames += other.frames
         self.crops_embedded += other.crops_embedded
@@ -91,6 +101,40 @@ class Row:
     bbox: tuple[int, int, int, int]
     track: int | None
     crop_path: str | None
+
+
+def _printable(item) -> str:
+    """A path as text that can always be printed and stored, undecodable bytes shown as \\xNN."""
+    return os.fsencode(str(item)).decode("utf-8", "backslashreplace")
+
+
+def default_camera(source: str) -> str:
+    """A video's camera when none is given: its file name with extension (cam.avi and cam.mp4 are two
+    cameras), or for the common `<camera>/<file>` layout of recorders (cam07/2026-11-29_10.mp4) the
+    folder's name when the file name looks like a time stamp."""
+    p = Path(source)
+    if any(ch.isdigit() for ch in p.stem) and not any(ch.isalpha() for ch in p.stem.replace("T", "")) \
+            and p.parent.name:
+        return p.parent.name
+    return p.name
+
+
+def write_jpeg(path: Path, img: np.ndarray, quality: int = 90) -> None:
+    """Write a JPEG atomically (temp + fsync + rename) and check it: OSError when it cannot be stored."""
+    ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OSError(f"JPEG encoding failed for {path}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _finite_time(value, what: str) -> float | None:
@@ -114,6 +158,31 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
+def expand_inputs(paths, report: IngestReport, videos: bool = True) -> tuple[list[Path], list[Path]]:
+    """(images, videos) from files and folders (searched recursively, sorted). Inputs that cannot be
+    ingested (missing, not a regular file, a name that is not UTF-8, an unknown type named explicitly)
+    go to `report` with the reason and never stop the rest; unrelated files inside a folder are ignored."""
+    images, found_videos = [], []
+    wanted = IMAGE_EXTENSIONS | (VIDEO_EXTENSIONS if videos else set())
+    for p in map(Path, paths):
+        if not os.path.lexists(p):
+            report.skip(p, "no such file or folder")
+            continue
+        files = sorted(f for f in p.rglob("*") if not f.is_dir()) if p.is_dir() else [p]
+        for f in files:
+            ext = f.suffix.lower()
+            if ext not in wanted and (p.is_dir() or videos):
+                if not p.is_dir():  # named explicitly, but neither an image nor a video by its name
+                    report.skip(f, f"not an image or video ({', '.join(sorted(wanted))})")
+                continue  # an image named explicitly without a known extension is left to the decoder
+            why = _unusable_file(str(f))
+            if why is not None:
+                report.skip(f, why)
+                continue
+            (found_videos if ext in VIDEO_EXTENSIONS and videos else images).append(f)
+    return images, found_videos
+
+
 def _unusable_file(path: str) -> str | None:
     """Why a file given to the ingest cannot be read as one (checked before OpenCV sees it), or None."""
     try:
@@ -123,7 +192,7 @@ def _unusable_file(path: str) -> str | None:
     if not os.path.lexists(path):
         return "no such file"
     if not is_regular_file(path):
-        return "not a regular file (FIFO, device or socket)"
+        return "not a regular file (FIFO, device, socket or broken link)"
     return None
 
 
@@ -323,12 +392,18 @@ class Gallery:
         os.replace(tmp_side, side)
 
     # ---- writing ------------------------------------------------------------------------------
-    def _commit(self, records: list[tuple], source_done: tuple | None = None) -> tuple[int, int]:
-        """Insert rows (and mark a source done) in one transaction; returns (added, existing)."""
+    def _commit(self, records: list[tuple], source_done: tuple | None = None,
+                local_tracks: bool = False) -> tuple[int, int]:
+        """Insert rows (and mark a source done) in one transaction; returns (added, existing).
+        With local_tracks, the records' track numbers (1, 2, ...) are made gallery-wide inside the
+        transaction that commits them, so concurrent ingests (threads or processes) never share one."""
         with self._write_lock, self._db("write"):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if local_tracks and records:
+                    base = conn.execute("SELECT coalesce(max(track), 0) FROM crops").fetchone()[0]
+                    records = [(*r[:8], base + r[8], *r[9:]) for r in records]
                 before = conn.total_changes
                 conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
                                  "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
@@ -359,54 +434,70 @@ class Gallery:
 
     def add_images(self, items, camera: str | None = None, timestamp: float | None = None,
                    track: int | None = None, batch_size: int = 64, progress=None) -> IngestReport:
-        """Add whole images (paths or BGR arrays) as crops. Unreadable files are skipped and reported."""
+        """Add whole images (paths, folders searched recursively, or BGR arrays) as crops. Unreadable
+        files are skipped and reported. Each image is decoded, preprocessed to the model's input and
+        dropped at once, so memory does not grow with the photos' resolution."""
         timestamp, camera = _finite_time(timestamp, "timestamp"), _camera_name(camera)
         report = IngestReport()
         t0 = time.perf_counter()
-        pending: list[tuple[str, np.ndarray, str | None]] = []
+        pending: list[tuple[str, int, int, str, np.ndarray]] = []  # source, w, h, crop path, model input
+        m = self.encoders.manifest
 
         def flush():
             if not pending:
                 return
-            emb = _normalise(self.encoders.encode_images([img for _, img, _ in pending])).astype(np.float16)
+            emb = _normalise(self.encoders.encode_inputs(np.stack([x for *_, x in pending]))).astype(np.float16)
             report.crops_embedded += len(pending)
-            records = []
-            for (source, img, crop_path), e in zip(pending, emb):
-                h, w = img.shape[:2]
-                records.append((source, camera, -1, timestamp, 0, 0, w, h, track, crop_path, e.tobytes()))
+            records = [(source, camera, -1, timestamp, 0, 0, w, h, track, crop_path, e.tobytes())
+                       for (source, w, h, crop_path, _), e in zip(pending, emb)]
             added, existing = self._commit(records)
             report.added += added
             report.skipped_existing += existing
             pending.clear()
 
-        for item in items:
+        def tick():
+            if progress is not None:
+                progress(1)
+
+        def inputs():  # in the order given, folders expanded where they stand
+            for item in items:
+                if isinstance(item, np.ndarray):
+                    yield item
+                else:
+                    yield from expand_inputs([item], report, videos=False)[0]
+
+        for item in inputs():
             if isinstance(item, np.ndarray):
                 check_image_array(item)
                 digest = hashlib.sha1(np.ascontiguousarray(item).tobytes()).hexdigest()[:20]
                 source, img = f"array:{digest}", item
                 crop_path = self.crops_dir / "arrays" / f"{digest}.jpg"
                 if not self._existing(source, -1, (0, 0, img.shape[1], img.shape[0])):
-                    crop_path.parent.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(crop_path), img)
+                    try:
+                        crop_path.parent.mkdir(parents=True, exist_ok=True)
+                        write_jpeg(crop_path, img)
+                    except OSError as e:
+                        report.fail(f"array {digest}", f"cannot write crop {crop_path}: {e.strerror or e}")
+                        tick()
+                        continue
                 crop_path = str(crop_path)
             else:
                 source = str(Path(item).resolve())
-                why = _unusable_file(source)
-                img = read_bgr(source) if why is None else None
+                img = read_bgr(source)
                 crop_path = source
                 if img is None:
-                    report.skip(item, why or "not a readable image")
-                    if progress is not None:
-                        progress(1)
+                    report.skip(item, "not a readable image (missing, empty, truncated or another format)")
+                    tick()
                     continue
-            if self._existing(source, -1, (0, 0, img.shape[1], img.shape[0])):
+            h, w = img.shape[:2]
+            if self._existing(source, -1, (0, 0, w, h)):
                 report.skipped_existing += 1
             else:
-                pending.append((source, img, crop_path))
+                pending.append((source, w, h, crop_path, to_input(img, m.image_size, m.mean, m.std)))
+            del img
             if len(pending) >= batch_size:
                 flush()
-            if progress is not None:
-                progress(1)
+            tick()
         flush()
         if report.added:
             self._persist_index()
@@ -437,31 +528,40 @@ class Gallery:
             report.skipped_existing += 1
             return report
         try:
-            tracks, fps, frames = extract_tracks(source, detector, stride, min_box, crops_per_track=crops_per_track,
-                                                 progress=progress)
+            video = extract_tracks(source, detector, stride, min_box, crops_per_track=crops_per_track,
+                                   progress=progress)
         except VideoReadError as e:
             report.skip(path, str(e))
             return report
-        report.frames = frames
-        camera = camera if camera is not None else Path(path).stem
+        report.frames = video.frames
+        report.notes += [f"{path}: {note}" for note in video.notes]
+        camera = camera if camera is not None else default_camera(source)
         digest = hashlib.sha1(source.encode()).hexdigest()[:16]
         crop_dir = self.crops_dir / digest
-        crop_dir.mkdir(parents=True, exist_ok=True)
-        with self._write_lock:
-            base = self._conn().execute("SELECT coalesce(max(track), 0) FROM crops").fetchone()[0]
         records = []
-        for n, (track, crops) in enumerate(tracks, start=1):
-            if not crops:
-                continue
-            emb = _normalise(self.encoders.encode_images([c.crop for c in crops]))
-            report.crops_embedded += len(crops)
-            mean = _normalise(emb.mean(axis=0)).astype(np.float16)
-            best = crops[0]
-            crop_path = crop_dir / f"track{track.id:05d}_f{best.frame:06d}.jpg"
-            cv2.imwrite(str(crop_path), best.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            ts = (start_time if start_time is not None else 0.0) + best.frame / fps
-            records.append((source, camera, best.frame, ts, *best.box, base + n, str(crop_path), mean.tobytes()))
-        added, existing = self._commit(records, (source, "video", len(records), time.time()))
+        try:
+            crop_dir.mkdir(parents=True, exist_ok=True)
+            for n, (track, crops) in enumerate(video.tracks, start=1):
+                if not crops:
+                    continue
+                emb = _normalise(self.encoders.encode_images([c.crop for c in crops]))
+                report.crops_embedded += len(crops)
+                mean = _normalise(emb.mean(axis=0)).astype(np.float16)
+                best = crops[0]
+                crop_path = crop_dir / f"track{track.id:05d}_f{best.frame:06d}.jpg"
+                write_jpeg(crop_path, best.crop)
+                ts = (start_time if start_time is not None else 0.0) + float(video.times[best.frame])
+                # `n` is local to this video: _commit turns it into a gallery-wide id inside its transaction
+                records.append((source, camera, best.frame, ts, *best.box, n, str(crop_path), mean.tobytes()))
+        except OSError as e:  # a crop that cannot be stored: nothing of this video is committed or marked done
+            report.fail(path, f"cannot write crop {e.filename or crop_dir}: {e.strerror or e}")
+            return report
+        done = None
+        if video.incomplete:  # committed (they are real people) but not marked done: a rerun can finish it
+            report.incomplete[str(path)] = f"decoded {video.frames} of {video.expected} frames"
+        else:
+            done = (source, "video", len(records), time.time())
+        added, existing = self._commit(records, done, local_tracks=True)
         if added:
             self._persist_index()
         report.added, report.skipped_existing, report.tracks = added, existing, len(records)

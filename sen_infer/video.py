@@ -229,9 +229,45 @@ def pick_crops(track: Track, n: int) -> list[Observation]:
     return chosen
 
 
+@dataclass
+class VideoTracks:
+    """What `extract_tracks` found in one video."""
+    tracks: list  # (Track, chosen crops)
+    fps: float  # the container's stated rate (25 when it states none)
+    frames: int  # frames decoded
+    expected: int  # frames the container announces (0 when unknown)
+    times: np.ndarray  # seconds from the start of each decoded frame, from the decoder's position
+    notes: list[str] = field(default_factory=list)  # timing disagreements and the like, one line each
+
+    @property
+    def incomplete(self) -> bool:
+        """Decoding stopped before the container's announced end (a truncated or damaged file, or one
+        still being written). One frame of slack: containers often round their count."""
+        return self.expected > 0 and self.frames < self.expected - 1
+
+
+def frame_times(positions_ms: list[float], fps: float, notes: list[str]) -> np.ndarray:
+    """Seconds of each decoded frame. The decoder's position (CAP_PROP_POS_MSEC) is the truth: real
+    containers state rates that their frames do not keep (a '50 fps' file with frames 40 ms apart).
+    Falls back to frame / fps when the positions are missing or not increasing, and says so."""
+    pos = np.asarray(positions_ms, np.float64) / 1000.0
+    by_rate = np.arange(len(pos)) / fps
+    usable = len(pos) > 1 and np.isfinite(pos).all() and (np.diff(pos) > 0).all()
+    if not usable:
+        if len(pos) > 1:
+            notes.append(f"decoder gives no usable frame times; timestamps are frame / {fps:g} fps")
+        return by_rate
+    pos = pos - pos[0]
+    span, stated = pos[-1], by_rate[-1]
+    if stated > 0 and abs(span - stated) > 0.1 * stated:
+        notes.append(f"container states {fps:g} fps but frames span {span:.1f} s, not {stated:.1f} s: "
+                     f"timestamps follow the frames (about {(len(pos) - 1) / span:.3g} fps)")
+    return pos
+
+
 def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
-                   min_observations: int = 3, crops_per_track: int = 4, progress=None):
-    """(tracks with their chosen crops, fps, frame count). Raises VideoReadError if it cannot be read."""
+                   min_observations: int = 3, crops_per_track: int = 4, progress=None) -> VideoTracks:
+    """Tracks with their chosen crops, and the frames' times. Raises VideoReadError if it cannot be read."""
     det = make_detector(detector, min_box)  # a bad detections file is the caller's error, not the video's
     try:
         str(path).encode("utf-8")  # OpenCV crashes on names that are not UTF-8
@@ -244,14 +280,16 @@ def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, mi
         raise VideoReadError(f"cannot open video {path}")
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and fps > 0 else 25.0
+    count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    expected = int(count) if math.isfinite(count) and count > 0 else 0
     tracker = IouTracker(max_age=max(4, 12 // max(1, stride)))
-    index, decoded = 0, 0
+    index, positions = 0, []
     try:
         while True:
             ok, frame = cap.read()
             if not ok:
                 break
-            decoded += 1
+            positions.append(cap.get(cv2.CAP_PROP_POS_MSEC))
             if isinstance(det, Mog2Detector) or index % stride == 0:
                 boxes = det(frame, index)  # the background model must see every frame
                 if index % stride == 0:
@@ -261,7 +299,9 @@ def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, mi
                 progress(1)
     finally:
         cap.release()
-    if decoded == 0:
+    if index == 0:
         raise VideoReadError(f"no frame could be decoded from {path}")
+    notes: list[str] = []
+    times = frame_times(positions, fps, notes)
     tracks = [t for t in tracker.close() if len(t.observations) >= min_observations]
-    return [(t, pick_crops(t, crops_per_track)) for t in tracks], fps, decoded
+    return VideoTracks([(t, pick_crops(t, crops_per_track)) for t in tracks], fps, index, expected, times, notes)
