@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -124,7 +125,7 @@ def write_jpeg(path: Path, img: np.ndarray, quality: int = 90) -> None:
     ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError(f"JPEG encoding failed for {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # pid: see _remove_stale_temps
     try:
         with open(tmp, "wb") as f:
             f.write(data.tobytes())
@@ -135,6 +136,30 @@ def write_jpeg(path: Path, img: np.ndarray, quality: int = 90) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+_TEMP_NAME = re.compile(r"\.(\d+)\.\d+(?:\.\d+)?\.tmp$")  # .NAME.PID.THREAD[.OBJECT].tmp
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (temp files carry their writer's pid)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _finite_time(value, what: str) -> float | None:
@@ -200,8 +225,9 @@ class Gallery:
     """Open with `Gallery.open(path, engine_dir)`; `add_images`, `add_video`, `search`, `rows`."""
 
     def __init__(self, path: Path, encoders, exact_max: int = EXACT_MAX,
-                 filtered_exact_max: int = FILTERED_EXACT_MAX):
+                 filtered_exact_max: int = FILTERED_EXACT_MAX, read_only: bool = False):
         self.dir = Path(path)
+        self.read_only = read_only
         self.exact_max, self.filtered_exact_max = exact_max, filtered_exact_max
         self.encoders = encoders
         self.fingerprint = encoders.manifest.fingerprint
@@ -214,6 +240,7 @@ class Gallery:
         self.damaged: list[int] = []  # keys of rows whose stored embedding is unusable (kept, never served)
         self._lock = threading.RLock()  # guards the in-memory matrix and the index
         self._write_lock = threading.Lock()
+        self._cleaned = False
         self._init_db()
         self._ids = np.zeros(0, np.int64)
         self._emb = np.zeros((0, self.dim), np.float16)
@@ -242,11 +269,14 @@ class Gallery:
             from sen_infer.encoders import Encoders
 
             encoders = Encoders(engine_dir, backend)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise GalleryError(f"cannot create gallery dir {path}: {e.strerror or e}") from None
-        return cls(path, encoders, exact_max, filtered_exact_max)
+        db = path / "gallery.sqlite"
+        read_only = db.is_file() and not (os.access(path, os.W_OK) and os.access(db, os.W_OK))
+        if not read_only:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise GalleryError(f"cannot create gallery dir {path}: {e.strerror or e}") from None
+        return cls(path, encoders, exact_max, filtered_exact_max, read_only=read_only)
 
     @contextlib.contextmanager
     def _db(self, doing: str):
@@ -261,15 +291,36 @@ class Gallery:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             with self._db("open the database"):
-                conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+                if self.read_only:
+                    conn = sqlite3.connect(self._read_only_uri(), uri=True, timeout=60, isolation_level=None)
+                else:
+                    conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
                 try:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("PRAGMA synchronous=NORMAL")
+                    if not self.read_only:
+                        conn.execute("PRAGMA journal_mode=WAL")
+                        conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 except BaseException:
                     conn.close()
                     raise
             self._local.conn = conn
         return conn
+
+    def _read_only_uri(self) -> str:
+        """SQLite URI for a gallery on media we may not write (mode=ro). Without write access SQLite can
+        still read a WAL database when its -shm file is there, or, with no pending WAL, as immutable.
+        A non-empty -wal without -shm holds committed rows we could not see: refuse rather than hide them."""
+        from urllib.parse import quote
+
+        wal, shm = Path(f"{self.db_path}-wal"), Path(f"{self.db_path}-shm")
+        uri = f"file:{quote(str(self.db_path.resolve()))}?mode=ro"
+        if shm.is_file() or os.access(self.dir, os.W_OK):
+            return uri
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise GalleryError(f"{self.db_path}: read-only copy with a pending {wal.name} but no {shm.name}: its "
+                               f"newest rows cannot be read; copy the gallery with all three files, or open a "
+                               f"writable copy once to checkpoint it")
+        return uri + "&immutable=1"
 
     def _init_db(self) -> None:
         """Read the gallery's meta; write the schema only when it is a new gallery (an existing one is
@@ -277,6 +328,8 @@ class Gallery:
         try:
             conn = self._conn()
             meta = self._read_meta(conn)
+            if not meta and self.read_only:
+                raise GalleryError(f"{self.db_path}: read-only and not a gallery (no meta table)")
             if not meta:
                 conn.executescript(SCHEMA)
                 conn.execute("BEGIN IMMEDIATE")
@@ -379,17 +432,48 @@ class Gallery:
                 if len(self._ids):
                     index.add(self._ids, self._emb.astype(np.float32))
             self._index = index
-        if not ok and len(self._ids):
+        if not ok and len(self._ids) and not self.read_only:  # read-only: the rebuilt index lives in memory
             self._persist_index()
 
+    def _temp(self, target: Path) -> Path:
+        """A temp name beside `target` that no other writer uses: process, thread and object in the name
+        (two Gallery objects or threads of one process must not share one), pid first for the cleanup."""
+        return target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.{id(self)}.tmp")
+
     def _save_index(self) -> None:
-        tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")
-        self._index.save(str(tmp))
-        os.replace(tmp, self.index_path)
+        """Index, then sidecar, each to its own temp file, fsynced, renamed into place. The first save of
+        each Gallery object also clears temp files of dead writers (opening alone never writes)."""
+        if not self._cleaned:
+            self._cleaned = True
+            self._remove_stale_temps()
         side = self.index_path.with_suffix(".json")
-        tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-        tmp_side.write_text(json.dumps(self._sidecar()))
-        os.replace(tmp_side, side)
+        tmp, tmp_side = self._temp(self.index_path), self._temp(side)
+        try:
+            self._index.save(str(tmp))
+            _fsync(tmp)
+            os.replace(tmp, self.index_path)
+            with open(tmp_side, "w") as f:
+                f.write(json.dumps(self._sidecar()))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_side, side)
+        finally:
+            for t in (tmp, tmp_side):
+                with contextlib.suppress(OSError):
+                    t.unlink()
+
+    def _remove_stale_temps(self) -> int:
+        """Delete temp files left by writers that died mid-save (a killed ingest can leave a 35 MB index
+        copy); a temp whose process is still alive is left alone. Returns how many were removed."""
+        removed = 0
+        for t in list(self.dir.glob(".*.tmp")) + list(self.crops_dir.glob("*/.*.tmp")):
+            match = _TEMP_NAME.search(t.name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                t.unlink()
+                removed += 1
+        return removed
 
     # ---- writing ------------------------------------------------------------------------------
     def _commit(self, records: list[tuple], source_done: tuple | None = None,
@@ -397,6 +481,7 @@ class Gallery:
         """Insert rows (and mark a source done) in one transaction; returns (added, existing).
         With local_tracks, the records' track numbers (1, 2, ...) are made gallery-wide inside the
         transaction that commits them, so concurrent ingests (threads or processes) never share one."""
+        self._check_writable()
         with self._write_lock, self._db("write"):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
@@ -416,6 +501,11 @@ class Gallery:
                 raise
             self.refresh()
         return added, len(records) - added
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise GalleryError(f"gallery {self.dir} is on read-only media (or its files are read-only): it can be "
+                               f"searched, not written")
 
     def _persist_index(self) -> None:
         """Save the index once per ingest call, not per batch (it is a cache: a crash before this
@@ -438,6 +528,7 @@ class Gallery:
         files are skipped and reported. Each image is decoded, preprocessed to the model's input and
         dropped at once, so memory does not grow with the photos' resolution."""
         timestamp, camera = _finite_time(timestamp, "timestamp"), _camera_name(camera)
+        self._check_writable()
         report = IngestReport()
         t0 = time.perf_counter()
         pending: list[tuple[str, int, int, str, np.ndarray]] = []  # source, w, h, crop path, model input
@@ -517,6 +608,7 @@ class Gallery:
         start_time, camera = _finite_time(start_time, "start_time"), _camera_name(camera)
         if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise IngestError(f"stride must be an integer >= 1 (detect on every n-th frame), not {stride!r}")
+        self._check_writable()
         report = IngestReport()
         t0 = time.perf_counter()
         source = str(Path(path).resolve())

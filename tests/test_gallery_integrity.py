@@ -1,0 +1,274 @@
+"""A gallery is evidence: concurrent ingests never share a track id, failed writes and truncated videos
+are never marked done, frame times come from the decoder, read-only media can be searched, and temp
+files of dead writers are cleaned. Real onnxruntime, SQLite, usearch and OpenCV throughout."""
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sen_infer import Gallery, GalleryError, Retriever
+from sen_infer.encoders import Encoders
+from sen_infer.video import frame_times
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_engine):
+    return tiny_engine[0]
+
+
+@pytest.fixture(scope="module")
+def video(synth_learn, tmp_path_factory):
+    from sen_train.data.synth_video import VideoConfig, generate, identities_from_dataset
+
+    out = tmp_path_factory.mktemp("video")
+    people = identities_from_dataset(synth_learn, "test")
+    generate(VideoConfig(cameras=2, seconds=8, seed=5, fps=10), out, people, progress=False)
+    return out
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "sen_infer", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, env=ENV, timeout=300)
+
+
+def _tracks_by_source(db: Path) -> dict:
+    with sqlite3.connect(db) as conn:
+        out = {}
+        for source, track in conn.execute("SELECT source, track FROM crops WHERE track IS NOT NULL"):
+            out.setdefault(source, set()).add(track)
+        return out
+
+
+def test_concurrent_ingests_never_share_a_track_id(engine, video, tmp_path):
+    """3 threads (each its own Gallery object on one dir) and 1 process ingest 4 copies of the videos
+    at once; every track id belongs to exactly one source and the rows add up to what each reported."""
+    srcs = []
+    for i in range(4):
+        for cam in ("cam1", "cam2"):
+            dst = tmp_path / f"copy{i}" / f"{cam}.mp4"
+            dst.parent.mkdir(exist_ok=True)
+            shutil.copy(video / f"{cam}.mp4", dst)
+            srcs.append(dst)
+    g = tmp_path / "g"
+    Retriever(engine, gallery=g).gallery.close()  # create it
+    enc = Encoders(engine, "onnx-cpu")
+    reports, errors = [], []
+
+    def ingest(paths):
+        try:
+            gallery = Gallery.open(g, encoders=enc)
+            for p in paths:
+                reports.append(gallery.add_video(p, camera=p.parent.name))
+        except BaseException as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    proc = subprocess.Popen([sys.executable, "-m", "sen_infer", "ingest", "--engine", str(engine), "--gallery",
+                             str(g), "--quiet", "--json", *map(str, srcs[6:])], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    threads = [threading.Thread(target=ingest, args=(srcs[i * 2 : i * 2 + 2],)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    out, err = proc.communicate(timeout=600)
+    assert not errors, errors
+    assert proc.returncode == 0, err
+    import json
+
+    by_process = json.loads(out)["added"]
+    tracks = _tracks_by_source(g / "gallery.sqlite")
+    assert len(tracks) == 8
+    owners = {}
+    for source, ids in tracks.items():
+        for t in ids:
+            assert t not in owners, f"track {t} shared by {owners.get(t)} and {source}"
+            owners[t] = source
+    with sqlite3.connect(g / "gallery.sqlite") as conn:
+        rows = conn.execute("SELECT count(*) FROM crops").fetchone()[0]
+    assert rows == sum(r.added for r in reports) + by_process
+    # one hit per track: every stored track is reachable through the default collapsed query
+    r = Retriever(engine, gallery=g)
+    hits = r.query("a person", k=rows)
+    assert len({h.track for h in hits}) == len(hits) == len(owners)
+
+
+def test_truncated_video_is_reported_incomplete_and_not_marked_done(engine, video, tmp_path):
+    import cv2
+
+    # an AVI announces its frame count up front (an mp4 from OpenCV's writer keeps it at the end, so a
+    # cut mp4 does not open at all); cut it like a copy interrupted half way
+    cap = cv2.VideoCapture(str(video / "cam1.mp4"))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    h, w = frames[0].shape[:2]
+    full = tmp_path / "full.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.55)])
+    r = Retriever(engine, gallery=tmp_path / "g")
+    rep = r.gallery.add_video(cut, camera="cam1")
+    assert str(cut) in rep.incomplete, (rep.incomplete, rep.reasons)
+    assert rep.incomplete[str(cut)].startswith("decoded ") and rep.incomplete[str(cut)].endswith(" of 80 frames")
+    assert not r.gallery.source_done(str(cut.resolve()))
+    again = r.gallery.add_video(cut, camera="cam1")  # not done: a rerun looks again and adds nothing twice
+    assert again.added == 0 and again.skipped_existing == rep.added
+
+
+def _make_read_only(path: Path) -> None:
+    if os.geteuid() != 0:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        return
+    r = subprocess.run(["chattr", "-R", "+i", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot make files read-only for root here (chattr: {r.stderr.decode().strip()})")
+
+
+def _undo_read_only(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True)
+    for p in [path, *path.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_unwritable_crop_folder_fails_the_video_and_commits_nothing(engine, video, tmp_path):
+    g = tmp_path / "g"
+    r = _cli("ingest", "--engine", engine, "--gallery", g, "--quiet", video / "cam1.mp4")
+    assert r.returncode == 0, r.stderr
+    crops = g / "crops"
+    _make_read_only(crops)
+    try:
+        r = _cli("ingest", "--engine", engine, "--gallery", g, "--quiet", "--json", video / "cam2.mp4")
+    finally:
+        _undo_read_only(crops)
+    assert r.returncode == 1, r.stderr
+    import json
+
+    out = json.loads(r.stdout)
+    assert out["added"] == 0 and list(out["failed"]) == [str(video / "cam2.mp4")]
+    assert "cannot write crop" in out["failed"][str(video / "cam2.mp4")]
+    with sqlite3.connect(g / "gallery.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM sources WHERE source LIKE '%cam2.mp4'").fetchone()[0] == 0
+    r = _cli("ingest", "--engine", engine, "--gallery", g, "--quiet", "--json", video / "cam2.mp4")
+    assert r.returncode == 0 and json.loads(r.stdout)["added"] > 0  # writable again: the rerun repairs it
+    with sqlite3.connect(g / "gallery.sqlite") as conn:
+        for (path,) in conn.execute("SELECT crop_path FROM crops"):
+            assert Path(path).is_file()  # every row's picture exists
+
+
+def test_read_only_gallery_answers_queries_and_refuses_writes(engine, video, tmp_path):
+    g = tmp_path / "g"
+    assert _cli("ingest", "--engine", engine, "--gallery", g, "--quiet", video / "cam1.mp4").returncode == 0
+    (g / "index.usearch").unlink()  # force an index rebuild on open: it must happen in memory
+    before = sorted(p.name for p in g.iterdir())
+    _make_read_only(g)
+    try:
+        q = _cli("query", "--engine", engine, "--gallery", g, "a person", "--json")
+        w = _cli("ingest", "--engine", engine, "--gallery", g, "--quiet", video / "cam2.mp4")
+    finally:
+        _undo_read_only(g)
+    assert q.returncode == 0, q.stderr
+    import json
+
+    assert len(json.loads(q.stdout)["hits"]) > 0
+    assert w.returncode == 2 and "read-only" in w.stderr and len(w.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in g.iterdir()) == before  # nothing was written
+
+
+def test_frame_times_follow_the_decoder_not_the_stated_rate():
+    notes = []
+    # a "50 fps" container whose frames are 40 ms apart (seen on real footage): 25 fps in truth
+    times = frame_times([1000.0 + 40.0 * i for i in range(100)], 50.0, notes)
+    assert times[0] == 0.0 and times[-1] == pytest.approx(3.96)
+    assert len(notes) == 1 and "states 50 fps" in notes[0] and "25 fps" in notes[0]
+    notes = []
+    times = frame_times([0.0] * 10, 10.0, notes)  # a decoder that reports no positions
+    assert times[-1] == pytest.approx(0.9) and "frame / 10 fps" in notes[0]
+    notes = []
+    assert frame_times([100.0 * i for i in range(10)], 10.0, notes)[-1] == pytest.approx(0.9) and not notes
+
+
+def test_video_timestamps_are_the_decoders(engine, video, tmp_path):
+    r = Retriever(engine, gallery=tmp_path / "g")
+    rep = r.gallery.add_video(video / "cam1.mp4", start_time=500.0)
+    assert rep.added > 0 and not rep.notes
+    rows = r.gallery.rows(r.gallery.keys())
+    for row in rows.values():
+        assert row.timestamp == pytest.approx(500.0 + row.frame / 10.0, abs=1e-6)
+        assert row.camera == "cam1.mp4"  # the file name: cam1.avi would be another camera
+
+
+def test_two_gallery_objects_in_one_process_and_stale_temps(engine, synth_learn, tmp_path):
+    images = [str(p) for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:40]]
+    g = tmp_path / "g"
+    enc = Encoders(engine, "onnx-cpu")
+    Gallery.open(g, encoders=enc).add_images(images[:2])
+    dead = 2 ** 22 + 12345  # above the default pid_max of 4,194,304: no such process
+    stale = g / f".index.usearch.{dead}.1.2.tmp"
+    stale.write_bytes(b"x" * 1000)
+    mine = g / f".index.usearch.{os.getpid()}.1.2.tmp"  # a live writer's temp is not touched
+    mine.write_bytes(b"y")
+    a, b = Gallery.open(g, encoders=enc), Gallery.open(g, encoders=enc)
+    errors, reports = [], []
+
+    def run(gallery, chunk):
+        try:
+            for i in range(0, len(chunk), 3):
+                reports.append(gallery.add_images(chunk[i : i + 3]))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(a, images[2:21])), threading.Thread(target=run, args=(b, images[21:]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert sum(r.added for r in reports) == 38 and len(Gallery.open(g, encoders=enc)) == 40
+    assert not stale.exists() and mine.exists()
+    assert not [p for p in g.glob(".*.tmp") if p != mine]
+
+
+def test_add_images_takes_folders(engine, synth_learn, tmp_path):
+    folder = tmp_path / "in" / "deep"
+    folder.mkdir(parents=True)
+    for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:5]:
+        shutil.copy(p, folder / p.name)
+    (folder / "notes.txt").write_text("not an image")
+    rep = Retriever(engine, gallery=tmp_path / "g").gallery.add_images([tmp_path / "in"])
+    assert rep.added == 5 and not rep.unreadable
+
+
+def test_read_only_open_refuses_a_pending_wal_it_cannot_read(engine, synth_learn, tmp_path):
+    g = tmp_path / "g"
+    r = Retriever(engine, gallery=g)
+    r.gallery.add_images([str(p) for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:3]])
+    keep = sqlite3.connect(g / "gallery.sqlite")  # a reader holding the WAL open keeps it un-checkpointed
+    keep.execute("PRAGMA wal_autocheckpoint=0")
+    keep.execute("SELECT count(*) FROM crops").fetchone()
+    snapshot = tmp_path / "copy"
+    shutil.copytree(g, snapshot, ignore=shutil.ignore_patterns("*-shm"))
+    keep.close()
+    r.gallery.close()
+    if not (snapshot / "gallery.sqlite-wal").is_file() or (snapshot / "gallery.sqlite-wal").stat().st_size == 0:
+        pytest.skip("SQLite checkpointed the WAL before the copy")
+    _make_read_only(snapshot)
+    try:
+        with pytest.raises(GalleryError, match="pending gallery.sqlite-wal"):
+            Gallery.open(snapshot, encoders=r.encoders, create=False)
+    finally:
+        _undo_read_only(snapshot)
