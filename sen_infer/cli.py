@@ -118,7 +118,10 @@ def cmd_info(args) -> int:
     m = r.encoders.manifest
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stats = r.open_gallery(create=False).stats()
+        gallery = r.open_gallery(create=False)
+        stats = gallery.stats()
+        if args.check:
+            stats["check"] = gallery.check()
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     info = {"engine": str(Path(args.engine).resolve()), "model": m.model_name, "fingerprint": m.fingerprint,
@@ -128,7 +131,15 @@ def cmd_info(args) -> int:
         _print_json(info)
     else:
         for k, v in info.items():
-            print(f"{k:>12}: {v}")
+            if k != "check":
+                print(f"{k:>12}: {v}")
+        if args.check:
+            c = info["check"]
+            print(f"{'check':>12}: {'ok' if c['ok'] else 'PROBLEMS'} ({c['rows']} rows, {c['index_size']} indexed)")
+            for line in c["problems"]:
+                print(f"{'':>12}  {line}")
+    if args.check and not info["check"]["ok"]:
+        return 1
     return 0
 
 
@@ -198,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="engine and gallery: model, backend, counts, cameras, time span")
     common(p)
+    p.add_argument("--check", action="store_true",
+                   help="also run SQLite's integrity check and compare the index with the table (exit 1 on problems)")
     p.set_defaults(fn=cmd_info)
     return ap
 

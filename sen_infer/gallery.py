@@ -221,6 +221,17 @@ def _unusable_file(path: str) -> str | None:
     return None
 
 
+@dataclass
+class _View:
+    """A consistent snapshot of the in-memory columns for one search (views, not copies)."""
+    ids: np.ndarray
+    emb: np.ndarray
+    camera: np.ndarray
+    time: np.ndarray
+    track: np.ndarray
+    emb32: np.ndarray | None = None
+
+
 class Gallery:
     """Open with `Gallery.open(path, engine_dir)`; `add_images`, `add_video`, `search`, `rows`."""
 
@@ -242,6 +253,7 @@ class Gallery:
         self._write_lock = threading.Lock()
         self._cleaned = False
         self._init_db()
+        self._buffers: dict[str, np.ndarray] = {}
         self._ids = np.zeros(0, np.int64)
         self._emb = np.zeros((0, self.dim), np.float16)
         self._camera = np.zeros(0, object)
@@ -398,11 +410,21 @@ class Gallery:
             return
         ids = np.array([r[0] for r in rows], np.int64)
         emb = np.frombuffer(b"".join(r[4] for r in rows), np.float16).reshape(len(rows), self.dim)
-        self._ids = np.concatenate([self._ids, ids])
-        self._emb = np.concatenate([self._emb, emb])
-        self._camera = np.concatenate([self._camera, np.array([r[1] for r in rows], object)])
-        self._time = np.concatenate([self._time, np.array([np.nan if r[2] is None else r[2] for r in rows])])
-        self._track = np.concatenate([self._track, np.array([-1 if r[3] is None else r[3] for r in rows], np.int64)])
+        new = {"ids": ids, "emb": emb, "camera": np.array([r[1] for r in rows], object),
+               "time": np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64),
+               "track": np.array([-1 if r[3] is None else r[3] for r in rows], np.int64)}
+        n, m = len(self._ids), len(rows)
+        for name, values in new.items():
+            # columns live in buffers that double when full: appending m rows costs O(m), not O(gallery),
+            # and views handed to a running search ([:n]) never change under it
+            buf = self._buffers.get(name)
+            if buf is None or len(buf) < n + m:
+                grown = np.empty((max(2 * (n + m), 1024), *values.shape[1:]), values.dtype)
+                if n:
+                    grown[:n] = getattr(self, f"_{name}")
+                buf = self._buffers[name] = grown
+            buf[n : n + m] = values
+            setattr(self, f"_{name}", buf[: n + m])
         self._emb32 = None
         if self._index is not None:
             self._index.add(ids, emb.astype(np.float32))
@@ -667,67 +689,81 @@ class Gallery:
 
     def search(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
                until: float | None = None, per_track: bool = True) -> list[tuple[int, float]]:
-        """(key, cosine) of the best k rows matching the filters, sorted by score then key."""
+        """(key, cosine) of the best k rows matching the filters, sorted by score then key.
+
+        The lock is held only to take a snapshot of the columns (views that later appends never
+        change) and around the graph index; the NumPy work runs outside it, so queries from many
+        threads run in parallel."""
         self.refresh()
         q = _normalise(query.reshape(-1))
         with self._lock:
-            n = len(self._ids)
-            if n == 0 or k <= 0:
-                return []
-            mask = None
-            if camera is not None:
-                mask = self._camera == camera
-            if since is not None or until is not None:
-                t = self._time
-                tmask = ~np.isnan(t)
-                if since is not None:
-                    tmask &= t >= since
-                if until is not None:
-                    tmask &= t <= until
-                mask = tmask if mask is None else mask & tmask
-            selected = n if mask is None else int(mask.sum())
-            if selected == 0:
-                return []
-            if n <= self.exact_max:  # a small gallery: exact search over the cached float32 matrix
-                if self._emb32 is None:
+            view = _View(self._ids, self._emb, self._camera, self._time, self._track)
+            if len(view.ids) <= self.exact_max and len(view.ids):
+                if self._emb32 is None or len(self._emb32) != len(view.ids):
                     self._emb32 = self._emb.astype(np.float32)
-                pos = np.arange(n) if mask is None else np.flatnonzero(mask)
-                scores = (self._emb32 if mask is None else self._emb32[pos]) @ q
-                return self._top(pos, scores, k, per_track)
-            if mask is not None and selected <= self.filtered_exact_max:  # a selective filter: exact over it
-                pos = np.flatnonzero(mask)
-                return self._top(pos, self._emb[pos].astype(np.float32) @ q, k, per_track)
-            fetch = min(n, max(4 * k, 64))
-            while True:  # over-fetch from the graph, post-filter, widen until enough survive
+                view.emb32 = self._emb32
+        n = len(view.ids)
+        if n == 0 or k <= 0:
+            return []
+        mask = None
+        if camera is not None:
+            mask = view.camera == camera
+        if since is not None or until is not None:
+            t = view.time
+            tmask = ~np.isnan(t)
+            if since is not None:
+                tmask &= t >= since
+            if until is not None:
+                tmask &= t <= until
+            mask = tmask if mask is None else mask & tmask
+        selected = n if mask is None else int(mask.sum())
+        if selected == 0:
+            return []
+        if view.emb32 is not None:  # a small gallery: exact search over the cached float32 matrix
+            pos = np.arange(n) if mask is None else np.flatnonzero(mask)
+            scores = (view.emb32 if mask is None else view.emb32[pos]) @ q
+            return self._top(view, pos, scores, k, per_track)
+        if mask is not None and selected <= self.filtered_exact_max:  # a selective filter: exact over it
+            pos = np.flatnonzero(mask)
+            return self._top(view, pos, view.emb[pos].astype(np.float32) @ q, k, per_track)
+        fetch = min(n, max(4 * k, 64))
+        while True:  # over-fetch from the graph, post-filter, widen until enough survive
+            with self._lock:
                 res = self._index.search(q, fetch)
-                pos = np.searchsorted(self._ids, np.asarray(res.keys, np.int64))
-                scores = 1.0 - np.asarray(res.distances, np.float32)
-                if mask is not None:
-                    keep = mask[pos]
-                    pos, scores = pos[keep], scores[keep]
-                hits = self._top(pos, scores, k, per_track)
-                if len(hits) >= k or fetch >= n:
-                    return hits
-                fetch = min(n, fetch * 4)
+            keys = np.asarray(res.keys, np.int64)
+            pos = np.searchsorted(view.ids, keys)
+            known = pos < n  # rows added after the snapshot are left for the next query
+            known[known] = view.ids[pos[known]] == keys[known]
+            pos, scores = pos[known], 1.0 - np.asarray(res.distances, np.float32)[known]
+            if mask is not None:
+                keep = mask[pos]
+                pos, scores = pos[keep], scores[keep]
+            hits = self._top(view, pos, scores, k, per_track)
+            if len(hits) >= k or fetch >= n:
+                return hits
+            fetch = min(n, fetch * 4)
 
-    def _top(self, pos: np.ndarray, scores: np.ndarray, k: int, per_track: bool) -> list[tuple[int, float]]:
+    def _top(self, view: "_View", pos: np.ndarray, scores: np.ndarray, k: int,
+             per_track: bool) -> list[tuple[int, float]]:
         """Best k by score (ties by key), one per track when asked. Sorts only the leading candidates."""
         want = k * 8 if per_track else k
         if len(scores) > 4 * want:
             threshold = np.partition(scores, len(scores) - want)[len(scores) - want]
             lead = np.flatnonzero(scores >= threshold)  # every tie at the boundary stays in
-            hits = self._collapse(pos[lead], scores[lead], k, per_track)
+            hits = self._collapse(view, pos[lead], scores[lead], k, per_track)
             if len(hits) == k:
                 return hits
-        return self._collapse(pos, scores, k, per_track)
+        return self._collapse(view, pos, scores, k, per_track)
 
-    def _collapse(self, pos: np.ndarray, scores: np.ndarray, k: int, per_track: bool) -> list[tuple[int, float]]:
-        keys = self._ids[pos]
+    @staticmethod
+    def _collapse(view: "_View", pos: np.ndarray, scores: np.ndarray, k: int,
+                  per_track: bool) -> list[tuple[int, float]]:
+        keys = view.ids[pos]
         order = np.lexsort((keys, -scores))
         out, seen = [], set()
         for i in order:
             if per_track:
-                tr = int(self._track[pos[i]])
+                tr = int(view.track[pos[i]])
                 if tr >= 0:
                     if tr in seen:
                         continue
@@ -774,6 +810,41 @@ class Gallery:
         return {"rows": n, "sources": sources, "tracks": tracks, "cameras": cameras,
                 "time_span": [t0, t1] if t0 is not None else None, "index_size": len(self._index),
                 "damaged_rows": len(self.damaged)}
+
+    def check(self) -> dict:
+        """A full consistency check, for `info --check`: SQLite's integrity check over every page, rows
+        whose embedding is damaged, and the index against the table (same keys, same vectors up to
+        float16 rounding). Returns {"ok": bool, "problems": [one line each], ...figures}."""
+        problems = []
+        with self._db("check the database"):
+            result = [r[0] for r in self._conn().execute("PRAGMA integrity_check(20)")]
+            rows = self._conn().execute("SELECT count(*) FROM crops").fetchone()[0]
+        if result != ["ok"]:
+            problems += [f"sqlite: {line}" for line in result]
+        self.refresh()
+        if self.damaged:
+            problems.append(f"{len(self.damaged)} row(s) with a damaged embedding: keys "
+                            f"{', '.join(map(str, self.damaged[:10]))}{' ...' if len(self.damaged) > 10 else ''}")
+        with self._lock:
+            ids, emb, index = self._ids, self._emb, self._index
+            in_index = len(index)
+            present = np.asarray(index.contains(ids), bool) if len(ids) else np.zeros(0, bool)
+            missing = [int(k) for k in ids[~present]]
+            sample = ids[:: max(1, len(ids) // 1000)]  # up to ~1,000 vectors compared
+            worst = 0.0
+            if len(sample):
+                got = np.asarray(index.get(sample), np.float32).reshape(len(sample), -1)
+                want = emb[np.searchsorted(ids, sample)].astype(np.float32)
+                worst = float(np.abs(_normalise(got) - _normalise(want)).max())
+        if missing:
+            problems.append(f"index lacks {len(missing)} row(s) of the table (keys {missing[:5]}...); "
+                            f"it is rebuilt on the next writable open")
+        if in_index != len(ids):
+            problems.append(f"index holds {in_index} vectors, the table {len(ids)} usable rows")
+        if worst > 1e-2:
+            problems.append(f"index vectors differ from the table's by up to {worst:.3g}")
+        return {"ok": not problems, "problems": problems, "rows": rows, "usable_rows": len(ids),
+                "index_size": in_index, "max_vector_difference": worst}
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -272,3 +272,28 @@ def test_read_only_open_refuses_a_pending_wal_it_cannot_read(engine, synth_learn
             Gallery.open(snapshot, encoders=r.encoders, create=False)
     finally:
         _undo_read_only(snapshot)
+
+
+def test_info_check_finds_a_damaged_page_and_a_damaged_row(engine, synth_learn, tmp_path):
+    import json
+
+    g = tmp_path / "g"
+    Retriever(engine, gallery=g).gallery.add_images([str(p) for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:30]])
+    r = _cli("info", "--engine", engine, "--gallery", g, "--check", "--json")
+    assert r.returncode == 0, r.stderr
+    check = json.loads(r.stdout)["check"]
+    assert check["ok"] and check["rows"] == check["index_size"] == 30 and check["max_vector_difference"] < 1e-2
+    with sqlite3.connect(g / "gallery.sqlite") as conn:
+        conn.execute("UPDATE crops SET embedding = x'00' WHERE id = 7")
+    r = _cli("info", "--engine", engine, "--gallery", g, "--check")
+    assert r.returncode == 1 and "damaged embedding: keys 7" in r.stdout, r.stdout
+    with sqlite3.connect(g / "gallery.sqlite") as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    with open(g / "gallery.sqlite", "r+b") as f:  # a bad sector in the middle of the file
+        f.seek(page * (pages // 2))
+        f.write(bytes(range(256)) * (page // 256))
+    r = _cli("info", "--engine", engine, "--gallery", g, "--check")
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+    assert ("sqlite:" in r.stdout) or r.stderr.startswith("error: "), (r.stdout, r.stderr)
