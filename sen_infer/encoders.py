@@ -194,8 +194,8 @@ def trt_mismatch(recorded: dict | None, version: str, capability: str) -> str | 
 
 
 # ---- choosing a backend --------------------------------------------------------------------------
-def _unavailable(backend: str, engine_dir: Path, manifest: Manifest | None = None) -> str | None:
-    """None when `backend` can run here, else the reason it cannot (files, packages, GPU, TensorRT build)."""
+def _unavailable(backend: str, engine_dir: Path) -> str | None:
+    """None when `backend` can run here, else the reason it cannot (files, packages, GPU)."""
     missing = [f for f in FILES[backend] if not (engine_dir / f).is_file()]
     if missing:
         return f"{', '.join(missing)} not in {engine_dir}"
@@ -206,10 +206,6 @@ def _unavailable(backend: str, engine_dir: Path, manifest: Manifest | None = Non
             return "tensorrt / cuda-python are not installed"
         except Exception as e:  # cuda-python reports a missing driver or GPU in several ways
             return f"no usable CUDA GPU ({_one_line(e)})"
-        if manifest is not None:
-            why = trt_mismatch(manifest.tensorrt, version, capability)
-            if why:
-                return f"{engine_dir / FILES[backend][0]}: {why}; rebuild with python -m export.trt"
         return None
     import onnxruntime as ort
 
@@ -218,12 +214,20 @@ def _unavailable(backend: str, engine_dir: Path, manifest: Manifest | None = Non
     return None
 
 
+def _foreign_plans(backend: str, engine_dir: Path, manifest: Manifest) -> str | None:
+    """For a TensorRT backend that can run here: why its plans belong to another TensorRT or GPU, or None."""
+    if not backend.startswith("tensorrt"):
+        return None
+    why = trt_mismatch(manifest.tensorrt, *trt_runtime())
+    return f"{engine_dir / FILES[backend][0]}: {why}; rebuild with python -m export.trt" if why else None
+
+
 def available_backends(engine_dir: str | os.PathLike) -> list[str]:
     """The backends that can run `engine_dir` on this machine, fastest first."""
     engine_dir = Path(engine_dir)
     manifest = read_manifest(engine_dir)
-    return [b for b in BACKENDS if _unavailable(b, engine_dir, manifest) is None
-            and all(f in manifest.files for f in FILES[b])]
+    return [b for b in BACKENDS if _unavailable(b, engine_dir) is None
+            and all(f in manifest.files for f in FILES[b]) and _foreign_plans(b, engine_dir, manifest) is None]
 
 
 def open_engine(engine_dir: str | os.PathLike) -> tuple[Manifest, ClipTokenizer]:
@@ -275,26 +279,29 @@ class Encoders:
         if backend not in ("auto", *BACKENDS):
             raise BackendUnavailable(f"unknown backend {backend!r} (choose from auto, {', '.join(BACKENDS)})")
         if backend != "auto":
-            reason = _unavailable(backend, self.engine_dir, self.manifest)
-            if reason is None:
-                return backend
-            if backend.startswith("tensorrt") and "rebuild with python -m export.trt" in reason:
-                raise EngineDirError(reason)  # plans that exist but belong to another TensorRT or GPU
-            raise BackendUnavailable(f"backend {backend} is unavailable: {reason}")
+            reason = _unavailable(backend, self.engine_dir)
+            if reason is not None:
+                raise BackendUnavailable(f"backend {backend} is unavailable: {reason}")
+            foreign = _foreign_plans(backend, self.engine_dir, self.manifest)
+            if foreign is not None:
+                raise EngineDirError(foreign)  # plans that exist but belong to another TensorRT or GPU
+            return backend
         reasons = {}
         for b in BACKENDS:
-            reasons[b] = _unavailable(b, self.engine_dir, self.manifest)
+            reasons[b] = _unavailable(b, self.engine_dir)
+            if reasons[b] is not None:
+                continue
             unlisted = [f for f in FILES[b] if f not in self.manifest.files]
-            if reasons[b] is None and unlisted and verify:
-                reasons[b] = f"{', '.join(unlisted)} not listed in the manifest"
+            if unlisted and verify:
                 warnings.warn(f"{self.engine_dir}: ignoring {', '.join(unlisted)}: not listed in manifest.json "
                               f"(left by an interrupted export?)", stacklevel=3)
                 continue
-            if reasons[b] is None:
-                return b
-            if b.startswith("tensorrt") and "rebuild with python -m export.trt" in reasons[b]:
-                warnings.warn(f"{reasons[b]}; using the next backend", stacklevel=3)
-        raise EngineDirError(f"{self.engine_dir}: no usable towers ({reasons['onnx-cpu']})")
+            foreign = _foreign_plans(b, self.engine_dir, self.manifest)
+            if foreign is not None:
+                warnings.warn(f"{foreign}; using the next backend", stacklevel=3)
+                continue
+            return b
+        raise EngineDirError(f"{self.engine_dir}: no usable towers ({reasons['onnx-cpu'] or 'see the warnings'})")
 
     def _check_towers(self, image_file: Path, text_file: Path) -> None:
         """The towers' signatures against the manifest, and the text tower at the full context length:

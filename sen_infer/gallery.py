@@ -541,8 +541,9 @@ class Gallery:
 
     def _existing(self, source: str, frame: int, box) -> bool:
         with self._db("read rows"):
-            return self._conn().execute("SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? AND h=?",
-                                        (source, frame, *box)).fetchone() is not None
+            return self._conn().execute(
+                "SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? AND h=?",
+                (source, frame, *box)).fetchone() is not None
 
     def add_images(self, items, camera: str | None = None, timestamp: float | None = None,
                    track: int | None = None, batch_size: int = 64, progress=None) -> IngestReport:

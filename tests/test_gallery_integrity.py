@@ -10,7 +10,6 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from sen_infer import Gallery, GalleryError, Retriever
@@ -232,7 +231,8 @@ def test_two_gallery_objects_in_one_process_and_stale_temps(engine, synth_learn,
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(a, images[2:21])), threading.Thread(target=run, args=(b, images[21:]))]
+    threads = [threading.Thread(target=run, args=(a, images[2:21])),
+               threading.Thread(target=run, args=(b, images[21:]))]
     for t in threads:
         t.start()
     for t in threads:
@@ -278,7 +278,8 @@ def test_info_check_finds_a_damaged_page_and_a_damaged_row(engine, synth_learn, 
     import json
 
     g = tmp_path / "g"
-    Retriever(engine, gallery=g).gallery.add_images([str(p) for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:30]])
+    images = [str(p) for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:30]]
+    Retriever(engine, gallery=g).gallery.add_images(images)
     r = _cli("info", "--engine", engine, "--gallery", g, "--check", "--json")
     assert r.returncode == 0, r.stderr
     check = json.loads(r.stdout)["check"]
