@@ -49,7 +49,7 @@ def cmd_ingest(args) -> int:
     for v in videos:
         with tqdm(desc=v.name, unit="frame", disable=args.quiet) as bar:
             report.merge(g.add_video(v, camera=args.camera, start_time=args.start_time, detector=args.detector,
-                                     stride=args.stride, progress=bar.update))
+                                     stride=args.stride, chunk_seconds=args.chunk_seconds, progress=bar.update))
     summary = {"added": report.added, "tracks": report.tracks, "skipped_existing": report.skipped_existing,
                "unreadable": report.unreadable, "reasons": report.reasons, "failed": report.failed,
                "incomplete": report.incomplete, "notes": report.notes, "images": len(images),
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-time", type=_finite_float, help="unix time of a video's first frame")
     p.add_argument("--detector", default="mog2", help="mog2 (static cameras), hog, or mot:DETECTIONS.txt")
     p.add_argument("--stride", type=_positive_int, default=2, help="detect on every n-th frame")
+    p.add_argument("--chunk-seconds", type=_finite_float, default=60.0,
+                   help="commit a video every this many seconds of footage (a crash loses at most one chunk)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_ingest)
 

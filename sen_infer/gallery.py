@@ -44,8 +44,13 @@ CREATE TABLE IF NOT EXISTS crops (
 );
 CREATE INDEX IF NOT EXISTS crops_camera ON crops (camera);
 CREATE TABLE IF NOT EXISTS sources (source TEXT PRIMARY KEY, kind TEXT NOT NULL, rows INTEGER NOT NULL,
-                                    finished REAL NOT NULL);
+                                    finished REAL NOT NULL, resume_frame INTEGER, frames INTEGER,
+                                    size INTEGER, mtime_ns INTEGER, head TEXT);
 """
+# columns added to `sources` after schema 1 (resume point and content identity); older galleries get
+# them on their first write (opening to read never writes). resume_frame NULL means "done".
+SOURCE_COLUMNS = {"resume_frame": "INTEGER", "frames": "INTEGER", "size": "INTEGER", "mtime_ns": "INTEGER",
+                  "head": "TEXT"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"}
 EXACT_MAX = 20_000  # galleries up to this size are searched exactly (a cached float32 matrix product)
@@ -102,6 +107,33 @@ class Row:
     bbox: tuple[int, int, int, int]
     track: int | None
     crop_path: str | None
+
+
+def _fingerprint_range(path: str, a: int, b: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(a)
+        return hashlib.sha1(f.read(b - a)).hexdigest()
+
+
+def _file_identity(path: str) -> dict:
+    """What identifies a file's content cheaply: size, mtime and a sha1 of up to 1 MiB of its early
+    bytes, "a:b:sha1". The range skips the first 64 KiB (container headers that a recorder rewrites as
+    the file grows: frame counts, sizes) and the last quarter (indexes written at the end), so a
+    recording that grew keeps its fingerprint and a replaced one does not."""
+    st = os.stat(path)
+    a = min(65536, st.st_size // 2)
+    b = max(a, min(a + (1 << 20), st.st_size * 3 // 4))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": f"{a}:{b}:{_fingerprint_range(path, a, b)}"}
+
+
+def _same_beginning(path: str, head: str, size: int) -> bool:
+    """Whether the file at `path` (now `size` bytes) still holds the bytes fingerprinted as `head`."""
+    try:
+        a, b, digest = head.split(":")
+        a, b = int(a), int(b)
+    except ValueError:
+        return False
+    return size >= b and _fingerprint_range(path, a, b) == digest
 
 
 def _printable(item) -> str:
@@ -252,6 +284,7 @@ class Gallery:
         self._lock = threading.RLock()  # guards the in-memory matrix and the index
         self._write_lock = threading.Lock()
         self._cleaned = False
+        self._migrated = False
         self._init_db()
         self._buffers: dict[str, np.ndarray] = {}
         self._ids = np.zeros(0, np.int64)
@@ -508,6 +541,11 @@ class Gallery:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if not self._migrated:
+                    have = {r[1] for r in conn.execute("PRAGMA table_info(sources)")}
+                    for name, kind in SOURCE_COLUMNS.items():
+                        if name not in have:
+                            conn.execute(f"ALTER TABLE sources ADD COLUMN {name} {kind}")
                 if local_tracks and records:
                     base = conn.execute("SELECT coalesce(max(track), 0) FROM crops").fetchone()[0]
                     records = [(*r[:8], base + r[8], *r[9:]) for r in records]
@@ -515,9 +553,12 @@ class Gallery:
                 conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
                                  "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
                 added = conn.total_changes - before
-                if source_done is not None:
-                    conn.execute("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?)", source_done)
+                if source_done is not None:  # (source, kind, finished, resume_frame, frames, size, mtime_ns, head)
+                    conn.execute("INSERT OR REPLACE INTO sources (source, kind, rows, finished, resume_frame, "
+                                 "frames, size, mtime_ns, head) VALUES (?1, ?2, (SELECT count(*) FROM crops WHERE "
+                                 "source = ?1), ?3, ?4, ?5, ?6, ?7, ?8)", source_done)
                 conn.execute("COMMIT")
+                self._migrated = True
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -619,18 +660,26 @@ class Gallery:
         return report
 
     def source_done(self, source: str) -> bool:
-        with self._db("read sources"):
-            return self._conn().execute("SELECT 1 FROM sources WHERE source=?", (source,)).fetchone() is not None
+        """Whether `source` was ingested to its end (not interrupted, not incomplete)."""
+        state = self._source_state(source)
+        return state is not None and state.get("resume_frame") is None
 
     def add_video(self, path: str | os.PathLike, camera: str | None = None, start_time: float | None = None,
                   detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
-                  crops_per_track: int = 4, progress=None) -> IngestReport:
-        """Detect, track and embed the people of a video; one gallery row per track."""
-        from sen_infer.video import extract_tracks
+                  crops_per_track: int = 4, chunk_seconds: float = 60.0, progress=None) -> IngestReport:
+        """Detect, track and embed the people of a video; one gallery row per track.
+
+        The video commits in chunks of `chunk_seconds` of footage, each with its resume point, so
+        memory is bounded by a chunk and a crash loses at most the chunk in progress. A source is
+        known by path + size + mtime + a fingerprint of its first MiB: a recording that grew since it
+        was ingested is resumed where it ended; one whose beginning changed is reported, not mixed in."""
+        from sen_infer.video import iter_chunks
 
         start_time, camera = _finite_time(start_time, "start_time"), _camera_name(camera)
         if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise IngestError(f"stride must be an integer >= 1 (detect on every n-th frame), not {stride!r}")
+        if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds > 0):
+            raise IngestError(f"chunk_seconds must be a positive number, not {chunk_seconds!r}")
         self._check_writable()
         report = IngestReport()
         t0 = time.perf_counter()
@@ -639,6 +688,78 @@ class Gallery:
         if why is not None:
             report.skip(path, why)
             return report
+        identity = _file_identity(source)
+        state = self._source_state(source)
+        start_frame = 0
+        if state is not None:
+            if state.get("head") and not _same_beginning(source, state["head"], identity["size"]):
+                report.skip(path, "its content changed since it was ingested (replaced, not grown): the rows "
+                                  "already stored stay; ingest the new recording under another path")
+                return report
+            if state.get("resume_frame") is not None:
+                start_frame = int(state["resume_frame"])  # an interrupted or incomplete ingest: go on
+            elif state.get("size") is not None and identity["size"] > state["size"]:
+                start_frame = int(state["frames"] or 0)  # a recording that grew: resume where it ended
+            else:
+                report.skipped_existing += 1
+                return report
+        camera = camera if camera is not None else default_camera(source)
+        crop_dir = self.crops_dir / hashlib.sha1(source.encode()).hexdigest()[:16]
+        try:
+            from sen_infer.video import open_video
+
+            cap, fps, _ = open_video(source)
+            cap.release()
+            chunks = iter_chunks(source, detector, stride, min_box, crops_per_track=crops_per_track,
+                                 chunk_frames=max(1, int(round(chunk_seconds * fps))), start_frame=start_frame,
+                                 progress=progress)
+            for video in chunks:
+                report.frames = video.frames
+                report.notes += [f"{path}: {n}" for n in video.notes if f"{path}: {n}" not in report.notes]
+                records = self._video_records(video, source, camera, start_time, crop_dir, report)
+                resume = None if video.final and not video.incomplete else video.frames
+                state_row = (source, "video", time.time(), resume, video.frames, identity["size"],
+                             identity["mtime_ns"], identity["head"])
+                added, existing = self._commit(records, state_row, local_tracks=True)
+                report.added += added
+                report.skipped_existing += existing
+                report.tracks += len(records)
+                if video.incomplete:  # committed (they are real people) but a rerun looks again
+                    report.incomplete[str(path)] = f"decoded {video.frames} of {video.expected} frames"
+        except VideoReadError as e:
+            report.skip(path, str(e))
+        except OSError as e:  # a crop that cannot be stored: this chunk is not committed, the resume point stays
+            report.fail(path, f"cannot write crop {e.filename or crop_dir}: {e.strerror or e}")
+        if report.added:
+            self._persist_index()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _video_records(self, video, source: str, camera, start_time, crop_dir: Path, report) -> list[tuple]:
+        """One row per track of a chunk: the normalised mean of its crops' embeddings, its best crop
+        stored as a JPEG (written and checked before anything is committed)."""
+        crop_dir.mkdir(parents=True, exist_ok=True)
+        records = []
+        for n, (track, crops) in enumerate(video.tracks, start=1):
+            if not crops:
+                continue
+            emb = _normalise(self.encoders.encode_images([c.crop for c in crops]))
+            report.crops_embedded += len(crops)
+            mean = _normalise(emb.mean(axis=0)).astype(np.float16)
+            best = crops[0]
+            crop_path = crop_dir / f"track{track.id:05d}_f{best.frame:06d}.jpg"
+            write_jpeg(crop_path, best.crop)
+            ts = (start_time if start_time is not None else 0.0) + video.time(best.frame)
+            # `n` is local to this chunk: _commit turns it into a gallery-wide id inside its transaction
+            records.append((source, camera, best.frame, ts, *best.box, n, str(crop_path), mean.tobytes()))
+        return records
+
+    def _source_state(self, source: str) -> dict | None:
+        """The sources row of `source` as a dict (None when it was never ingested)."""
+        with self._db("read sources"):
+            cur = self._conn().execute("SELECT * FROM sources WHERE source=?", (source,))
+            row = cur.fetchone()
+            return None if row is None else dict(zip([d[0] for d in cur.description], row))
         if self.source_done(source):
             report.skipped_existing += 1
             return report

@@ -231,44 +231,50 @@ def pick_crops(track: Track, n: int) -> list[Observation]:
 
 @dataclass
 class VideoTracks:
-    """What `extract_tracks` found in one video."""
+    """What one chunk of a video holds (the whole video when it is one chunk)."""
     tracks: list  # (Track, chosen crops)
     fps: float  # the container's stated rate (25 when it states none)
-    frames: int  # frames decoded
+    frames: int  # frames decoded so far (the end of this chunk)
     expected: int  # frames the container announces (0 when unknown)
-    times: np.ndarray  # seconds from the start of each decoded frame, from the decoder's position
+    times: np.ndarray  # seconds from the video's start, for frames [start, frames)
     notes: list[str] = field(default_factory=list)  # timing disagreements and the like, one line each
+    start: int = 0  # first frame of this chunk
+    final: bool = True  # the last chunk: decoding reached the end of what can be read
 
     @property
     def incomplete(self) -> bool:
         """Decoding stopped before the container's announced end (a truncated or damaged file, or one
         still being written). One frame of slack: containers often round their count."""
-        return self.expected > 0 and self.frames < self.expected - 1
+        return self.final and self.expected > 0 and self.frames < self.expected - 1
+
+    def time(self, frame: int) -> float:
+        return float(self.times[frame - self.start])
 
 
-def frame_times(positions_ms: list[float], fps: float, notes: list[str]) -> np.ndarray:
-    """Seconds of each decoded frame. The decoder's position (CAP_PROP_POS_MSEC) is the truth: real
-    containers state rates that their frames do not keep (a '50 fps' file with frames 40 ms apart).
-    Falls back to frame / fps when the positions are missing or not increasing, and says so."""
+def frame_times(positions_ms: list[float], fps: float, notes: list[str], first: int = 0,
+                origin_ms: float | None = None) -> np.ndarray:
+    """Seconds from the video's start of frames first, first+1, ... The decoder's position
+    (CAP_PROP_POS_MSEC, relative to frame 0's `origin_ms`) is the truth: real containers state rates
+    their frames do not keep (a '50 fps' file with frames 40 ms apart). Falls back to frame / fps when
+    the positions are missing or not increasing, and says so in `notes`."""
     pos = np.asarray(positions_ms, np.float64) / 1000.0
-    by_rate = np.arange(len(pos)) / fps
+    by_rate = (first + np.arange(len(pos))) / fps
+    origin = pos[0] if origin_ms is None and len(pos) else (origin_ms or 0.0) / 1000.0
     usable = len(pos) > 1 and np.isfinite(pos).all() and (np.diff(pos) > 0).all()
     if not usable:
         if len(pos) > 1:
             notes.append(f"decoder gives no usable frame times; timestamps are frame / {fps:g} fps")
         return by_rate
-    pos = pos - pos[0]
-    span, stated = pos[-1], by_rate[-1]
+    pos = pos - origin
+    span, stated = pos[-1] - pos[0], by_rate[-1] - by_rate[0]
     if stated > 0 and abs(span - stated) > 0.1 * stated:
         notes.append(f"container states {fps:g} fps but frames span {span:.1f} s, not {stated:.1f} s: "
                      f"timestamps follow the frames (about {(len(pos) - 1) / span:.3g} fps)")
     return pos
 
 
-def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
-                   min_observations: int = 3, crops_per_track: int = 4, progress=None) -> VideoTracks:
-    """Tracks with their chosen crops, and the frames' times. Raises VideoReadError if it cannot be read."""
-    det = make_detector(detector, min_box)  # a bad detections file is the caller's error, not the video's
+def open_video(path: str | Path):
+    """(cv2.VideoCapture, stated fps, announced frame count) after the checks OpenCV does not make."""
     try:
         str(path).encode("utf-8")  # OpenCV crashes on names that are not UTF-8
     except UnicodeEncodeError:
@@ -281,27 +287,63 @@ def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, mi
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and fps > 0 else 25.0
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-    expected = int(count) if math.isfinite(count) and count > 0 else 0
-    tracker = IouTracker(max_age=max(4, 12 // max(1, stride)))
-    index, positions = 0, []
+    return cap, fps, int(count) if math.isfinite(count) and count > 0 else 0
+
+
+WARMUP_FRAMES = 150  # frames the background model sees before a resumed chunk starts
+
+
+def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+                min_observations: int = 3, crops_per_track: int = 4, chunk_frames: int | None = None,
+                start_frame: int = 0, progress=None):
+    """Yield the video's tracks chunk by chunk: every `chunk_frames` frames the tracker is closed and its
+    tracks handed over, so memory is bounded by a chunk, not by the video. A track crossing a chunk
+    boundary becomes two tracks. With `start_frame` the frames before it are decoded but not tracked
+    (the background model sees the last WARMUP_FRAMES of them): a resumed ingest adds nothing twice."""
+    det = make_detector(detector, min_box)  # a bad detections file is the caller's error, not the video's
+    cap, fps, expected = open_video(path)
+    warm_from = max(0, start_frame - WARMUP_FRAMES)
+
+    def new_tracker():
+        return IouTracker(max_age=max(4, 12 // max(1, stride)))
+
+    def chunk(tracker, start, end, positions, final):
+        notes: list[str] = []
+        times = frame_times(positions, fps, notes, start, origin)
+        tracks = [t for t in tracker.close() if len(t.observations) >= min_observations]
+        return VideoTracks([(t, pick_crops(t, crops_per_track)) for t in tracks], fps, end, expected, times,
+                           notes, start, final)
+
+    tracker, index, origin, positions, start = new_tracker(), 0, None, [], start_frame
     try:
         while True:
             ok, frame = cap.read()
             if not ok:
                 break
-            positions.append(cap.get(cv2.CAP_PROP_POS_MSEC))
-            if isinstance(det, Mog2Detector) or index % stride == 0:
-                boxes = det(frame, index)  # the background model must see every frame
-                if index % stride == 0:
-                    tracker.update(index, boxes, frame)
+            pos = cap.get(cv2.CAP_PROP_POS_MSEC)
+            origin = pos if origin is None else origin
+            if index >= start_frame:
+                positions.append(pos)
+                if isinstance(det, Mog2Detector) or index % stride == 0:
+                    boxes = det(frame, index)  # the background model must see every frame
+                    if index % stride == 0:
+                        tracker.update(index, boxes, frame)
+            elif index >= warm_from and isinstance(det, Mog2Detector):
+                det(frame, index)  # background only: no tracks before the resume point
             index += 1
             if progress is not None:
                 progress(1)
+            if chunk_frames and index - start >= chunk_frames and index > start_frame:
+                yield chunk(tracker, start, index, positions, False)
+                tracker, positions, start = new_tracker(), [], index
     finally:
         cap.release()
     if index == 0:
         raise VideoReadError(f"no frame could be decoded from {path}")
-    notes: list[str] = []
-    times = frame_times(positions, fps, notes)
-    tracks = [t for t in tracker.close() if len(t.observations) >= min_observations]
-    return VideoTracks([(t, pick_crops(t, crops_per_track)) for t in tracks], fps, index, expected, times, notes)
+    yield chunk(tracker, start, max(index, start), positions, True)
+
+
+def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+                   min_observations: int = 3, crops_per_track: int = 4, progress=None) -> VideoTracks:
+    """The whole video as one chunk. Raises VideoReadError if it cannot be read."""
+    return next(iter_chunks(path, detector, stride, min_box, min_observations, crops_per_track, None, 0, progress))

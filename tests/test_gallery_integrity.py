@@ -123,8 +123,9 @@ def test_truncated_video_is_reported_incomplete_and_not_marked_done(engine, vide
     assert str(cut) in rep.incomplete, (rep.incomplete, rep.reasons)
     assert rep.incomplete[str(cut)].startswith("decoded ") and rep.incomplete[str(cut)].endswith(" of 80 frames")
     assert not r.gallery.source_done(str(cut.resolve()))
-    again = r.gallery.add_video(cut, camera="cam1")  # not done: a rerun looks again and adds nothing twice
-    assert again.added == 0 and again.skipped_existing == rep.added
+    # not done: a rerun resumes at the frame decoding stopped, adds nothing twice, and says so again
+    again = r.gallery.add_video(cut, camera="cam1")
+    assert again.added == 0 and str(cut) in again.incomplete and len(r.gallery) == rep.added
 
 
 def _make_read_only(path: Path) -> None:
@@ -298,3 +299,76 @@ def test_info_check_finds_a_damaged_page_and_a_damaged_row(engine, synth_learn, 
     r = _cli("info", "--engine", engine, "--gallery", g, "--check")
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr
     assert ("sqlite:" in r.stdout) or r.stderr.startswith("error: "), (r.stdout, r.stderr)
+
+
+def _avi(video_dir: Path, out: Path, frames: int, camera: str = "cam1") -> Path:
+    """The first `frames` frames of a synthetic camera as an MJPG AVI (a format that can be read while
+    it grows, unlike an mp4 whose index is written at the end)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video_dir / f"{camera}.mp4"))
+    writer = None
+    for _ in range(frames):
+        ok, frame = cap.read()
+        assert ok
+        if writer is None:
+            h, w = frame.shape[:2]
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+        writer.write(frame)
+    writer.release()
+    return out
+
+
+def test_grown_recording_is_resumed_and_replaced_one_is_reported(engine, video, tmp_path):
+    rec = tmp_path / "rec.avi"
+    r = Retriever(engine, gallery=tmp_path / "g")
+    first = r.gallery.add_video(_avi(video, rec, 40), camera="cam1")
+    assert first.frames == 40 and not first.incomplete and r.gallery.source_done(str(rec.resolve()))
+    _avi(video, rec, 80)  # the recorder wrote 40 more frames
+    grown = r.gallery.add_video(rec, camera="cam1")
+    assert grown.frames == 80 and grown.added > 0 and not grown.reasons
+    rows = r.gallery.rows(r.gallery.keys())
+    new = sorted(rows)[-grown.added:]
+    assert all(rows[k].frame >= 40 for k in new)  # only the new footage was tracked
+    assert r.gallery.add_video(rec, camera="cam1").skipped_existing == 1  # nothing more to do
+    before = len(r.gallery)
+    _avi(video, rec, 60, camera="cam2")  # another recording copied over the same path
+    replaced = r.gallery.add_video(rec, camera="cam1")
+    assert replaced.added == 0 and "content changed" in replaced.reasons[str(rec)]
+    assert len(r.gallery) == before  # the rows of the first recording are still there
+
+
+KILLED_INGEST = """
+import os, signal, sys
+from sen_infer import Retriever
+r = Retriever(sys.argv[1], gallery=sys.argv[2])
+seen = [0]
+def progress(n):
+    seen[0] += n
+    if seen[0] == int(sys.argv[4]):
+        os.kill(os.getpid(), signal.SIGKILL)  # dies mid-chunk, as a power cut would
+r.gallery.add_video(sys.argv[3], camera="cam1", chunk_seconds=2.0, progress=progress)
+"""
+
+
+def test_long_video_commits_in_chunks_and_a_kill_loses_at_most_one(engine, video, tmp_path):
+    g = tmp_path / "g"
+    src = video / "cam1.mp4"  # 80 frames at 10 fps: chunks of 20 frames
+    whole = Retriever(engine, gallery=tmp_path / "whole").gallery.add_video(src, camera="cam1", chunk_seconds=2.0)
+    for kill_at in (55, 79):
+        shutil.rmtree(g, ignore_errors=True)
+        p = subprocess.run([sys.executable, "-c", KILLED_INGEST, str(engine), str(g), str(src), str(kill_at)],
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        assert p.returncode == -9, p.stderr
+        with sqlite3.connect(g / "gallery.sqlite") as conn:
+            resume = conn.execute("SELECT resume_frame FROM sources").fetchone()[0]
+            stored = conn.execute("SELECT count(*) FROM crops").fetchone()[0]
+            assert resume == (kill_at // 20) * 20  # every chunk finished before the kill is committed
+            assert conn.execute("SELECT count(*) FROM crops WHERE frame >= ?", (resume,)).fetchone()[0] == 0
+        r = Retriever(engine, gallery=g)
+        rest = r.gallery.add_video(src, camera="cam1", chunk_seconds=2.0)
+        assert r.gallery.source_done(str(src.resolve()))
+        assert stored + rest.added == whole.added  # resumed: the same rows as one uninterrupted run
+        with sqlite3.connect(g / "gallery.sqlite") as conn:
+            assert conn.execute("SELECT count(DISTINCT track) FROM crops").fetchone()[0] == whole.added
+        r.gallery.close()
