@@ -372,3 +372,87 @@ def test_long_video_commits_in_chunks_and_a_kill_loses_at_most_one(engine, video
         with sqlite3.connect(g / "gallery.sqlite") as conn:
             assert conn.execute("SELECT count(DISTINCT track) FROM crops").fetchone()[0] == whole.added
         r.gallery.close()
+
+
+STRESS_ROUNDS = int(os.environ.get("SEN_STRESS_ROUNDS", "1"))  # the closing-note measurement runs 10
+
+
+@pytest.mark.parametrize("round_", range(STRESS_ROUNDS))
+def test_stress_threads_processes_and_queries(engine, video, synth_learn, tmp_path, round_):
+    """3 ingest threads + 2 ingest processes over different and overlapping videos and image folders,
+    with 4 query threads running meanwhile. No track id is shared by two sources, the rows are exactly
+    what the ingests reported adding, and the per-track query returns one hit per stored track."""
+    import json
+
+    g = tmp_path / "g"
+    vids = []
+    for i in range(3):
+        for cam in ("cam1", "cam2"):
+            dst = tmp_path / f"v{i}" / f"{cam}.mp4"
+            dst.parent.mkdir(exist_ok=True)
+            shutil.copy(video / f"{cam}.mp4", dst)
+            vids.append(dst)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:12]:
+        shutil.copy(p, folder / p.name)
+    Retriever(engine, gallery=g).gallery.close()
+    # each ingester gets its own videos plus one shared with another, and two share the image folder
+    plans = [[vids[0], vids[1]], [vids[2], vids[1], folder], [vids[3], vids[4]],  # threads
+             [vids[5], vids[4]], [folder, vids[0]]]  # processes
+    enc = Encoders(engine, "onnx-cpu")
+    added, errors, done = [], [], threading.Event()
+
+    def ingest(items):
+        try:
+            gallery = Gallery.open(g, encoders=enc)
+            for item in items:
+                rep = gallery.add_images([item]) if item.is_dir() else gallery.add_video(item, chunk_seconds=3.0)
+                added.append(rep.added)
+                assert not rep.failed and not rep.unreadable, rep
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    def query():
+        try:
+            r = Retriever(engine, gallery=g, backend="onnx-cpu")
+            for _ in range(200):  # bounded in count...
+                if done.wait(0.05):  # ...and in time: stops when the ingests are done
+                    return
+                hits = r.query("a person walking", k=20)
+                tracks = [h.track for h in hits if h.track is not None]
+                assert len(tracks) == len(set(tracks)), tracks
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    procs = [subprocess.Popen([sys.executable, "-m", "sen_infer", "ingest", "--engine", str(engine), "--gallery",
+                               str(g), "--quiet", "--json", "--chunk-seconds", "3", *map(str, plan)], cwd=ROOT,
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for plan in plans[3:]]
+    workers = [threading.Thread(target=ingest, args=(plan,)) for plan in plans[:3]]
+    readers = [threading.Thread(target=query) for _ in range(4)]
+    for t in workers + readers:
+        t.start()
+    for t in workers:
+        t.join(timeout=600)
+    outs = [p.communicate(timeout=600) for p in procs]
+    done.set()
+    for t in readers:
+        t.join(timeout=60)
+    assert not errors, errors
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        added.append(json.loads(out)["added"])
+    tracks = _tracks_by_source(g / "gallery.sqlite")
+    assert len(tracks) == 6  # every video, once
+    owners = {}
+    for source, ids in tracks.items():
+        for t in ids:
+            assert t not in owners, f"track {t} shared by {owners[t]} and {source}"
+            owners[t] = source
+    with sqlite3.connect(g / "gallery.sqlite") as conn:
+        rows = conn.execute("SELECT count(*) FROM crops").fetchone()[0]
+        images = conn.execute("SELECT count(*) FROM crops WHERE frame = -1").fetchone()[0]
+    assert rows == sum(added) and images == 12
+    hits = Retriever(engine, gallery=g).query("a person", k=rows)
+    assert len([h for h in hits if h.track is not None]) == len(owners)
