@@ -26,7 +26,7 @@ import numpy as np
 
 import sen_infer  # noqa: F401  (loads onnxruntime before usearch; the other order segfaults)
 from benchmarks.index import clustered
-from benchmarks.report import write
+from benchmarks.report import plot_bars, write
 from sen_infer.gallery import Gallery
 
 
@@ -40,7 +40,7 @@ class _Model:
 
 def commit_cost(root: Path, sizes: list[int], dim: int, batch: int = 1000) -> tuple[list[dict], Gallery]:
     g = Gallery.open(root, encoders=_Model(dim))
-    emb = clustered(max(sizes) + batch, dim, seed=1).astype(np.float16)
+    emb = clustered(max(sizes) + batch * len(sizes), dim, seed=1).astype(np.float16)
     rows, n = [], 0
     for target in sorted(sizes):
         while n < target:  # fill up to the target without timing
@@ -54,7 +54,7 @@ def commit_cost(root: Path, sizes: list[int], dim: int, batch: int = 1000) -> tu
         g._commit(records)
         ms = 1000 * (time.perf_counter() - t0)
         n += batch
-        rows.append({"what": f"commit 1,000 rows at {target:,} rows", "ms": round(ms, 1),
+        rows.append({"what": f"commit 1,000 rows at {n - batch:,} rows", "ms": round(ms, 1),
                      "rows_per_s": round(batch / (ms / 1000))})
         print(rows[-1], flush=True)
     return rows, g
@@ -138,7 +138,10 @@ def main(argv=None) -> int:
             print(figures["photos"], flush=True)
             rows.append({"what": f"ingest {args.photos} x 12 MP photos: peak RSS growth",
                          "mb": figures["photos"]["growth_mb"]})
-    write("ingest", figures, rows, ["what", "ms", "rows_per_s", "qps", "speedup", "mb"])
+    out = write("ingest", figures, rows, ["what", "ms", "rows_per_s", "qps", "speedup", "mb"])
+    shown = [r for r in rows if "qps" in r or "rows_per_s" in r]
+    plot_bars(out.with_suffix(".png"), "gallery scaling: rows/s committed and queries/s (higher is better)",
+              [r["what"] for r in shown], [float(r.get("qps", r.get("rows_per_s"))) for r in shown], "per second")
     return 0
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import e2e, encoders, index, onnx_towers, synth_speed, train_speed, video_retrieval
+from benchmarks import e2e, encoders, index, ingest, onnx_towers, synth_speed, train_speed, video_retrieval
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +67,12 @@ def test_generator_and_training_speed(results_in_tmp):
     assert _load(results_in_tmp, "synth_speed")["rows"][0]["images/s"] > 0
     train_speed.main(["--presets", "tiny", "--steps", "1", "--batch", "4"])
     assert _load(results_in_tmp, "train_speed")["rows"][0]["samples_per_s"] > 0
+
+
+def test_ingest(tiny_engine, results_in_tmp):
+    ingest.main(["--rows", "300", "600", "--dim", "32", "--engine", str(tiny_engine[0]), "--photos", "2"])
+    doc = _load(results_in_tmp, "ingest")
+    whats = [r["what"] for r in doc["rows"]]
+    assert sum(w.startswith("commit 1,000 rows at ") for w in whats) == 2
+    assert sum(w.startswith("query QPS") for w in whats) == 6
+    assert doc["photos"]["added"] == 2 and doc["photos"]["growth_mb"] >= 0
