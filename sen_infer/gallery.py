@@ -761,49 +761,6 @@ class Gallery:
             cur = self._conn().execute("SELECT * FROM sources WHERE source=?", (source,))
             row = cur.fetchone()
             return None if row is None else dict(zip([d[0] for d in cur.description], row))
-        if self.source_done(source):
-            report.skipped_existing += 1
-            return report
-        try:
-            video = extract_tracks(source, detector, stride, min_box, crops_per_track=crops_per_track,
-                                   progress=progress)
-        except VideoReadError as e:
-            report.skip(path, str(e))
-            return report
-        report.frames = video.frames
-        report.notes += [f"{path}: {note}" for note in video.notes]
-        camera = camera if camera is not None else default_camera(source)
-        digest = hashlib.sha1(source.encode()).hexdigest()[:16]
-        crop_dir = self.crops_dir / digest
-        records = []
-        try:
-            crop_dir.mkdir(parents=True, exist_ok=True)
-            for n, (track, crops) in enumerate(video.tracks, start=1):
-                if not crops:
-                    continue
-                emb = _normalise(self.encoders.encode_images([c.crop for c in crops]))
-                report.crops_embedded += len(crops)
-                mean = _normalise(emb.mean(axis=0)).astype(np.float16)
-                best = crops[0]
-                crop_path = crop_dir / f"track{track.id:05d}_f{best.frame:06d}.jpg"
-                write_jpeg(crop_path, best.crop)
-                ts = (start_time if start_time is not None else 0.0) + float(video.times[best.frame])
-                # `n` is local to this video: _commit turns it into a gallery-wide id inside its transaction
-                records.append((source, camera, best.frame, ts, *best.box, n, str(crop_path), mean.tobytes()))
-        except OSError as e:  # a crop that cannot be stored: nothing of this video is committed or marked done
-            report.fail(path, f"cannot write crop {e.filename or crop_dir}: {e.strerror or e}")
-            return report
-        done = None
-        if video.incomplete:  # committed (they are real people) but not marked done: a rerun can finish it
-            report.incomplete[str(path)] = f"decoded {video.frames} of {video.expected} frames"
-        else:
-            done = (source, "video", len(records), time.time())
-        added, existing = self._commit(records, done, local_tracks=True)
-        if added:
-            self._persist_index()
-        report.added, report.skipped_existing, report.tracks = added, existing, len(records)
-        report.seconds = time.perf_counter() - t0
-        return report
 
     # ---- reading ------------------------------------------------------------------------------
     def __len__(self) -> int:
