@@ -707,13 +707,8 @@ class Gallery:
         camera = camera if camera is not None else default_camera(source)
         crop_dir = self.crops_dir / hashlib.sha1(source.encode()).hexdigest()[:16]
         try:
-            from sen_infer.video import open_video
-
-            cap, fps, _ = open_video(source)
-            cap.release()
             chunks = iter_chunks(source, detector, stride, min_box, crops_per_track=crops_per_track,
-                                 chunk_frames=max(1, int(round(chunk_seconds * fps))), start_frame=start_frame,
-                                 progress=progress)
+                                 chunk_seconds=chunk_seconds, start_frame=start_frame, progress=progress)
             for video in chunks:
                 report.frames = video.frames
                 report.notes += [f"{path}: {n}" for n in video.notes if f"{path}: {n}" not in report.notes]

@@ -294,14 +294,16 @@ WARMUP_FRAMES = 150  # frames the background model sees before a resumed chunk s
 
 
 def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
-                min_observations: int = 3, crops_per_track: int = 4, chunk_frames: int | None = None,
+                min_observations: int = 3, crops_per_track: int = 4, chunk_seconds: float | None = None,
                 start_frame: int = 0, progress=None):
-    """Yield the video's tracks chunk by chunk: every `chunk_frames` frames the tracker is closed and its
+    """Yield the video's tracks chunk by chunk: every `chunk_seconds` of footage (at the container's stated
+    rate; None: one chunk) the tracker is closed and its
     tracks handed over, so memory is bounded by a chunk, not by the video. A track crossing a chunk
     boundary becomes two tracks. With `start_frame` the frames before it are decoded but not tracked
     (the background model sees the last WARMUP_FRAMES of them): a resumed ingest adds nothing twice."""
     det = make_detector(detector, min_box)  # a bad detections file is the caller's error, not the video's
     cap, fps, expected = open_video(path)
+    chunk_frames = max(1, int(round(chunk_seconds * fps))) if chunk_seconds else None
     warm_from = max(0, start_frame - WARMUP_FRAMES)
 
     def new_tracker():

@@ -48,16 +48,22 @@ def _tracks_by_source(db: Path) -> dict:
         return out
 
 
+def _video_copies(video: Path, root: Path, n: int) -> list[Path]:
+    """n copies of both cameras under distinct paths: distinct sources with the same people."""
+    out = []
+    for i in range(n):
+        for cam in ("cam1", "cam2"):
+            dst = root / f"copy{i}" / f"{cam}.mp4"
+            dst.parent.mkdir(exist_ok=True)
+            shutil.copy(video / f"{cam}.mp4", dst)
+            out.append(dst)
+    return out
+
+
 def test_concurrent_ingests_never_share_a_track_id(engine, video, tmp_path):
     """3 threads (each its own Gallery object on one dir) and 1 process ingest 4 copies of the videos
     at once; every track id belongs to exactly one source and the rows add up to what each reported."""
-    srcs = []
-    for i in range(4):
-        for cam in ("cam1", "cam2"):
-            dst = tmp_path / f"copy{i}" / f"{cam}.mp4"
-            dst.parent.mkdir(exist_ok=True)
-            shutil.copy(video / f"{cam}.mp4", dst)
-            srcs.append(dst)
+    srcs = _video_copies(video, tmp_path, 4)
     g = tmp_path / "g"
     Retriever(engine, gallery=g).gallery.close()  # create it
     enc = Encoders(engine, "onnx-cpu")
@@ -385,13 +391,7 @@ def test_stress_threads_processes_and_queries(engine, video, synth_learn, tmp_pa
     import json
 
     g = tmp_path / "g"
-    vids = []
-    for i in range(3):
-        for cam in ("cam1", "cam2"):
-            dst = tmp_path / f"v{i}" / f"{cam}.mp4"
-            dst.parent.mkdir(exist_ok=True)
-            shutil.copy(video / f"{cam}.mp4", dst)
-            vids.append(dst)
+    vids = _video_copies(video, tmp_path, 3)
     folder = tmp_path / "imgs"
     folder.mkdir()
     for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:12]:
