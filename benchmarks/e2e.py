@@ -22,7 +22,7 @@ import numpy as np
 from benchmarks.index import clustered
 from benchmarks.report import write
 from benchmarks.timing import summarise
-from sen_infer import Retriever
+from sen_infer import Retriever, Row
 
 QUERIES = ["a woman in a red coat carrying a black backpack", "a man in a grey hoodie and blue jeans",
            "a person with a yellow cap and white shoes", "a girl with long blonde hair and a pink skirt",
@@ -33,9 +33,9 @@ def fill(gallery, n: int, seed: int = 0) -> None:
     """N synthetic rows over 4 cameras and a day of timestamps, in transactions of 5,000."""
     emb = clustered(n, gallery.dim, seed=seed).astype(np.float16)
     for start in range(0, n, 5000):
-        records = [(f"bench:{i}", f"cam{i % 4}", i, 1_700_000_000 + 86400 * i / n, 0, 0, 64, 128, i // 8, None,
-                    emb[i].tobytes()) for i in range(start, min(n, start + 5000))]
-        gallery._commit(records)
+        part = range(start, min(n, start + 5000))
+        gallery.store.add_embeddings(emb[start : part.stop], [
+            Row(f"bench:{i}", f"cam{i % 4}", i, 1_700_000_000 + 86400 * i / n, (0, 0, 64, 128), i // 8) for i in part])
 
 
 def main(argv=None) -> int:
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
             t1 = time.perf_counter()
             q = r.encoders._text(tokens)[0]
             t2 = time.perf_counter()
-            pairs = g.search(q, 10)
+            pairs = g.store.nearest(q, 10)
             t3 = time.perf_counter()
             g.rows([k for k, _ in pairs])
             t4 = time.perf_counter()

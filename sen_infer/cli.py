@@ -90,7 +90,8 @@ def cmd_query(args) -> int:
 
         check_sheet_path(args.sheet)  # before the query runs, not after
     r = _retriever(args)
-    filters = dict(k=args.k, camera=args.camera, since=args.since, until=args.until, per_track=not args.all_crops)
+    filters = dict(k=args.k, camera=args.camera, since=args.since, until=args.until, per_track=not args.all_crops,
+                   superseded=args.include_superseded)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         hits = r.query_image(args.image, **filters) if args.image else r.query(args.text, **filters)
@@ -106,7 +107,7 @@ def cmd_query(args) -> int:
         for i, h in enumerate(hits, 1):
             t = "-" if h.timestamp is None else f"{h.timestamp:.1f}"
             print(f"{i:>3}  {h.score:.4f}  cam={h.camera or '-'}  t={t}  frame={h.frame}  track={h.track}  "
-                  f"{h.crop_path}")
+                  f"{h.crop_path}{'  (superseded)' if h.superseded else ''}")
         if args.sheet:
             print(f"contact sheet -> {args.sheet}")
     return 0
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_finite_float)
     p.add_argument("--until", type=_finite_float)
     p.add_argument("--all-crops", action="store_true", help="do not collapse results to one per track")
+    p.add_argument("--include-superseded", action="store_true",
+                   help="also return rows of files that were later replaced by new content (marked superseded)")
     p.add_argument("--sheet", help="write a contact sheet of the hits (.jpg, .png, .bmp or .webp)")
     p.set_defaults(fn=cmd_query)
 

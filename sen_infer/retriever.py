@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +11,8 @@ import numpy as np
 from sen_infer.encoders import Encoders
 from sen_infer.errors import QueryError, require_utf8
 from sen_infer.gallery import Gallery
+from sen_infer.store import Hit
 from sen_infer.preprocess import read_bgr
-
-
-@dataclass(frozen=True)
-class Hit:
-    key: int
-    score: float
-    source: str
-    camera: str | None
-    timestamp: float | None
-    frame: int
-    bbox: tuple[int, int, int, int]
-    track: int | None
-    crop_path: str | None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["bbox"] = list(self.bbox)
-        return d
 
 
 class Retriever:
@@ -69,20 +51,16 @@ class Retriever:
     def encode_images(self, images) -> np.ndarray:
         return self.encoders.encode_images(images)
 
-    def _hits(self, pairs: list[tuple[int, float]]) -> list[Hit]:
-        rows = self.open_gallery().rows([k for k, _ in pairs])
-        return [Hit(k, s, r.source, r.camera, r.timestamp, r.frame, r.bbox, r.track, r.crop_path)
-                for k, s in pairs if (r := rows.get(k)) is not None]
-
     def query(self, text: str, k: int = 10, camera: str | None = None, since: float | None = None,
-              until: float | None = None, per_track: bool = True) -> list[Hit]:
-        """The k best crops for `text`, best first (ties by key); one per track unless per_track=False."""
+              until: float | None = None, per_track: bool = True, superseded: bool = False) -> list[Hit]:
+        """The k best crops for `text`, best first (ties by key); one per track unless per_track=False.
+        Rows of a file that was later replaced are left out unless superseded=True."""
         if not isinstance(text, str) or not text.strip():
             raise QueryError("query text is empty")
-        return self._search(self.encoders.encode_text([text])[0], k, camera, since, until, per_track)
+        return self._search(self.encoders.encode_text([text])[0], k, camera, since, until, per_track, superseded)
 
     def query_image(self, image, k: int = 10, camera: str | None = None, since: float | None = None,
-                    until: float | None = None, per_track: bool = True) -> list[Hit]:
+                    until: float | None = None, per_track: bool = True, superseded: bool = False) -> list[Hit]:
         """Find a person by example (re-identification): a path or a BGR uint8 array."""
         if isinstance(image, (str, os.PathLike)):
             require_utf8(str(image), "query image path")
@@ -91,12 +69,11 @@ class Retriever:
                 raise QueryError(f"cannot read image {image} (missing, not a regular file, or not an image)")
         else:
             img = image
-        return self._search(self.encoders.encode_images([img])[0], k, camera, since, until, per_track)
+        return self._search(self.encoders.encode_images([img])[0], k, camera, since, until, per_track, superseded)
 
-    def _search(self, q: np.ndarray, k, camera, since, until, per_track) -> list[Hit]:
+    def _search(self, q: np.ndarray, k, camera, since, until, per_track, superseded) -> list[Hit]:
         check_filters(k, camera, since, until)
-        gallery = self.open_gallery()
-        return self._hits(gallery.search(q, k, camera, since, until, per_track))
+        return self.open_gallery().search(q, k, camera, since, until, per_track, bool(superseded))
 
 
 def check_filters(k, camera, since, until) -> None:

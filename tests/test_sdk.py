@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -101,10 +102,11 @@ def test_filters_tracks_order_and_hnsw_path(engine, test_images, tmp_path):
     g.add_images(images[10:20], camera="b", timestamp=200.0, track=7)
     g.add_images(images[20:30], camera="b", timestamp=300.0)
     q = enc.encode_text(["a woman in a blue coat"])[0]
-    rows = lambda hits: g.rows([k for k, _ in hits])  # noqa: E731
+    rows = lambda hits: {h.key: h for h in hits}  # noqa: E731  (a search hit is the stored Row with its score)
     hits = g.search(q, k=30, per_track=False)
     assert len(hits) == 30
-    assert all(a[1] > b[1] or (a[1] == b[1] and a[0] < b[0]) for a, b in zip(hits, hits[1:]))
+    assert all(a.score > b.score or (a.score == b.score and a.key < b.key) for a, b in zip(hits, hits[1:]))
+    assert hits[0] == replace(g.rows([hits[0].key])[hits[0].key], score=hits[0].score)
     cam_a = g.search(q, k=30, camera="a", per_track=False)
     assert len(cam_a) == 10 and {r.camera for r in rows(cam_a).values()} == {"a"}
     window = g.search(q, k=30, since=150, until=250, per_track=False)
@@ -114,8 +116,8 @@ def test_filters_tracks_order_and_hnsw_path(engine, test_images, tmp_path):
     # the graph path (over-fetch + post-filter) gives the exact path's answers on this small gallery
     graph = Gallery.open(tmp_path / "g", encoders=enc, exact_max=0, filtered_exact_max=0)
     for kwargs in ({}, {"camera": "b"}, {"since": 250.0}, {"camera": "a", "per_track": False}):
-        exact = g.search(q, k=5, **kwargs)
-        approx = graph.search(q, k=5, **kwargs)
+        exact = g.store.nearest(q, k=5, **kwargs)
+        approx = graph.store.nearest(q, k=5, **kwargs)
         _same_up_to_ties(approx, exact, kwargs)
 
 
@@ -250,7 +252,7 @@ def test_queries_while_ingesting(engine, test_images, tmp_path):
         try:
             while not stop.is_set():
                 hits = g.search(q, k=5, camera=None)
-                g.rows([k for k, _ in hits])
+                assert all(h.crop_path for h in hits)
         except Exception as e:  # any error fails the test
             errors.append(e)
 

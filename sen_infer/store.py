@@ -1,0 +1,904 @@
+"""The vector store: rows and embeddings in SQLite (WAL, the truth) with a usearch index as a derived cache.
+
+It knows nothing of models, images or video (that is `sen_infer.gallery`, the ingest pipeline):
+`add_embeddings(vectors, rows)`, `search`, `rows`, `remove`, and a record per source (what was ingested
+of which file) that commits in the same transaction as its rows. Rows are unique on (source, frame,
+bbox), so re-adding adds nothing. The index is saved by write-to-temp + rename and rebuilt from SQLite
+whenever its sidecar does not match the table. Many threads (and other processes) may read while one
+writes; concurrent searches are served together as one matrix product (see `_Batcher`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from sen_infer.errors import GalleryError, ModelMismatchError, require_utf8
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS crops (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    camera TEXT,
+    frame INTEGER NOT NULL,
+    timestamp REAL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    track INTEGER,
+    crop_path TEXT,
+    embedding BLOB NOT NULL,
+    UNIQUE (source, frame, x, y, w, h)
+);
+CREATE INDEX IF NOT EXISTS crops_camera ON crops (camera);
+CREATE TABLE IF NOT EXISTS sources (source TEXT PRIMARY KEY, kind TEXT NOT NULL, rows INTEGER NOT NULL,
+                                    finished REAL NOT NULL);
+"""
+# Added after schema 1, on the first write of an older gallery (opening to read never writes):
+# sources get a resume point (NULL = done), the content identity of the file, the path it was read from
+# (a replaced file is a new source "path#2" on the same path) and when a newer version superseded it.
+SOURCE_COLUMNS = {"resume_frame": "INTEGER", "frames": "INTEGER", "size": "INTEGER", "mtime_ns": "INTEGER",
+                  "head": "TEXT", "path": "TEXT", "superseded": "REAL"}
+MIGRATION = """
+CREATE INDEX IF NOT EXISTS sources_path ON sources (path);
+CREATE TABLE IF NOT EXISTS removed (key INTEGER PRIMARY KEY, source TEXT, at REAL NOT NULL);
+"""
+SCHEMA_VERSION = "2"
+EXACT_MAX = 20_000  # galleries up to this size are searched exactly (a cached float32 matrix product)
+FILTERED_EXACT_MAX = 5_000  # a filter leaving at most this many rows is searched exactly over them
+# (benchmarks.index: at 100k rows, exact over 1% selected beats graph over-fetch 0.16 ms to 13 ms;
+# at 10% the graph wins 1.7 ms to 5.3 ms)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One person crop: what is given to `add_embeddings` (key None), what `rows` returns, and what a
+    search returns (with its cosine `score`). `superseded`: its source file was later replaced."""
+    source: str
+    camera: str | None = None
+    frame: int = -1
+    timestamp: float | None = None
+    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
+    track: int | None = None
+    crop_path: str | None = None
+    key: int | None = None
+    score: float | None = None
+    superseded: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bbox"] = list(self.bbox)
+        return d
+
+
+Hit = Row  # a search hit is a Row with its score: one type from ingest to the search page
+
+
+@dataclass
+class SourceRecord:
+    """What was ingested of one source (a file version); committed with its rows. resume_frame None = done."""
+    source: str
+    kind: str
+    path: str | None = None
+    resume_frame: int | None = None
+    frames: int | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    head: str | None = None
+    supersedes: str | None = None  # the older version of this path that this one replaces
+    finished: float = field(default_factory=time.time)
+
+
+_TEMP_NAME = re.compile(r"\.(\d+)\.\d+(?:\.\d+)?\.tmp$")  # .NAME.PID.THREAD[.OBJECT].tmp
+
+
+def temp_name(target: Path, owner: object = None) -> Path:
+    """A temp name beside `target` no other writer uses: process, thread (and object) in the name, the
+    pid first so that `remove_stale_temps` can tell a dead writer's leftovers from a live one's."""
+    tail = f".{id(owner)}" if owner is not None else ""
+    return target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}{tail}.tmp")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` by temp + fsync + rename; OSError (nothing left behind) when it cannot."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (temp files carry their writer's pid)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temp files under `folder` left by writers that died mid-write (a killed ingest can leave a
+    35 MB index copy); a temp whose process is still alive is left alone. Returns how many were removed."""
+    removed = 0
+    for t in list(folder.glob(".*.tmp")) + list(folder.glob("*/*/.*.tmp")):
+        match = _TEMP_NAME.search(t.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            t.unlink()
+            removed += 1
+    return removed
+
+
+def normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class _View:
+    """A consistent snapshot of the in-memory columns for one search (views, not copies)."""
+    ids: np.ndarray
+    emb: np.ndarray
+    camera: np.ndarray
+    time: np.ndarray
+    track: np.ndarray
+    source: np.ndarray
+    superseded: np.ndarray  # source codes whose rows are superseded
+    emb32: np.ndarray | None = None
+
+
+class _Batcher:
+    """Serves concurrent searches together. A thread that finds no computation running takes every
+    query waiting at that moment and runs them as one call (one matrix product, or one batched graph
+    search); the others wait for their row of the result. A float32 gallery matrix is read from memory
+    once per batch instead of once per query, which is what bounds exact search on a CPU, so throughput
+    grows with the number of waiting queries instead of falling to contention for BLAS's threads."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._pending: list[list] = []
+        self._busy = False
+
+    def run(self, group, query: np.ndarray, compute):
+        """compute(queries [m, d]) -> m results, for requests of one `group` (same matrix or fetch)."""
+        slot = [group, query, compute, None, False]  # ..., result, done
+        with self._cond:
+            self._pending.append(slot)
+            while not slot[4]:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._busy = True
+                batch, self._pending = self._pending, []
+                self._cond.release()
+                try:
+                    self._compute(batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    self._cond.notify_all()
+        if isinstance(slot[3], BaseException):
+            raise slot[3]
+        return slot[3]
+
+    @staticmethod
+    def _compute(batch: list[list]) -> None:
+        groups: dict = {}
+        for slot in batch:
+            groups.setdefault(slot[0], []).append(slot)
+        for slots in groups.values():
+            try:
+                results = slots[0][2](np.stack([s[1] for s in slots]))
+                for s, r in zip(slots, results):
+                    s[3] = r
+            except BaseException as e:  # raised in each waiting thread, not lost in this one
+                for s in slots:
+                    s[3] = e
+            for s in slots:
+                s[4] = True
+
+
+class VectorStore:
+    """`VectorStore.open(path, fingerprint, dim)`; `add_embeddings`, `search`, `rows`, `remove`."""
+
+    def __init__(self, path: Path, fingerprint: str, dim: int, exact_max: int = EXACT_MAX,
+                 filtered_exact_max: int = FILTERED_EXACT_MAX, read_only: bool = False):
+        self.dir = Path(path)
+        self.read_only = read_only
+        self.exact_max, self.filtered_exact_max = exact_max, filtered_exact_max
+        self.fingerprint, self.dim = fingerprint, int(dim)
+        self.db_path = self.dir / "gallery.sqlite"
+        self.index_path = self.dir / "index.usearch"
+        self._local = threading.local()
+        self._last_seen = 0  # highest row id read into memory (damaged rows included)
+        self._generation = None  # meta "generation": bumped by removals, supersessions and migrations
+        self._loaded = False
+        self.damaged: list[int] = []  # keys of rows whose stored embedding is unusable (kept, never served)
+        self._lock = threading.RLock()  # guards the in-memory columns and the index
+        self._write_lock = threading.Lock()
+        self._batcher = _Batcher()
+        self._cleaned = False
+        self._migrated = False
+        self._columns: set[str] = set()
+        self._init_db()
+        self._buffers: dict[str, np.ndarray] = {}
+        self._ids = np.zeros(0, np.int64)
+        self._emb = np.zeros((0, self.dim), np.float16)
+        self._camera = np.zeros(0, object)
+        self._time = np.zeros(0, np.float64)
+        self._track = np.zeros(0, np.int64)
+        self._source = np.zeros(0, np.int32)
+        self._codes: dict[str, int] = {}  # source -> small int, for the in-memory source column
+        self._superseded = np.zeros(0, np.int32)
+        self._index = None
+        self._emb32 = None  # float32 copy of the matrix, kept only for stores searched exactly
+        self.refresh()
+        self._load_or_rebuild_index()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, fingerprint: str, dim: int, *, exact_max: int = EXACT_MAX,
+             filtered_exact_max: int = FILTERED_EXACT_MAX, create: bool = True) -> "VectorStore":
+        """Open (or, with create=True, make) the store at `path` for vectors of the model `fingerprint`.
+        Files we may not write open read-only: searchable, never written (not even the schema)."""
+        path = Path(path)
+        require_utf8(str(path), "gallery path", GalleryError)
+        db = path / "gallery.sqlite"
+        if not create and not db.is_file():
+            raise GalleryError(f"no gallery at {path} (gallery.sqlite is missing); ingest into it first")
+        read_only = db.is_file() and not (os.access(path, os.W_OK) and os.access(db, os.W_OK))
+        if not read_only:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise GalleryError(f"cannot create gallery dir {path}: {e.strerror or e}") from None
+        return cls(path, fingerprint, dim, exact_max, filtered_exact_max, read_only=read_only)
+
+    # ---- the database -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _db(self, doing: str):
+        """SQLite errors (a damaged page, a read-only file, a full disk) as one-line GalleryErrors."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            hint = " (the gallery files are read-only)" if "readonly" in str(e) else ""
+            raise GalleryError(f"{self.db_path}: cannot {doing}: {e}{hint}") from None
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._db("open the database"):
+                if self.read_only:
+                    conn = sqlite3.connect(self._read_only_uri(), uri=True, timeout=60, isolation_level=None)
+                else:
+                    conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+                try:
+                    if not self.read_only:
+                        conn.execute("PRAGMA journal_mode=WAL")
+                        conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except BaseException:
+                    conn.close()
+                    raise
+            self._local.conn = conn
+        return conn
+
+    def _read_only_uri(self) -> str:
+        """SQLite URI for a gallery on media we may not write (mode=ro). Without write access SQLite can
+        still read a WAL database when its -shm file is there, or, with no pending WAL, as immutable.
+        A non-empty -wal without -shm holds committed rows we could not see: refuse rather than hide them."""
+        from urllib.parse import quote
+
+        wal, shm = Path(f"{self.db_path}-wal"), Path(f"{self.db_path}-shm")
+        uri = f"file:{quote(str(self.db_path.resolve()))}?mode=ro"
+        if shm.is_file() or os.access(self.dir, os.W_OK):
+            return uri
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise GalleryError(f"{self.db_path}: read-only copy with a pending {wal.name} but no {shm.name}: its "
+                               f"newest rows cannot be read; copy the gallery with all three files, or open a "
+                               f"writable copy once to checkpoint it")
+        return uri + "&immutable=1"
+
+    def _init_db(self) -> None:
+        """Read the gallery's meta; write the schema only when it is a new gallery (an existing one is
+        opened without a single write, so read-only media can be searched)."""
+        try:
+            conn = self._conn()
+            meta = self._read_meta(conn)
+            if not meta and self.read_only:
+                raise GalleryError(f"{self.db_path}: read-only and not a gallery (no meta table)")
+            if not meta:
+                conn.executescript(SCHEMA)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                    if not meta:
+                        meta = {"fingerprint": self.fingerprint, "embed_dim": str(self.dim), "schema": "1",
+                                "created": str(time.time())}
+                        conn.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+                    self._migrate(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            self._columns = {r[1] for r in conn.execute("PRAGMA table_info(sources)")}
+            self._tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            hint = " (the gallery files are read-only)" if "readonly" in str(e) else ""
+            raise GalleryError(f"{self.db_path}: not a usable gallery database ({e}){hint}") from None
+        except GalleryError as e:
+            raise GalleryError(f"{e} ({self.db_path} is not a usable gallery database)") from None
+        if meta and meta.get("fingerprint") != self.fingerprint:
+            raise ModelMismatchError(
+                f"gallery {self.dir} was built with another model (fingerprint {meta.get('fingerprint', '?')[:12]}, "
+                f"engine {self.fingerprint[:12]}); open it with its own engine dir or ingest into a new gallery")
+        if meta and meta.get("embed_dim") not in (None, str(self.dim)):
+            raise ModelMismatchError(f"gallery {self.dir} holds {meta['embed_dim']}-d vectors, not {self.dim}-d")
+
+    @staticmethod
+    def _read_meta(conn) -> dict:
+        """The meta table of an existing gallery, {} for a new (empty) database file."""
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            return {}
+        missing = {"crops", "sources"} - tables
+        if missing:
+            raise sqlite3.DatabaseError(f"tables {', '.join(sorted(missing))} are missing")
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _migrate(self, conn) -> None:
+        """Bring a schema-1 gallery to schema 2 inside the caller's write transaction: the new sources
+        columns and tables, a track counter, and tracks that an older version let two sources share
+        (concurrent ingests) renumbered so each belongs to one source. Readers reload on the generation bump."""
+        if conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (SCHEMA_VERSION,):
+            return
+        have = {r[1] for r in conn.execute("PRAGMA table_info(sources)")}
+        for name, kind in SOURCE_COLUMNS.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE sources ADD COLUMN {name} {kind}")
+        for statement in MIGRATION.strip().split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        top = conn.execute("SELECT coalesce(max(track), 0) FROM crops").fetchone()[0]
+        shared = conn.execute("SELECT track FROM crops WHERE track IS NOT NULL GROUP BY track "
+                              "HAVING count(DISTINCT source) > 1").fetchall()
+        for (track,) in shared:
+            owners = [s for (s,) in conn.execute("SELECT source FROM crops WHERE track=? GROUP BY source "
+                                                 "ORDER BY min(id)", (track,))]
+            for source in owners[1:]:
+                top += 1
+                conn.execute("UPDATE crops SET track=? WHERE track=? AND source=?", (top, track, source))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_track', ?)", (str(top + 1),))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        self._bump(conn)
+
+    @staticmethod
+    def _bump(conn) -> None:
+        conn.execute("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE "
+                     "SET value = CAST(value AS INTEGER) + 1")
+
+    # ---- the in-memory columns and the index --------------------------------------------------
+    def refresh(self) -> None:
+        """Pick up what was committed since the last look, by this or another process: new rows, and
+        (when the generation moved) removed rows, superseded sources and renumbered tracks."""
+        conn = self._conn()
+        with self._lock, self._db("read rows"):
+            row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+            generation = None if row is None else row[0]
+            rows = conn.execute("SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id > ? "
+                                "ORDER BY id", (self._last_seen,)).fetchall()
+            if rows:
+                self._last_seen = int(rows[-1][0])
+                self._append(self._usable(rows))
+            if not self._loaded:  # the first look read every row: only the superseded sources are left
+                self._loaded, self._generation = True, generation
+                self._read_superseded(conn)
+            elif generation != self._generation:
+                self._generation = generation
+                self._resync(conn)
+
+    def _resync(self, conn) -> None:
+        """Re-read every row's metadata (not the embeddings) and drop removed rows from memory and index."""
+        meta = conn.execute("SELECT id, camera, timestamp, track, source FROM crops WHERE id <= ? ORDER BY id",
+                            (self._last_seen,)).fetchall()
+        ids = np.array([r[0] for r in meta], np.int64)
+        keep = np.isin(self._ids, ids)
+        gone = self._ids[~keep]
+        here = np.isin(ids, self._ids)
+        meta = [r for r, h in zip(meta, here) if h]  # damaged rows are in the table, not in memory
+        self._buffers = {}  # new arrays: snapshots held by running searches stay as they were
+        self._ids, self._emb = self._ids[keep].copy(), self._emb[keep].copy()
+        self._camera = np.array([r[1] for r in meta], object)
+        self._time = np.array([np.nan if r[2] is None else r[2] for r in meta], np.float64)
+        self._track = np.array([-1 if r[3] is None else r[3] for r in meta], np.int64)
+        self._source = np.array([self._code(r[4]) for r in meta], np.int32)
+        self._emb32 = None
+        self._read_superseded(conn)
+        if len(gone) and self._index is not None:
+            self._index.remove(gone)
+
+    def _read_superseded(self, conn) -> None:
+        if "superseded" in self._source_columns(conn):
+            superseded = [self._code(s) for (s,) in conn.execute(
+                "SELECT source FROM sources WHERE superseded IS NOT NULL")]
+            self._superseded = np.array(sorted(superseded), np.int32)
+
+    def _source_columns(self, conn) -> set[str]:
+        if not self._columns >= set(SOURCE_COLUMNS):
+            self._columns = {r[1] for r in conn.execute("PRAGMA table_info(sources)")}
+        return self._columns
+
+    def _code(self, source: str) -> int:
+        code = self._codes.get(source)
+        if code is None:
+            code = self._codes[source] = len(self._codes)
+        return code
+
+    def _usable(self, rows) -> list:
+        """Rows whose embedding blob is a finite float16 vector of this model's size. A damaged row is
+        kept in SQLite (it is evidence) and listed in `damaged`, but never served: one bad blob must not
+        make the rest of the gallery unsearchable."""
+        good, bad = [], []
+        want = 2 * self.dim
+        for r in rows:
+            blob = r[4]
+            ok = isinstance(blob, bytes) and len(blob) == want and np.isfinite(np.frombuffer(blob, np.float16)).all()
+            (good if ok else bad).append(r)
+        if bad:
+            keys = [int(r[0]) for r in bad]
+            self.damaged += keys
+            warnings.warn(f"{self.db_path}: {len(keys)} row(s) with a damaged embedding are skipped "
+                          f"(keys {', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''})", stacklevel=3)
+        return good
+
+    def _append(self, rows) -> None:
+        if not rows:
+            return
+        ids = np.array([r[0] for r in rows], np.int64)
+        emb = np.frombuffer(b"".join(r[4] for r in rows), np.float16).reshape(len(rows), self.dim)
+        new = {"ids": ids, "emb": emb, "camera": np.array([r[1] for r in rows], object),
+               "time": np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64),
+               "track": np.array([-1 if r[3] is None else r[3] for r in rows], np.int64),
+               "source": np.array([self._code(r[5]) for r in rows], np.int32)}
+        n, m = len(self._ids), len(rows)
+        for name, values in new.items():
+            # columns live in buffers that double when full: appending m rows costs O(m), not O(gallery),
+            # and views handed to a running search ([:n]) never change under it
+            buf = self._buffers.get(name)
+            if buf is None or len(buf) < n + m:
+                grown = np.empty((max(2 * (n + m), 1024), *values.shape[1:]), values.dtype)
+                if n:
+                    grown[:n] = getattr(self, f"_{name}")
+                buf = self._buffers[name] = grown
+            buf[n : n + m] = values
+            setattr(self, f"_{name}", buf[: n + m])
+        self._emb32 = None
+        if self._index is not None:
+            self._index.add(ids, emb.astype(np.float32))
+
+    def _sidecar(self) -> dict:
+        return {"count": int(len(self._ids)), "max_id": int(self._ids[-1]) if len(self._ids) else 0,
+                "fingerprint": self.fingerprint, "dim": self.dim}
+
+    def _load_or_rebuild_index(self) -> None:
+        from usearch.index import Index
+
+        with self._lock:
+            side = self.index_path.with_suffix(".json")
+            try:
+                ok = json.loads(side.read_text()) == self._sidecar() and self.index_path.is_file()
+            except (OSError, ValueError):
+                ok = False
+            index = Index(ndim=self.dim, metric="cos", dtype="f16")
+            if ok:
+                try:
+                    index.load(str(self.index_path))
+                    # same count and every key present: the same key set (rows removed elsewhere included)
+                    ok = len(index) == len(self._ids) and bool(np.asarray(index.contains(self._ids)).all())
+                except Exception:  # a damaged cache file: rebuild it from the truth
+                    ok = False
+            if not ok:
+                index = Index(ndim=self.dim, metric="cos", dtype="f16")
+                if len(self._ids):
+                    index.add(self._ids, self._emb.astype(np.float32))
+            self._index = index
+        if not ok and len(self._ids) and not self.read_only:  # read-only: the rebuilt index lives in memory
+            self.persist_index()
+
+    def _save_index(self) -> None:
+        """Index, then sidecar, each to its own temp file, fsynced, renamed into place. The first save of
+        each store object also clears temp files of dead writers (opening alone never writes)."""
+        if not self._cleaned:
+            self._cleaned = True
+            remove_stale_temps(self.dir)
+        side = self.index_path.with_suffix(".json")
+        tmp = temp_name(self.index_path, self)
+        try:
+            self._index.save(str(tmp))
+            _fsync(tmp)
+            os.replace(tmp, self.index_path)
+            write_atomic(side, json.dumps(self._sidecar()).encode())
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def persist_index(self) -> None:
+        """Save the index (once per ingest call, not per batch: it is a cache, and a crash before this
+        point only means it is rebuilt from SQLite on the next open)."""
+        with self._lock:
+            try:
+                self._save_index()
+            except (OSError, RuntimeError) as e:  # the rows are committed; only the cache could not be saved
+                warnings.warn(f"{self.index_path}: index cache not saved ({e}); it is rebuilt on the next open",
+                              stacklevel=3)
+
+    # ---- writing ------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise GalleryError(f"gallery {self.dir} is on read-only media (or its files are read-only): it can be "
+                               f"searched, not written")
+
+    def add_embeddings(self, vectors: np.ndarray, rows: list[Row],
+                       source: SourceRecord | list[SourceRecord] | None = None,
+                       local_tracks: bool = False) -> tuple[int, int]:
+        """Store one row per vector (normalised, kept as float16) in one transaction, with the records of
+        `source` (one or a list) when given; returns (added, already present). Rows are unique on (source, frame, bbox).
+        With local_tracks the rows' track numbers (1, 2, ...) are local to this call and become
+        gallery-wide ids inside the committing transaction, so concurrent writers never share one."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape != (len(rows), self.dim):
+            raise GalleryError(f"add_embeddings needs a [{len(rows)}, {self.dim}] array for {len(rows)} rows, "
+                               f"not {list(vectors.shape)}")
+        if not np.isfinite(vectors).all():
+            raise GalleryError("add_embeddings: vectors must be finite (NaN or inf found)")
+        emb = normalise(vectors).astype(np.float16)
+        records = [(r.source, r.camera, int(r.frame), r.timestamp, *map(int, r.bbox), r.track, r.crop_path,
+                    e.tobytes()) for r, e in zip(rows, emb)]
+        self.check_writable()
+        with self._write_lock, self._db("write"):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._migrated:
+                    self._migrate(conn)
+                if local_tracks and records:
+                    base = int(conn.execute("SELECT value FROM meta WHERE key='next_track'").fetchone()[0]) - 1
+                    top = max((r[8] for r in records if r[8] is not None), default=0)
+                    records = [(*r[:8], None if r[8] is None else base + r[8], *r[9:]) for r in records]
+                    conn.execute("UPDATE meta SET value=? WHERE key='next_track'", (str(base + top + 1),))
+                elif records:  # tracks given by the caller: keep the counter above them
+                    top = max((r[8] for r in records if r[8] is not None), default=None)
+                    if top is not None:
+                        conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key='next_track'",
+                                     (top + 1,))
+                before = conn.total_changes
+                conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
+                                 "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+                added = conn.total_changes - before
+                for record in [source] if isinstance(source, SourceRecord) else source or []:
+                    self._record_source(conn, record)
+                conn.execute("COMMIT")
+                self._migrated = True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.refresh()
+        return added, len(records) - added
+
+    def _record_source(self, conn, s: SourceRecord) -> None:
+        if s.supersedes is not None and s.supersedes != s.source:
+            conn.execute("UPDATE sources SET superseded=? WHERE source=? AND superseded IS NULL",
+                         (s.finished, s.supersedes))
+            self._bump(conn)
+        conn.execute("INSERT OR REPLACE INTO sources (source, kind, rows, finished, resume_frame, frames, size, "
+                     "mtime_ns, head, path) VALUES (?1, ?2, (SELECT count(*) FROM crops WHERE source = ?1), ?3, ?4, "
+                     "?5, ?6, ?7, ?8, ?9)", (s.source, s.kind, s.finished, s.resume_frame, s.frames, s.size,
+                                            s.mtime_ns, s.head, s.path or s.source))
+
+    def remove(self, keys) -> int:
+        """Delete rows by key (and their index entries) in one transaction; returns how many existed.
+        Removals are logged in the `removed` table (key, source, time): a gallery is evidence, and
+        what left it, and when, is part of that. Keys are never reused."""
+        keys = sorted({int(k) for k in keys})
+        self.check_writable()
+        if not keys:
+            return 0
+        with self._write_lock, self._db("remove rows"):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._migrated:
+                    self._migrate(conn)
+                now, gone = time.time(), 0
+                for i in range(0, len(keys), 500):
+                    part = keys[i : i + 500]
+                    marks = ",".join("?" * len(part))
+                    conn.execute(f"INSERT OR IGNORE INTO removed (key, source, at) SELECT id, source, ? FROM crops "
+                                 f"WHERE id IN ({marks})", [now, *part])
+                    before = conn.total_changes
+                    conn.execute(f"DELETE FROM crops WHERE id IN ({marks})", part)
+                    gone += conn.total_changes - before
+                conn.execute("UPDATE sources SET rows = (SELECT count(*) FROM crops WHERE crops.source = "
+                             "sources.source) WHERE source IN (SELECT source FROM removed WHERE at = ?)", (now,))
+                self._bump(conn)
+                conn.execute("COMMIT")
+                self._migrated = True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.refresh()
+        if gone:
+            self.persist_index()
+        return gone
+
+    # ---- sources ------------------------------------------------------------------------------
+    def source(self, path: str) -> dict | None:
+        """The current (not superseded) record of the source read from `path`, None if never ingested."""
+        with self._db("read sources"):
+            conn = self._conn()
+            cols = self._source_columns(conn)
+            if "path" in cols:
+                cur = conn.execute("SELECT * FROM sources WHERE coalesce(path, source)=? AND superseded IS NULL "
+                                   "ORDER BY finished DESC LIMIT 1", (path,))
+            else:
+                cur = conn.execute("SELECT * FROM sources WHERE source=?", (path,))
+            row = cur.fetchone()
+            return None if row is None else dict(zip([d[0] for d in cur.description], row))
+
+    def new_source_key(self, path: str) -> str:
+        """The key for a new version of the file at `path`: the path itself the first time, then
+        "path#2", "path#3", ... (rows are unique per source, so a replaced file needs a key of its own)."""
+        with self._db("read sources"):
+            conn = self._conn()
+            if "path" not in self._source_columns(conn):
+                n = conn.execute("SELECT count(*) FROM sources WHERE source=?", (path,)).fetchone()[0]
+            else:
+                n = conn.execute("SELECT count(*) FROM sources WHERE coalesce(path, source)=?", (path,)).fetchone()[0]
+        return path if n == 0 else f"{path}#{n + 1}"
+
+    def has_row(self, source: str, frame: int, bbox) -> bool:
+        with self._db("read rows"):
+            return self._conn().execute("SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? "
+                                        "AND h=?", (source, frame, *bbox)).fetchone() is not None
+
+    # ---- reading ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        self.refresh()
+        return len(self._ids)
+
+    def search(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
+               until: float | None = None, per_track: bool = True, superseded: bool = False) -> list[Row]:
+        """The best k rows for `query` matching the filters, as Rows with their cosine `score`, sorted by
+        score then key; one per track unless per_track=False; rows of superseded sources only with
+        superseded=True."""
+        pairs = self.nearest(query, k, camera, since, until, per_track, superseded)
+        rows = self.rows([key for key, _ in pairs])
+        return [_with_score(rows[key], score) for key, score in pairs if key in rows]
+
+    def nearest(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
+                until: float | None = None, per_track: bool = True,
+                superseded: bool = False) -> list[tuple[int, float]]:
+        """`search` as (key, cosine) pairs, without reading the rows.
+
+        The lock is held only to take a snapshot of the columns (views that later appends never
+        change); scoring runs outside it, batched with the queries of other threads."""
+        self.refresh()
+        q = normalise(np.asarray(query).reshape(-1))
+        if q.shape != (self.dim,):
+            raise GalleryError(f"a query vector must have {self.dim} values, not {q.size}")
+        with self._lock:
+            view = _View(self._ids, self._emb, self._camera, self._time, self._track, self._source,
+                         self._superseded)
+            if len(view.ids) <= self.exact_max and len(view.ids):
+                if self._emb32 is None or len(self._emb32) != len(view.ids):
+                    self._emb32 = self._emb.astype(np.float32)
+                view.emb32 = self._emb32
+        n = len(view.ids)
+        if n == 0 or k <= 0:
+            return []
+        mask = self._mask(view, camera, since, until, superseded)
+        selected = n if mask is None else int(mask.sum())
+        if selected == 0:
+            return []
+        if view.emb32 is not None:  # a small gallery: exact search over the cached float32 matrix
+            matrix = view.emb32
+            scores = self._batcher.run(("exact", id(matrix)), q, lambda qs: qs @ matrix.T)
+            pos = np.arange(n) if mask is None else np.flatnonzero(mask)
+            return self._top(view, pos, scores if mask is None else scores[pos], k, per_track)
+        if mask is not None and selected <= self.filtered_exact_max:  # a selective filter: exact over it
+            pos = np.flatnonzero(mask)
+            return self._top(view, pos, view.emb[pos].astype(np.float32) @ q, k, per_track)
+        fetch = min(n, max(4 * k, 64))
+        while True:  # over-fetch from the graph, post-filter, widen until enough survive
+            keys, dist = self._batcher.run(("graph", fetch), q, lambda qs, f=fetch: self._graph(qs, f))
+            pos = np.searchsorted(view.ids, keys)
+            known = pos < n  # rows added after the snapshot are left for the next query
+            known[known] = view.ids[pos[known]] == keys[known]
+            pos, scores = pos[known], 1.0 - dist[known]
+            if mask is not None:
+                keep = mask[pos]
+                pos, scores = pos[keep], scores[keep]
+            hits = self._top(view, pos, scores, k, per_track)
+            if len(hits) >= k or fetch >= n:
+                return hits
+            fetch = min(n, fetch * 4)
+
+    def _graph(self, queries: np.ndarray, fetch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One batched HNSW search for the queries of several threads: [(keys, distances)] per query."""
+        with self._lock:
+            res = self._index.search(queries, fetch)
+        keys, dist = np.atleast_2d(np.asarray(res.keys, np.int64)), np.atleast_2d(np.asarray(res.distances, np.float32))
+        counts = np.atleast_1d(getattr(res, "counts", [keys.shape[1]]))
+        return [(keys[i, : counts[i]], dist[i, : counts[i]]) for i in range(len(queries))]
+
+    @staticmethod
+    def _mask(view: _View, camera, since, until, superseded: bool) -> np.ndarray | None:
+        mask = None
+        if camera is not None:
+            mask = view.camera == camera
+        if since is not None or until is not None:
+            t = view.time
+            tmask = ~np.isnan(t)
+            if since is not None:
+                tmask &= t >= since
+            if until is not None:
+                tmask &= t <= until
+            mask = tmask if mask is None else mask & tmask
+        if not superseded and len(view.superseded):
+            current = ~np.isin(view.source, view.superseded)
+            mask = current if mask is None else mask & current
+        return mask
+
+    def _top(self, view: _View, pos: np.ndarray, scores: np.ndarray, k: int,
+             per_track: bool) -> list[tuple[int, float]]:
+        """Best k by score (ties by key), one per track when asked. Sorts only the leading candidates."""
+        want = k * 8 if per_track else k
+        if len(scores) > 4 * want:
+            threshold = np.partition(scores, len(scores) - want)[len(scores) - want]
+            lead = np.flatnonzero(scores >= threshold)  # every tie at the boundary stays in
+            hits = self._collapse(view, pos[lead], scores[lead], k, per_track)
+            if len(hits) == k:
+                return hits
+        return self._collapse(view, pos, scores, k, per_track)
+
+    @staticmethod
+    def _collapse(view: _View, pos: np.ndarray, scores: np.ndarray, k: int,
+                  per_track: bool) -> list[tuple[int, float]]:
+        keys = view.ids[pos]
+        order = np.lexsort((keys, -scores))
+        out, seen = [], set()
+        for i in order:
+            if per_track:
+                tr = int(view.track[pos[i]])
+                if tr >= 0:
+                    if tr in seen:
+                        continue
+                    seen.add(tr)
+            out.append((int(keys[i]), float(scores[i])))
+            if len(out) == k:
+                break
+        return out
+
+    def keys(self, camera: str | None = None, superseded: bool = True) -> list[int]:
+        """Every row's key (of one camera when given), in insertion order."""
+        self.refresh()
+        with self._lock:
+            view = _View(self._ids, self._emb, self._camera, self._time, self._track, self._source, self._superseded)
+        mask = self._mask(view, camera, None, None, superseded)
+        return [int(k) for k in (view.ids if mask is None else view.ids[mask])]
+
+    def rows(self, keys: list[int]) -> dict[int, Row]:
+        """The stored rows of `keys` (missing keys are left out), superseded ones marked."""
+        keys = [int(k) for k in keys]
+        if not keys:
+            return {}
+        out = {}
+        with self._db("read rows"):
+            conn = self._conn()
+            current = "superseded" in self._source_columns(conn)
+            flag = ("(SELECT s.superseded IS NOT NULL FROM sources s WHERE s.source = c.source)" if current
+                    else "0")
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                cur = conn.execute(f"SELECT id, source, camera, frame, timestamp, x, y, w, h, track, crop_path, {flag} "
+                                   f"FROM crops c WHERE id IN ({','.join('?' * len(part))})", part)
+                for r in cur:
+                    out[r[0]] = Row(r[1], r[2], r[3], r[4], (r[5], r[6], r[7], r[8]), r[9], r[10], key=r[0],
+                                    superseded=bool(r[11]))
+        return out
+
+    def embedding(self, key: int) -> np.ndarray:
+        with self._lock:
+            i = int(np.searchsorted(self._ids, key))
+            if i >= len(self._ids) or self._ids[i] != key:
+                raise KeyError(key)
+            return self._emb[i].astype(np.float32)
+
+    def stats(self) -> dict:
+        with self._db("read statistics"):
+            conn = self._conn()
+            n, cams, t0, t1, tracks = conn.execute(
+                "SELECT count(*), count(DISTINCT camera), min(timestamp), max(timestamp), count(DISTINCT track) "
+                "FROM crops").fetchone()
+            cameras = [c for (c,) in conn.execute("SELECT DISTINCT camera FROM crops WHERE camera IS NOT NULL "
+                                                  "ORDER BY camera")]
+            sources = conn.execute("SELECT count(DISTINCT source) FROM crops").fetchone()[0]
+            superseded = 0
+            if "superseded" in self._source_columns(conn):
+                superseded = conn.execute("SELECT count(*) FROM sources WHERE superseded IS NOT NULL").fetchone()[0]
+        return {"rows": n, "sources": sources, "superseded_sources": superseded, "tracks": tracks,
+                "cameras": cameras, "time_span": [t0, t1] if t0 is not None else None,
+                "index_size": len(self._index), "damaged_rows": len(self.damaged)}
+
+    def check(self) -> dict:
+        """A full consistency check, for `info --check`: SQLite's integrity check over every page, rows
+        whose embedding is damaged, and the index against the table (same keys, same vectors up to
+        float16 rounding). Returns {"ok": bool, "problems": [one line each], ...figures}."""
+        problems = []
+        with self._db("check the database"):
+            result = [r[0] for r in self._conn().execute("PRAGMA integrity_check(20)")]
+            rows = self._conn().execute("SELECT count(*) FROM crops").fetchone()[0]
+        if result != ["ok"]:
+            problems += [f"sqlite: {line}" for line in result]
+        self.refresh()
+        if self.damaged:
+            problems.append(f"{len(self.damaged)} row(s) with a damaged embedding: keys "
+                            f"{', '.join(map(str, self.damaged[:10]))}{' ...' if len(self.damaged) > 10 else ''}")
+        with self._lock:
+            ids, emb, index = self._ids, self._emb, self._index
+            in_index = len(index)
+            present = np.asarray(index.contains(ids), bool) if len(ids) else np.zeros(0, bool)
+            missing = [int(k) for k in ids[~present]]
+            sample = ids[:: max(1, len(ids) // 1000)]  # up to ~1,000 vectors compared
+            worst = 0.0
+            if len(sample):
+                got = np.asarray(index.get(sample), np.float32).reshape(len(sample), -1)
+                want = emb[np.searchsorted(ids, sample)].astype(np.float32)
+                worst = float(np.abs(normalise(got) - normalise(want)).max())
+        if missing:
+            problems.append(f"index lacks {len(missing)} row(s) of the table (keys {missing[:5]}...); "
+                            f"it is rebuilt on the next writable open")
+        if in_index != len(ids):
+            problems.append(f"index holds {in_index} vectors, the table {len(ids)} usable rows")
+        if worst > 1e-2:
+            problems.append(f"index vectors differ from the table's by up to {worst:.3g}")
+        return {"ok": not problems, "problems": problems, "rows": rows, "usable_rows": len(ids),
+                "index_size": in_index, "max_vector_difference": worst}
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _with_score(row: Row, score: float) -> Row:
+    return replace(row, score=score)
