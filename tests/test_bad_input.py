@@ -86,14 +86,22 @@ def shuffle_weights(path: Path) -> None:
 
 
 def damage_page(db: Path) -> None:
-    """Overwrite one 4 KB page in the middle of the database with garbage (a bad disk sector)."""
+    """Overwrite one page of the rows table with garbage (a bad disk sector). A page of an index can be
+    garbled into answers that still parse, which no reader notices without `info --check`; a page of
+    the table is what every read of the rows goes through. SQLite's dbstat table says where it lies."""
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         page = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        try:
+            leaves = [n for (n,) in conn.execute("SELECT pageno FROM dbstat WHERE name='crops' AND pagetype='leaf' "
+                                                 "ORDER BY pageno")]
+        except sqlite3.OperationalError:  # an SQLite built without dbstat: the middle of the file
+            leaves = []
     assert pages >= 3
+    target = leaves[len(leaves) // 2] - 1 if leaves else pages // 2  # dbstat counts pages from 1
     with open(db, "r+b") as f:
-        f.seek(page * (pages // 2))
+        f.seek(page * target)
         f.write(np.random.default_rng(1).integers(0, 256, page, dtype=np.uint8).tobytes())
 
 

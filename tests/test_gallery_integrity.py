@@ -325,7 +325,7 @@ def _avi(video_dir: Path, out: Path, frames: int, camera: str = "cam1") -> Path:
     return out
 
 
-def test_grown_recording_is_resumed_and_replaced_one_is_reported(engine, video, tmp_path):
+def test_grown_recording_is_resumed_and_replaced_one_is_a_new_source(engine, video, tmp_path):
     rec = tmp_path / "rec.avi"
     r = Retriever(engine, gallery=tmp_path / "g")
     first = r.gallery.add_video(_avi(video, rec, 40), camera="cam1")
@@ -336,12 +336,45 @@ def test_grown_recording_is_resumed_and_replaced_one_is_reported(engine, video, 
     rows = r.gallery.rows(r.gallery.keys())
     new = sorted(rows)[-grown.added:]
     assert all(rows[k].frame >= 40 for k in new)  # only the new footage was tracked
+    assert len({(row.frame, row.bbox) for row in rows.values()}) == len(rows)  # no person stored twice
     assert r.gallery.add_video(rec, camera="cam1").skipped_existing == 1  # nothing more to do
-    before = len(r.gallery)
+
+    old = set(rows)
     _avi(video, rec, 60, camera="cam2")  # another recording copied over the same path
     replaced = r.gallery.add_video(rec, camera="cam1")
-    assert replaced.added == 0 and "content changed" in replaced.reasons[str(rec)]
-    assert len(r.gallery) == before  # the rows of the first recording are still there
+    assert replaced.added > 0 and any("content changed" in n for n in replaced.notes), replaced
+    rows = r.gallery.rows(r.gallery.keys())
+    fresh = set(rows) - old
+    assert old <= set(rows) and all(rows[k].superseded for k in old)  # kept as evidence, marked
+    assert {rows[k].source for k in fresh} == {f"{rec.resolve()}#2"} and not any(rows[k].superseded for k in fresh)
+    assert not {rows[k].track for k in old} & {rows[k].track for k in fresh}
+    assert all(Path(rows[k].crop_path).is_file() for k in rows)
+    hits = r.query("a person walking", k=100, per_track=False)
+    assert {h.key for h in hits} == fresh  # queries leave superseded rows out...
+    hits = r.query("a person walking", k=100, per_track=False, superseded=True)
+    assert {h.key for h in hits} == set(rows) and {h.key for h in hits if h.superseded} == old  # ...unless asked
+    assert r.gallery.add_video(rec, camera="cam1").skipped_existing == 1
+    assert r.gallery.stats()["superseded_sources"] == 1
+
+
+def test_replaced_image_is_a_new_source_and_rows_keep_their_picture(engine, synth_learn, tmp_path):
+    images = sorted((Path(synth_learn) / "imgs").rglob("*.jpg"))[:2]
+    photo = tmp_path / "in" / "photo.jpg"
+    photo.parent.mkdir()
+    shutil.copy(images[0], photo)
+    original = photo.read_bytes()
+    g = Gallery.open(tmp_path / "g", engine)
+    assert g.add_images([photo]).added == 1
+    assert g.add_images([photo]).skipped_existing == 1
+    shutil.copy(images[1], photo)  # same path, another picture
+    rep = g.add_images([photo])
+    assert rep.added == 1 and any("content changed" in n for n in rep.notes)
+    rows = sorted(g.rows(g.keys()).values(), key=lambda row: row.key)
+    assert [row.superseded for row in rows] == [True, False]
+    assert Path(rows[0].crop_path).read_bytes() == original  # the picture that was embedded, byte for byte
+    assert Path(rows[1].crop_path).read_bytes() == images[1].read_bytes()
+    photo.unlink()  # the user's file may go away: the gallery's copy stays
+    assert all(Path(row.crop_path).is_file() for row in rows)
 
 
 KILLED_INGEST = """
