@@ -70,9 +70,11 @@ def test_generator_and_training_speed(results_in_tmp):
 
 
 def test_ingest(tiny_engine, results_in_tmp):
-    ingest.main(["--rows", "300", "600", "--dim", "32", "--engine", str(tiny_engine[0]), "--photos", "2"])
+    ingest.main(["--rows", "300", "600", "--small", "200", "--dim", "32", "--engine", str(tiny_engine[0]),
+                 "--photos", "2", "--video-minutes", "0.2"])
     doc = _load(results_in_tmp, "ingest")
     whats = [r["what"] for r in doc["rows"]]
-    assert sum(w.startswith("commit 1,000 rows at ") for w in whats) == 2
+    assert sum(w.startswith("store 1,000 rows at ") for w in whats) == 2
     assert sum(w.startswith("query QPS") for w in whats) == 6
-    assert doc["photos"]["added"] == 2 and doc["photos"]["growth_mb"] >= 0
+    assert doc["this_photos"]["added"] == 2 and doc["this_photos"]["peak_kb"] >= doc["this_photos"]["before_kb"]
+    assert doc["this_video"]["frames"] == 180

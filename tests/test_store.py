@@ -1,0 +1,144 @@
+"""The vector store alone (no model, no ONNX): add_embeddings, search, rows, remove, the migration of
+schema-1 galleries, and concurrent searches served in batches. Real SQLite and usearch throughout."""
+
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from sen_infer import GalleryError, Row, VectorStore
+
+DIM = 32
+FP = "f" * 64
+
+
+def _vectors(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def _rows(n, start=0, source="s", tracks=None):
+    return [Row(f"{source}{i // 4}", f"cam{i % 3}", i, float(i), (0, 0, 8, 16),
+                None if tracks is None else tracks[i - start]) for i in range(start, start + n)]
+
+
+def test_add_search_rows_and_validation(tmp_path):
+    store = VectorStore.open(tmp_path / "g", FP, DIM)
+    vecs = _vectors(40)
+    assert store.add_embeddings(vecs, _rows(40)) == (40, 0)
+    assert store.add_embeddings(vecs, _rows(40)) == (0, 40)  # unique on (source, frame, bbox)
+    hits = store.search(vecs[7], k=3, per_track=False)
+    assert hits[0].frame == 7 and hits[0].score == pytest.approx(1.0, abs=1e-3)  # float16 storage
+    assert hits[0] == Row("s1", "cam1", 7, 7.0, (0, 0, 8, 16), None, None, key=hits[0].key, score=hits[0].score)
+    assert all(h.camera == "cam2" for h in store.search(vecs[0], k=10, camera="cam2", per_track=False))
+    with pytest.raises(GalleryError, match=r"\[2, 32\]"):
+        store.add_embeddings(vecs[:3], _rows(2))
+    with pytest.raises(GalleryError, match="finite"):
+        store.add_embeddings(np.full((1, DIM), np.nan, np.float32), _rows(1, 100))
+    with pytest.raises(GalleryError, match="32 values"):
+        store.nearest(np.ones(DIM + 1))
+    assert len(store) == 40
+
+
+def test_remove_is_logged_seen_by_other_readers_and_keys_never_reused(tmp_path):
+    store = VectorStore.open(tmp_path / "g", FP, DIM, exact_max=0, filtered_exact_max=0)  # the graph path
+    other = VectorStore.open(tmp_path / "g", FP, DIM)  # another reader (as another process would be)
+    vecs = _vectors(60, 1)
+    store.add_embeddings(vecs, _rows(60))
+    assert len(other) == 60
+    gone = [k for k in store.keys()][:10]
+    assert store.remove(gone + [999_999]) == 10  # unknown keys are ignored
+    for s in (store, other):
+        assert len(s) == 50 and not set(gone) & set(s.keys()) and not set(gone) & set(s.rows(gone))
+        assert not {h.key for h in s.search(vecs[3], k=60, per_track=False)} & set(gone)
+    with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as conn:
+        logged = [k for (k,) in conn.execute("SELECT key FROM removed ORDER BY key")]
+    assert logged == sorted(gone)
+    store.add_embeddings(_vectors(1, 2), _rows(1, 500))
+    assert max(store.keys()) == 61  # a removed key is never handed out again
+    reopened = VectorStore.open(tmp_path / "g", FP, DIM)
+    check = reopened.check()
+    assert check["ok"], check["problems"]
+    assert len(reopened) == 51
+
+
+def test_local_tracks_are_made_gallery_wide_and_caller_tracks_are_respected(tmp_path):
+    store = VectorStore.open(tmp_path / "g", FP, DIM)
+    store.add_embeddings(_vectors(2), _rows(2, 0, "given", tracks=[40, 41]))  # tracks chosen by the caller
+    store.add_embeddings(_vectors(3), _rows(3, 10, "a", tracks=[1, 2, 3]), local_tracks=True)
+    store.add_embeddings(_vectors(3), _rows(3, 20, "b", tracks=[1, 2, 3]), local_tracks=True)
+    rows = store.rows(store.keys()).values()
+    assert sorted(r.track for r in rows) == [40, 41, 42, 43, 44, 45, 46, 47]
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE crops (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, camera TEXT, frame INTEGER NOT NULL,
+    timestamp REAL, x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL, track INTEGER,
+    crop_path TEXT, embedding BLOB NOT NULL, UNIQUE (source, frame, x, y, w, h));
+CREATE INDEX crops_camera ON crops (camera);
+CREATE TABLE sources (source TEXT PRIMARY KEY, kind TEXT NOT NULL, rows INTEGER NOT NULL, finished REAL NOT NULL);
+"""
+
+
+def test_schema_1_gallery_is_read_without_writing_and_migrated_on_first_write(tmp_path):
+    """Galleries written before schema 2 could hold one track id in two sources (concurrent ingests):
+    the first write renumbers them so that each track belongs to one source, and adds the new columns."""
+    g = tmp_path / "old"
+    g.mkdir()
+    db = g / "gallery.sqlite"
+    vecs = _vectors(6, 3).astype(np.float16)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_1)
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("fingerprint", FP), ("embed_dim", str(DIM)),
+                                                            ("schema", "1")])
+        for i, (source, track) in enumerate([("v1", 1), ("v1", 2), ("v2", 1), ("v2", 2), ("v2", 3), ("v3", 1)]):
+            conn.execute("INSERT INTO crops (source, frame, x, y, w, h, track, embedding) VALUES (?, ?, 0, 0, 8, 8, "
+                         "?, ?)", (source, i, track, vecs[i].tobytes()))
+        conn.executemany("INSERT INTO sources VALUES (?, 'video', 2, 0)", [("v1",), ("v2",), ("v3",)])
+    reader = VectorStore.open(g, FP, DIM)
+    assert len(reader) == 6 and reader.search(vecs[0].astype(np.float32), k=1)[0].frame == 0
+    with sqlite3.connect(db) as conn:  # opening and searching did not migrate (only a write does)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("1",)
+        assert len(conn.execute("PRAGMA table_info(sources)").fetchall()) == 4
+    writer = VectorStore.open(g, FP, DIM)
+    writer.add_embeddings(_vectors(1, 4), [Row("v4", frame=0, track=1)], local_tracks=True)
+    rows = writer.rows(writer.keys()).values()
+    owners = {}
+    for r in rows:
+        owners.setdefault(r.track, set()).add(r.source)
+    assert all(len(s) == 1 for s in owners.values()), owners
+    assert {r.track for r in rows if r.source == "v1"} == {1, 2}  # the first owner keeps its ids
+    assert len(owners) == 7  # 2 + 3 + 1 old tracks, 1 new
+    # the reader that was open before the migration sees the renumbered tracks too
+    per_track = reader.search(vecs[0].astype(np.float32), k=10)
+    assert len(per_track) == 7
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+
+
+@pytest.mark.parametrize("exact_max", [10_000, 0], ids=["exact", "graph"])
+def test_concurrent_searches_equal_sequential_ones(tmp_path, exact_max):
+    """Queries from many threads are served together (one matrix product or one batched graph search);
+    each thread must get exactly the answer it would have got alone."""
+    store = VectorStore.open(tmp_path / "g", FP, DIM, exact_max=exact_max, filtered_exact_max=0)
+    store.add_embeddings(_vectors(2000, 5), _rows(2000))
+    queries = _vectors(48, 6)
+    filters = [{}, {"camera": "cam1"}, {"since": 500.0}, {"per_track": False}]
+    want = [store.nearest(q, k=7, **filters[i % 4]) for i, q in enumerate(queries)]
+    got, errors = [None] * len(queries), []
+
+    def worker(t):
+        try:
+            for i in range(t, len(queries), 6):
+                got[i] = store.nearest(queries[i], k=7, **filters[i % 4])
+        except Exception as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert got == want
