@@ -14,11 +14,11 @@ Import rule: nothing under sen_infer imports torch, open_clip, sen_train or expo
 import onnxruntime  # noqa: F401, E402  (first on purpose)
 
 from sen_infer.errors import (BackendUnavailable, EngineDirError, GalleryError, ModelMismatchError, QueryError,
-                              SenInferError)
+                              SenInferError, SourceConflict)
 from sen_infer.gallery import Gallery, IngestReport
 from sen_infer.retriever import Retriever
 from sen_infer.store import Hit, Row, VectorStore
 
 __version__ = "0.1.0"
 __all__ = ["Retriever", "Gallery", "VectorStore", "Row", "Hit", "IngestReport", "SenInferError", "EngineDirError", "BackendUnavailable",
-           "GalleryError", "ModelMismatchError", "QueryError"]
+           "GalleryError", "ModelMismatchError", "QueryError", "SourceConflict"]

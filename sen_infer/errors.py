@@ -34,6 +34,11 @@ class ModelMismatchError(GalleryError):
     """A gallery built with another model than the engine's: its embeddings would be garbage here."""
 
 
+class SourceConflict(GalleryError):
+    """A batch refused because its source changed under it (replaced while being ingested, or stored at
+    the same moment with other content by another ingest). Nothing of the batch was stored."""
+
+
 class QueryError(SenInferError, ValueError):
     """A query that cannot be answered (empty or non-UTF-8 text, bad filter, unwritable sheet)."""
 

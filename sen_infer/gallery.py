@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sen_infer.errors import GalleryError, IngestError, VideoReadError, require_utf8
+from sen_infer.errors import GalleryError, IngestError, SourceConflict, VideoReadError, require_utf8
 from sen_infer.preprocess import check_image_array, is_regular_file, to_input
 from sen_infer.store import (EXACT_MAX, FILTERED_EXACT_MAX, Row, SourceRecord, VectorStore, normalise,
                              write_atomic)
@@ -273,8 +273,17 @@ class Gallery:
                 return
             emb = self.encoders.encode_inputs(np.stack([x for *_, x in pending]))
             report.crops_embedded += len(pending)
-            added, existing = self.store.add_embeddings(emb, [r for r, *_ in pending],
-                                                        [s for _, s, _ in pending if s is not None])
+            try:
+                added, existing = self.store.add_embeddings(emb, [r for r, *_ in pending],
+                                                            [s for _, s, _ in pending if s is not None])
+            except SourceConflict:  # one file of the batch changed meanwhile: store the others one by one
+                added = existing = 0
+                for (row, record, _), e in zip(pending, emb):
+                    try:
+                        a, x = self.store.add_embeddings(e[None], [row], record)
+                        added, existing = added + a, existing + x
+                    except SourceConflict as conflict:
+                        report.fail(record.path if record else row.source, str(conflict))
             report.added += added
             report.skipped_existing += existing
             pending.clear()
@@ -292,7 +301,8 @@ class Gallery:
 
         for item in inputs():
             try:
-                got = self._array_image(item) if isinstance(item, np.ndarray) else self._file_image(item, report)
+                got = self._array_image(item, report) if isinstance(item, np.ndarray) else \
+                    self._file_image(item, report)
             except OSError as e:
                 what = f"array {_array_digest(item)}" if isinstance(item, np.ndarray) else item
                 report.fail(what, f"cannot store a copy in {e.filename or self.crops_dir}: {e.strerror or e}")
@@ -312,13 +322,14 @@ class Gallery:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _array_image(self, img: np.ndarray):
+    def _array_image(self, img: np.ndarray, report: IngestReport):
         """An in-memory picture: content-addressed ("array:<sha1>"), kept as a lossless PNG."""
         check_image_array(img)
         digest = _array_digest(img)
         source, path = f"array:{digest}", self.crops_dir / "arrays" / f"{digest}.png"
         if self.store.has_row(source, -1, (0, 0, img.shape[1], img.shape[0])):
-            return img, source, str(path), None
+            report.skipped_existing += 1
+            return None
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             ok, data = cv2.imencode(".png", img)
@@ -331,7 +342,11 @@ class Gallery:
         """(picture, source key, stored copy, source record) for an image file; None when it is skipped
         (unreadable, or this very content was already ingested from this path)."""
         path = str(Path(item).resolve())
-        data = _read_bytes(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        data = None if st is None else _read_bytes(path)
         img = None if data is None else cv2.imdecode(data, cv2.IMREAD_COLOR)
         if img is None:
             report.skip(item, "not a readable image (missing, empty, truncated or another format)")
@@ -342,21 +357,35 @@ class Gallery:
         if state is not None and state.get("head") == head:
             report.skipped_existing += 1
             return None
-        st = os.stat(path)
-        supersedes = None
-        if state is not None and state.get("head") is not None:
+        supersedes, first = None, True
+        if state is not None and state.get("head") is None and self._same_as_stored(state["source"], img):
+            first = False  # ingested before content was fingerprinted, and still the same picture
+        elif state is not None:
             supersedes = state["source"]
             report.notes.append(f"{_printable(item)}: its content changed since it was ingested; the earlier "
                                 f"rows stay, marked superseded")
-        key = self.store.new_source_key(path) if state is None or supersedes else state["source"]
+        key = state["source"] if state is not None and not supersedes else self.store.new_source_key(path, head)
         suffix = Path(path).suffix.lower() if Path(path).suffix.lower() in IMAGE_EXTENSIONS else ".img"
         copy = self.crops_dir / "images" / digest[:2] / f"{digest}{suffix}"
         if not copy.is_file():
             copy.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(copy, data.tobytes())
         record = SourceRecord(key, "image", path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, head=head,
-                              supersedes=supersedes)
+                              supersedes=supersedes, first=first)
         return img, key, str(copy), record
+
+    def _same_as_stored(self, source: str, img: np.ndarray) -> bool:
+        """Whether `img` is the picture embedded for `source` by a version that kept no content
+        fingerprint: same size and the same embedding up to float16 storage (cosine > 0.999)."""
+        rows = self.store.rows_of(source)
+        if len(rows) != 1 or rows[0].bbox[2:] != (img.shape[1], img.shape[0]):
+            return False
+        m = self.encoders.manifest
+        new = normalise(self.encoders.encode_inputs(to_input(img, m.image_size, m.mean, m.std)[None]))[0]
+        try:
+            return float(new @ normalise(self.store.embedding(rows[0].key))) > 0.999
+        except KeyError:  # a damaged row: treat the file as new content
+            return False
 
     # ---- video --------------------------------------------------------------------------------
     def source_done(self, source: str) -> bool:
@@ -391,15 +420,15 @@ class Gallery:
             return report
         identity = _file_identity(path_text)
         state = self.store.source(path_text)
-        start_frame, supersedes = 0, None
+        start_frame, supersedes, first = 0, None, True
         if state is None:
-            key = self.store.new_source_key(path_text)
+            key = self.store.new_source_key(path_text, identity["head"])
         elif state.get("head") and not _same_beginning(path_text, state["head"], identity["size"]):
-            key, supersedes = self.store.new_source_key(path_text), state["source"]
+            key, supersedes = self.store.new_source_key(path_text, identity["head"]), state["source"]
             report.notes.append(f"{_printable(path)}: its content changed since it was ingested (replaced, not "
                                 f"grown): ingested as a new source; the earlier rows stay, marked superseded")
         else:
-            key = state["source"]
+            key, first = state["source"], False
             if state.get("resume_frame") is not None:
                 start_frame = int(state["resume_frame"])  # an interrupted or incomplete ingest: go on
             elif state.get("size") is not None and identity["size"] > state["size"]:
@@ -416,12 +445,15 @@ class Gallery:
                 report.frames = video.frames
                 report.notes += [f"{path}: {n}" for n in video.notes if f"{path}: {n}" not in report.notes]
                 rows, vectors = self._video_rows(video, key, camera, start_time, crop_dir, report)
+                if not _same_beginning(path_text, identity["head"], os.path.getsize(path_text)):
+                    raise SourceConflict(f"{_printable(path)}: the file was replaced while it was being read; the "
+                                         f"chunks committed before stay, this one was not stored")
                 resume = None if video.final and not video.incomplete else video.frames
                 record = SourceRecord(key, "video", path=path_text, resume_frame=resume, frames=video.frames,
                                       size=identity["size"], mtime_ns=identity["mtime_ns"], head=identity["head"],
-                                      supersedes=supersedes)
+                                      supersedes=supersedes, first=first)
                 added, existing = self.store.add_embeddings(vectors, rows, record, local_tracks=True)
-                supersedes = None  # done by the first commit
+                supersedes, first = None, False  # done by the first commit
                 report.added += added
                 report.skipped_existing += existing
                 report.tracks += len(rows)
@@ -429,6 +461,8 @@ class Gallery:
                     report.incomplete[str(path)] = f"decoded {video.frames} of {video.expected} frames"
         except VideoReadError as e:
             report.skip(path, str(e))
+        except SourceConflict as e:  # replaced while it was being read: the chunks so far stay, marked superseded
+            report.fail(path, str(e))
         except OSError as e:  # a crop that cannot be stored: this chunk is not committed, the resume point stays
             report.fail(path, f"cannot write crop {e.filename or crop_dir}: {e.strerror or e}")
         if report.added:

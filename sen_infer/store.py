@@ -11,6 +11,7 @@ writes; concurrent searches are served together as one matrix product (see `_Bat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sen_infer.errors import GalleryError, ModelMismatchError, require_utf8
+from sen_infer.errors import GalleryError, ModelMismatchError, SourceConflict, require_utf8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,6 +96,7 @@ class SourceRecord:
     mtime_ns: int | None = None
     head: str | None = None
     supersedes: str | None = None  # the older version of this path that this one replaces
+    first: bool = False  # the first commit of this source (its key must not hold other content)
     finished: float = field(default_factory=time.time)
 
 
@@ -148,7 +150,7 @@ def remove_stale_temps(folder: Path) -> int:
     """Delete temp files under `folder` left by writers that died mid-write (a killed ingest can leave a
     35 MB index copy); a temp whose process is still alive is left alone. Returns how many were removed."""
     removed = 0
-    for t in list(folder.glob(".*.tmp")) + list(folder.glob("*/*/.*.tmp")):
+    for t in [t for pattern in (".*.tmp", "*/*/.*.tmp", "*/*/*/.*.tmp") for t in folder.glob(pattern)]:
         match = _TEMP_NAME.search(t.name)
         if match is None or _alive(int(match.group(1))):
             continue
@@ -215,16 +217,23 @@ class _Batcher:
         groups: dict = {}
         for slot in batch:
             groups.setdefault(slot[0], []).append(slot)
-        for slots in groups.values():
-            try:
-                results = slots[0][2](np.stack([s[1] for s in slots]))
-                for s, r in zip(slots, results):
-                    s[3] = r
-            except BaseException as e:  # raised in each waiting thread, not lost in this one
+        try:
+            for slots in groups.values():
+                try:
+                    results = list(slots[0][2](np.stack([s[1] for s in slots])))
+                    if len(results) != len(slots):
+                        raise GalleryError(f"batched search gave {len(results)} results for {len(slots)} queries")
+                    for s, r in zip(slots, results):
+                        s[3] = r
+                except Exception as e:  # each waiting thread raises its own error, not lost in this one
+                    for s in slots:
+                        s[3] = GalleryError(f"search failed: {e}")
                 for s in slots:
-                    s[3] = e
-            for s in slots:
-                s[4] = True
+                    s[4] = True
+        finally:  # an interrupt in the computing thread must not leave the others waiting forever
+            for s in batch:
+                if not s[4]:
+                    s[3], s[4] = GalleryError("search interrupted"), True
 
 
 class VectorStore:
@@ -242,6 +251,7 @@ class VectorStore:
         self._last_seen = 0  # highest row id read into memory (damaged rows included)
         self._generation = None  # meta "generation": bumped by removals, supersessions and migrations
         self._loaded = False
+        self._supersessions = None
         self.damaged: list[int] = []  # keys of rows whose stored embedding is unusable (kept, never served)
         self._lock = threading.RLock()  # guards the in-memory columns and the index
         self._write_lock = threading.Lock()
@@ -387,13 +397,17 @@ class VectorStore:
         for statement in MIGRATION.strip().split(";"):
             if statement.strip():
                 conn.execute(statement)
+        # every source gets a record (images had none: head NULL means "content not fingerprinted")
+        conn.execute("INSERT OR IGNORE INTO sources (source, kind, rows, finished, path) SELECT source, "
+                     "CASE WHEN max(frame) < 0 THEN 'image' ELSE 'video' END, count(*), 0, source FROM crops "
+                     "WHERE source NOT LIKE 'array:%' GROUP BY source")
+        conn.execute("UPDATE sources SET path = source WHERE path IS NULL")
         top = conn.execute("SELECT coalesce(max(track), 0) FROM crops").fetchone()[0]
-        shared = conn.execute("SELECT track FROM crops WHERE track IS NOT NULL GROUP BY track "
-                              "HAVING count(DISTINCT source) > 1").fetchall()
-        for (track,) in shared:
-            owners = [s for (s,) in conn.execute("SELECT source FROM crops WHERE track=? GROUP BY source "
-                                                 "ORDER BY min(id)", (track,))]
-            for source in owners[1:]:
+        # one pass, video rows only: a track id the caller gave several images is the caller's grouping
+        owner: dict[int, str] = {}
+        for track, source in conn.execute("SELECT track, source FROM crops WHERE track IS NOT NULL AND frame >= 0 "
+                                          "GROUP BY track, source ORDER BY track, min(id)").fetchall():
+            if owner.setdefault(track, source) != source:
                 top += 1
                 conn.execute("UPDATE crops SET track=? WHERE track=? AND source=?", (top, track, source))
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_track', ?)", (str(top + 1),))
@@ -401,9 +415,11 @@ class VectorStore:
         self._bump(conn)
 
     @staticmethod
-    def _bump(conn) -> None:
-        conn.execute("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE "
-                     "SET value = CAST(value AS INTEGER) + 1")
+    def _bump(conn, counter: str = "generation") -> None:
+        """Tell every reader to look again: "generation" (rows removed or renumbered: re-read every row's
+        metadata) or "supersessions" (re-read only which sources are superseded)."""
+        conn.execute("INSERT INTO meta VALUES (?, '1') ON CONFLICT (key) DO UPDATE "
+                     "SET value = CAST(value AS INTEGER) + 1", (counter,))
 
     # ---- the in-memory columns and the index --------------------------------------------------
     def refresh(self) -> None:
@@ -411,19 +427,19 @@ class VectorStore:
         (when the generation moved) removed rows, superseded sources and renumbered tracks."""
         conn = self._conn()
         with self._lock, self._db("read rows"):
-            row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-            generation = None if row is None else row[0]
+            counters = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('generation', "
+                                         "'supersessions')").fetchall())
+            generation, supersessions = counters.get("generation"), counters.get("supersessions")
             rows = conn.execute("SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id > ? "
                                 "ORDER BY id", (self._last_seen,)).fetchall()
             if rows:
-                self._last_seen = int(rows[-1][0])
                 self._append(self._usable(rows))
-            if not self._loaded:  # the first look read every row: only the superseded sources are left
-                self._loaded, self._generation = True, generation
-                self._read_superseded(conn)
-            elif generation != self._generation:
-                self._generation = generation
+                self._last_seen = int(rows[-1][0])  # only once they are in memory
+            if self._loaded and generation != self._generation:
                 self._resync(conn)
+            if not self._loaded or generation != self._generation or supersessions != self._supersessions:
+                self._read_superseded(conn)
+            self._loaded, self._generation, self._supersessions = True, generation, supersessions
 
     def _resync(self, conn) -> None:
         """Re-read every row's metadata (not the embeddings) and drop removed rows from memory and index."""
@@ -441,7 +457,7 @@ class VectorStore:
         self._track = np.array([-1 if r[3] is None else r[3] for r in meta], np.int64)
         self._source = np.array([self._code(r[4]) for r in meta], np.int32)
         self._emb32 = None
-        self._read_superseded(conn)
+        self.damaged = [k for k in self.damaged if k in set(ids.tolist())]
         if len(gone) and self._index is not None:
             self._index.remove(gone)
 
@@ -614,14 +630,28 @@ class VectorStore:
         return added, len(records) - added
 
     def _record_source(self, conn, s: SourceRecord) -> None:
+        """Write `s` in the committing transaction. Refused (SourceConflict, nothing of the transaction
+        kept) when its source was superseded meanwhile (the file was replaced while this ingest ran), or
+        when a first commit finds the key already taken by other content (two ingests of one path with
+        different content at once)."""
+        old = conn.execute("SELECT superseded, head FROM sources WHERE source=?", (s.source,)).fetchone()
+        if old is not None and old[0] is not None:
+            raise SourceConflict(f"{s.path or s.source}: superseded by a newer version of the file while this "
+                                 f"ingest ran; nothing of this batch was stored")
+        if s.first and old is not None and old[1] is not None and s.head is not None and old[1] != s.head:
+            raise SourceConflict(f"{s.path or s.source}: another ingest stored different content under this "
+                                 f"source at the same time; ingest it again")
         if s.supersedes is not None and s.supersedes != s.source:
             conn.execute("UPDATE sources SET superseded=? WHERE source=? AND superseded IS NULL",
                          (s.finished, s.supersedes))
-            self._bump(conn)
-        conn.execute("INSERT OR REPLACE INTO sources (source, kind, rows, finished, resume_frame, frames, size, "
-                     "mtime_ns, head, path) VALUES (?1, ?2, (SELECT count(*) FROM crops WHERE source = ?1), ?3, ?4, "
-                     "?5, ?6, ?7, ?8, ?9)", (s.source, s.kind, s.finished, s.resume_frame, s.frames, s.size,
-                                            s.mtime_ns, s.head, s.path or s.source))
+            self._bump(conn, "supersessions")
+        conn.execute("INSERT INTO sources (source, kind, rows, finished, resume_frame, frames, size, mtime_ns, head, "
+                     "path) VALUES (?1, ?2, (SELECT count(*) FROM crops WHERE source = ?1), ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                     "ON CONFLICT (source) DO UPDATE SET kind=excluded.kind, rows=excluded.rows, "
+                     "finished=excluded.finished, resume_frame=excluded.resume_frame, frames=excluded.frames, "
+                     "size=excluded.size, mtime_ns=excluded.mtime_ns, head=excluded.head, path=excluded.path",
+                     (s.source, s.kind, s.finished, s.resume_frame, s.frames, s.size, s.mtime_ns, s.head,
+                      s.path or s.source))
 
     def remove(self, keys) -> int:
         """Delete rows by key (and their index entries) in one transaction; returns how many existed.
@@ -665,24 +695,35 @@ class VectorStore:
         with self._db("read sources"):
             conn = self._conn()
             cols = self._source_columns(conn)
-            if "path" in cols:
-                cur = conn.execute("SELECT * FROM sources WHERE coalesce(path, source)=? AND superseded IS NULL "
+            if "path" in cols and self._migrated_on_disk(conn):
+                cur = conn.execute("SELECT * FROM sources WHERE path=? AND superseded IS NULL "
                                    "ORDER BY finished DESC LIMIT 1", (path,))
-            else:
+            else:  # a schema-1 gallery opened to read: sources were keyed by path alone
                 cur = conn.execute("SELECT * FROM sources WHERE source=?", (path,))
             row = cur.fetchone()
             return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
-    def new_source_key(self, path: str) -> str:
-        """The key for a new version of the file at `path`: the path itself the first time, then
-        "path#2", "path#3", ... (rows are unique per source, so a replaced file needs a key of its own)."""
+    @staticmethod
+    def _migrated_on_disk(conn) -> bool:
+        return conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (SCHEMA_VERSION,)
+
+    def new_source_key(self, path: str, content: str) -> str:
+        """The key for a new version of the file at `path` whose content fingerprint is `content`: the
+        path itself the first time, else "path#<12 hex of the fingerprint>". Rows are unique per source,
+        so a replaced file needs a key of its own; deriving it from the content means two ingests of the
+        same new content agree on it, and two of different content never share one."""
         with self._db("read sources"):
-            conn = self._conn()
-            if "path" not in self._source_columns(conn):
-                n = conn.execute("SELECT count(*) FROM sources WHERE source=?", (path,)).fetchone()[0]
-            else:
-                n = conn.execute("SELECT count(*) FROM sources WHERE coalesce(path, source)=?", (path,)).fetchone()[0]
-        return path if n == 0 else f"{path}#{n + 1}"
+            taken = self._conn().execute("SELECT 1 FROM sources WHERE source=? UNION ALL SELECT 1 FROM crops "
+                                         "WHERE source=? LIMIT 1", (path, path)).fetchone()
+        digest = hashlib.sha1(content.encode()).hexdigest()[:12]
+        return path if taken is None else f"{path}#{digest}"
+
+    def rows_of(self, source: str, limit: int = 2) -> list[Row]:
+        """Up to `limit` rows of one source (by the unique index), for checks on a single source."""
+        with self._db("read rows"):
+            keys = [k for (k,) in self._conn().execute("SELECT id FROM crops WHERE source=? LIMIT ?",
+                                                       (source, limit))]
+        return list(self.rows(keys).values())
 
     def has_row(self, source: str, frame: int, bbox) -> bool:
         with self._db("read rows"):
@@ -900,16 +941,13 @@ class VectorStore:
             self._local.conn = None
 
 
-GEMM_FROM = 8  # queries per batch from which one matrix-matrix product beats a matrix-vector product each
-
-
 def _matrix_times(matrix: np.ndarray, queries: np.ndarray) -> list[np.ndarray]:
-    """Scores of each query against every row. Measured with OpenBLAS on 2 cores (10k x 512 float32,
-    per query): one product for 2 queries 1.4 ms, for 4 0.74, for 8 0.34, for 16 0.22; a product per
-    query 0.3 to 0.45 whatever the count. So small batches run one query at a time (BLAS's threads are
-    then not fought over by several callers, which cost 0.49x the single-thread QPS before batching)."""
-    if len(queries) >= GEMM_FROM:
-        return list(queries @ matrix.T)
+    """Scores of each query against every row, one matrix-vector product per query, run by one thread
+    at a time. One matrix-matrix product for a batch would read the matrix once, but its floats differ
+    from the per-query product's (up to 6e-5), so a query's near-ties would depend on how many others
+    were waiting; and with OpenBLAS on 2 cores it is slower below 8 queries (10k x 512 float32: 1.4 ms
+    per query for 2, 0.74 for 4, against 0.3 to 0.45 each alone). Taking turns also keeps concurrent
+    callers from fighting over BLAS's threads (0.49x the single-thread QPS before batching)."""
     return [matrix @ q for q in queries]
 
 

@@ -75,6 +75,7 @@ def test_ingest(tiny_engine, results_in_tmp):
     doc = _load(results_in_tmp, "ingest")
     whats = [r["what"] for r in doc["rows"]]
     assert sum(w.startswith("store 1,000 rows at ") for w in whats) == 2
+    assert all(0 <= r["hnsw_ms"] <= r["ms"] for r in doc["rows"] if "hnsw_ms" in r)
     assert sum(w.startswith("query QPS") for w in whats) == 6
     assert doc["this_photos"]["added"] == 2 and doc["this_photos"]["peak_kb"] >= doc["this_photos"]["before_kb"]
     assert doc["this_video"]["frames"] == 180

@@ -346,7 +346,8 @@ def test_grown_recording_is_resumed_and_replaced_one_is_a_new_source(engine, vid
     rows = r.gallery.rows(r.gallery.keys())
     fresh = set(rows) - old
     assert old <= set(rows) and all(rows[k].superseded for k in old)  # kept as evidence, marked
-    assert {rows[k].source for k in fresh} == {f"{rec.resolve()}#2"} and not any(rows[k].superseded for k in fresh)
+    (new_key,) = {rows[k].source for k in fresh}  # one new source, keyed "path#<content fingerprint>"
+    assert new_key.startswith(f"{rec.resolve()}#") and not any(rows[k].superseded for k in fresh)
     assert not {rows[k].track for k in old} & {rows[k].track for k in fresh}
     assert all(Path(rows[k].crop_path).is_file() for k in rows)
     hits = r.query("a person walking", k=100, per_track=False)
@@ -375,6 +376,32 @@ def test_replaced_image_is_a_new_source_and_rows_keep_their_picture(engine, synt
     assert Path(rows[1].crop_path).read_bytes() == images[1].read_bytes()
     photo.unlink()  # the user's file may go away: the gallery's copy stays
     assert all(Path(row.crop_path).is_file() for row in rows)
+
+
+def test_images_of_an_older_gallery_are_recognised_or_superseded(engine, synth_learn, tmp_path):
+    """Images ingested before content fingerprints (schema 1) had no source record: the migration gives
+    them one, an unchanged file is recognised by its embedding, a changed one becomes a new source."""
+    images = sorted((Path(synth_learn) / "imgs").rglob("*.jpg"))[:3]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, img in enumerate(images[:2]):
+        shutil.copy(img, folder / f"p{i}.jpg")
+    g = Gallery.open(tmp_path / "g", engine)
+    assert g.add_images([folder]).added == 2
+    g.close()
+    with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as conn:  # as the older version left it
+        conn.execute("DELETE FROM sources")
+        conn.execute("UPDATE crops SET crop_path = source")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    shutil.copy(images[2], folder / "p1.jpg")  # one file replaced since
+    g = Gallery.open(tmp_path / "g", engine)
+    rep = g.add_images([folder])
+    assert (rep.added, rep.skipped_existing) == (1, 1), rep
+    rows = sorted(g.rows(g.keys()).values(), key=lambda r: r.key)
+    assert [(Path(r.source).name.split("#")[0], r.superseded) for r in rows] == [
+        ("p0.jpg", False), ("p1.jpg", True), ("p1.jpg", False)]
+    assert Path(rows[2].crop_path).read_bytes() == images[2].read_bytes()
+    assert g.add_images([folder]).skipped_existing == 2
 
 
 KILLED_INGEST = """
@@ -411,6 +438,54 @@ def test_long_video_commits_in_chunks_and_a_kill_loses_at_most_one(engine, video
         with sqlite3.connect(g / "gallery.sqlite") as conn:
             assert conn.execute("SELECT count(DISTINCT track) FROM crops").fetchone()[0] == whole.added
         r.gallery.close()
+
+
+def _looped_avi(video_dir: Path, out: Path, times: int) -> Path:
+    """cam1 played `times` times over in one MJPG AVI: a long recording built from the short one."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video_dir / "cam1.mp4"))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    for _ in range(times):
+        for frame in frames:
+            writer.write(frame)
+    writer.release()
+    return out
+
+
+def test_repeated_kills_on_a_long_video_lose_no_committed_chunk(engine, video, tmp_path):
+    """The 20-kill test of image ingest, for a long video: killed again and again mid-chunk (8 kills at
+    seeded random points), the committed rows never shrink and never repeat, the resume point only moves
+    forward, and the run that finally completes holds exactly the rows of an uninterrupted ingest."""
+    import random
+
+    src = _looped_avi(video, tmp_path / "long.avi", 4)  # 320 frames, 16 chunks of 20
+    whole = Retriever(engine, gallery=tmp_path / "whole").gallery.add_video(src, camera="cam1", chunk_seconds=2.0)
+    g, rng = tmp_path / "g", random.Random(12)
+    resume, stored = 0, 0
+    for _ in range(8):
+        kill_at = resume + rng.randint(1, 60)  # progress counts from frame 0: a point in this run's first 3 chunks
+        p = subprocess.run([sys.executable, "-c", KILLED_INGEST, str(engine), str(g), str(src), str(kill_at)],
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        if p.returncode == 0:
+            break  # too little was left to reach the kill point
+        assert p.returncode == -9, p.stderr
+        with sqlite3.connect(g / "gallery.sqlite") as conn:
+            now = conn.execute("SELECT resume_frame FROM sources").fetchone()[0]
+            rows = conn.execute("SELECT count(*) FROM crops").fetchone()[0]
+            unique = conn.execute("SELECT count(*) FROM (SELECT DISTINCT frame, x, y, w, h FROM crops)").fetchone()[0]
+        assert now is not None and now >= resume and rows >= stored and unique == rows
+        resume, stored = now, rows
+    assert resume > 100  # the kills did land over the whole recording, not only at its start
+    r = Retriever(engine, gallery=g)
+    rest = r.gallery.add_video(src, camera="cam1", chunk_seconds=2.0)
+    assert r.gallery.source_done(str(src.resolve()))
+    assert stored + rest.added == whole.added
+    r.gallery.close()
 
 
 STRESS_ROUNDS = int(os.environ.get("SEN_STRESS_ROUNDS", "1"))  # the closing-note measurement runs 10

@@ -142,3 +142,51 @@ def test_concurrent_searches_equal_sequential_ones(tmp_path, exact_max):
         t.join(timeout=120)
     assert not errors and not any(t.is_alive() for t in threads)
     assert got == want
+
+
+def test_a_superseded_source_takes_no_more_rows_and_first_commits_do_not_mix_content(tmp_path):
+    from sen_infer import SourceConflict
+    from sen_infer.store import SourceRecord
+
+    store = VectorStore.open(tmp_path / "g", FP, DIM)
+    store.add_embeddings(_vectors(2), _rows(2, 0, "P"), SourceRecord("P0", "video", path="P", head="h1", first=True,
+                                                                     resume_frame=2))
+    store.add_embeddings(_vectors(1, 1), _rows(1, 10, "Q"),
+                         SourceRecord("Q0", "video", path="P", head="h2", supersedes="P0", first=True))
+    assert store.source("P")["source"] == "Q0"
+    # the older ingest of P0 goes on with its next chunk: refused, nothing of it stored, P0 stays superseded
+    with pytest.raises(SourceConflict, match="superseded"):
+        store.add_embeddings(_vectors(1, 2), _rows(1, 20, "P"), SourceRecord("P0", "video", path="P", head="h1"))
+    assert len(store) == 3 and store.source("P")["source"] == "Q0"
+    assert {h.frame for h in store.search(_vectors(1, 1)[0], k=10, per_track=False)} == {10}
+    assert len(store.search(_vectors(1, 1)[0], k=10, per_track=False, superseded=True)) == 3
+    # two ingests of one new path with different content at once: the second first commit is refused
+    store.add_embeddings(_vectors(1, 3), _rows(1, 30, "R"), SourceRecord("R", "image", head="a", first=True))
+    with pytest.raises(SourceConflict, match="different content"):
+        store.add_embeddings(_vectors(1, 4), _rows(1, 40, "R"), SourceRecord("R", "image", head="b", first=True))
+    assert store.add_embeddings(_vectors(1, 3), _rows(1, 30, "R"), SourceRecord("R", "image", head="a",
+                                                                               first=True)) == (0, 1)
+    assert store.new_source_key("R", "sha1:b") != store.new_source_key("R", "sha1:c") != "R"
+
+
+def test_batched_search_errors_reach_every_waiting_thread():
+    from sen_infer.store import _Batcher
+
+    batcher, started, results = _Batcher(), threading.Barrier(4), []
+
+    def compute(queries):
+        raise ValueError("boom")
+
+    def worker():
+        started.wait()
+        try:
+            batcher.run("g", np.zeros(3), compute)
+        except GalleryError as e:
+            results.append(str(e))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads) and results == ["search failed: boom"] * 4
