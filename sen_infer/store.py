@@ -698,10 +698,15 @@ class VectorStore:
             if "path" in cols and self._migrated_on_disk(conn):
                 cur = conn.execute("SELECT * FROM sources WHERE path=? AND superseded IS NULL "
                                    "ORDER BY finished DESC LIMIT 1", (path,))
-            else:  # a schema-1 gallery opened to read: sources were keyed by path alone
+            else:  # a schema-1 gallery, not yet written by this version: sources were keyed by path alone
                 cur = conn.execute("SELECT * FROM sources WHERE source=?", (path,))
             row = cur.fetchone()
-            return None if row is None else dict(zip([d[0] for d in cur.description], row))
+            if row is not None:
+                return dict(zip([d[0] for d in cur.description], row))
+            # rows without a record: images ingested by schema 1 (content never fingerprinted)
+            if conn.execute("SELECT 1 FROM crops WHERE source=? LIMIT 1", (path,)).fetchone() is not None:
+                return {"source": path, "kind": "image", "path": path, "head": None, "resume_frame": None}
+            return None
 
     @staticmethod
     def _migrated_on_disk(conn) -> bool:

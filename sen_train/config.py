@@ -58,7 +58,12 @@ class TrainConfig:
     new_module_lr_mult: float = 5.0  # ID classifier, TIR and MLM heads
     weight_decay: float = 4e-5
     batch_size: int = 64
-    k_per_id: int = 4  # samples of one identity per batch (identity sampler)
+    k_per_id: int = 4  # identity_k: samples of one identity per batch; reference: the most (1..k drawn)
+    sampler: str = "identity_k"  # identity_k: P identities x k each | reference: SEN's idrannum (1 or 2 each)
+    augment: str = "flip"  # flip (flip_p) | reference: flip 0.5, pad 10 + random crop, random erasing
+    param_groups: str = "project"  # project | reference: SEN's name rules (x5 cross/classifier, biases x2 no wd)
+    adam_eps: float = 1e-8  # the reference uses 1e-3
+    lr_schedule: str = "step"  # warm-up + cosine per optimiser step | epoch: per epoch, as the reference
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     amp: str = "auto"  # "auto": fp16 autocast on CUDA, off on CPU; "bf16", "fp16" or "off"
     eval_every: int = 1  # epochs between val evaluations
@@ -80,9 +85,23 @@ class TrainConfig:
         return cfg
 
 
+REQUIRED = "required"  # a preset's model.pretrained that must be given (a path, a tag, or "none")
+
+# The reference's training run (Delong-liu-bupt/SEN, run_SEN.sh + utils/options.py defaults), value for
+# value; docs/training.md holds the table of each value, its source and our own choice where it differs.
+REFERENCE = {
+    "model": {"name": "ViT-B-16-quickgelu", "image_size": [384, 128], "pretrained": REQUIRED, "tir_mask_ratio": 0.7,
+              "tir_layers": 4, "tir_width": 512, "tir_heads": 8},
+    "loss": {"sdm": 1.0, "id": 1.0, "triplet": 10.0, "tir": 10.0, "itc": 0.0, "mlm": 0.0, "tau": 0.02, "margin": 0.05,
+             "prune_p": 0.2},
+    "epochs": 60, "warmup_epochs": 5, "lr": 1e-5, "new_module_lr_mult": 5.0, "weight_decay": 4e-5,
+    "batch_size": 128, "k_per_id": 2, "sampler": "reference", "augment": "reference", "param_groups": "reference",
+    "adam_eps": 1e-3, "lr_schedule": "epoch", "eval_batch_size": 128, "grad_clip": 0.0,
+}
+
 PRESETS: dict[str, dict] = {
-    # The published recipe (ViT-B/16 CLIP fine-tuned on CUHK-PEDES): the dataclass defaults.
-    "sen-vit-b-16": {},
+    # The published recipe (ViT-B/16 CLIP fine-tuned on CUHK-PEDES), as the authors' code runs it.
+    "sen-vit-b-16": REFERENCE,
     # The two presets below train CLIP from random weights on a CPU. There the published tau = 0.02
     # and triplet weight 10 collapse every embedding to one point within the first steps (losses
     # stuck at their uniform values, R1 at chance; docs/training.md), so they use tau = 0.07 and
@@ -209,5 +228,11 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"loss.{name} must be >= 0")
     if not any(getattr(cfg.loss, n) > 0 for n in ("sdm", "id", "triplet", "itc")):
         raise ConfigError("at least one retrieval loss (sdm, id, triplet, itc) must have a weight > 0")
+    for key, choices in (("sampler", ("identity_k", "reference")), ("augment", ("flip", "reference")),
+                         ("param_groups", ("project", "reference")), ("lr_schedule", ("step", "epoch"))):
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
+    if not cfg.adam_eps > 0:
+        raise ConfigError(f"adam_eps must be > 0, got {cfg.adam_eps}")
     if cfg.amp not in ("auto", "bf16", "fp16", "off"):
         raise ConfigError(f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}")

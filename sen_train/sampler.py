@@ -88,3 +88,47 @@ class IdentityBatchSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.skip, self.seed = int(state["epoch"]), int(state["skip"]), int(state["seed"])
+
+
+class ReferenceIdentitySampler(IdentityBatchSampler):
+    """The SEN reference's `idrannum` sampler (its RandomIdnumSampler), as a pure function of (seed, epoch).
+
+    Each epoch every identity draws k uniformly from 1..num_instance (the reference: 1 or 2), its
+    samples (drawn with replacement when fewer than k) are shuffled and cut into groups of k, an
+    incomplete last group dropped. While at least P = batch_size // num_instance identities have
+    groups left, P of them are drawn uniformly and each gives its next group; groups left then are
+    dropped. The groups, in that order, are cut into batches of batch_size; the last, partial one is
+    kept. So a batch holds 1 or 2 samples of most identities, and an identity can appear in two
+    consecutive rounds. Single process only (the reference's distributed sampler is another one).
+    """
+
+    def __init__(self, pids, batch_size: int, num_instance: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if world_size != 1:
+            raise ValueError("sampler=reference runs in one process; use sampler=identity_k to train distributed")
+        if batch_size < 2 * num_instance:
+            raise ValueError(f"batch_size {batch_size} must hold at least 2 identities of {num_instance}")
+        super().__init__(pids, batch_size - batch_size % num_instance, num_instance, seed, rank, world_size)
+        self.batch_size = batch_size
+
+    def draws(self, epoch: int) -> list[tuple[int, list[int]]]:
+        """(pid, group) in the order the reference would append them to its flat index list."""
+        rng = np.random.default_rng([self.seed, epoch, 2])
+        chunks: dict[int, list[list[int]]] = {}
+        for pid in sorted(self.by_pid):
+            k = int(rng.integers(1, self.k + 1))
+            idx = self.by_pid[pid]
+            idx = list(rng.choice(idx, k, replace=True)) if len(idx) < k else list(rng.permutation(idx))
+            chunks[pid] = [[int(i) for i in idx[j : j + k]] for j in range(0, len(idx) - k + 1, k)]
+        out, available = [], sorted(p for p, c in chunks.items() if c)
+        while len(available) >= self.per_batch:
+            for pid in (int(p) for p in rng.choice(available, self.per_batch, replace=False)):
+                out.append((pid, chunks[pid].pop(0)))
+            available = [p for p in available if chunks[p]]
+        return out
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        flat = [i for _, group in self.draws(epoch) for i in group]
+        return [flat[i : i + self.batch_size] for i in range(0, len(flat), self.batch_size)]
+
+    def __iter__(self):
+        yield from self.batches(self.epoch)[self.skip :]

@@ -24,13 +24,13 @@ import torch
 from tqdm import tqdm
 
 from sen_train.checkpoint import CheckpointError, load_training, save_model, save_training
-from sen_train.config import ConfigError, TrainConfig, apply_overrides, load_config
+from sen_train.config import REQUIRED, ConfigError, TrainConfig, apply_overrides, load_config
 from sen_train.data import DatasetError, read_dataset
 from sen_train.distributed import barrier, init_from_env
 from sen_train.evaluate import evaluate
 from sen_train.loader import PairDataset, collate
 from sen_train.metrics import format_table
-from sen_train.sampler import IdentityBatchSampler
+from sen_train.sampler import IdentityBatchSampler, ReferenceIdentitySampler
 
 
 class TrainingError(RuntimeError):
@@ -50,9 +50,49 @@ class WarmupCosine:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+class EpochWarmupCosine:
+    """The reference's schedule (IRRA's LRSchedulerWithWarmup), stepped per epoch: epoch e (0-based)
+    runs at 0.1 + 0.9 e / warmup during warm-up, then 0.5 (1 + cos(pi (e - warmup) / (epochs - warmup)))."""
+
+    def __init__(self, warmup: int, epochs: int):
+        self.warmup, self.epochs, self.epoch = warmup, max(1, epochs), 0
+
+    def __call__(self, step: int) -> float:
+        e = self.epoch
+        if e < self.warmup:
+            return 0.1 + 0.9 * e / self.warmup
+        return 0.5 * (1 + math.cos(math.pi * (e - self.warmup) / max(1, self.epochs - self.warmup)))
+
+
+def reference_param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """The reference's rules (SEN solver/build.py), by parameter name, later rules winning: lr, weight
+    decay; x new_module_lr_mult for the cross-modal parts (TIR cross-attention and transformer, MLM
+    head); any bias at 2x lr without weight decay; the ID classifier at x new_module_lr_mult (its bias
+    without weight decay). Everything else, TIR projections and norms included, at 1x with decay."""
+    cross = {id(p) for m in (getattr(model, "tir", None), getattr(model, "mlm", None)) if m is not None
+             for name, p in m.named_parameters() if name.startswith(("cross.", "blocks."))}
+    mlm = {id(p) for p in (model.mlm.parameters() if getattr(model, "mlm", None) is not None else [])}
+    out = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr, wd = cfg.lr, cfg.weight_decay
+        if id(p) in cross or id(p) in mlm:
+            lr = cfg.lr * cfg.new_module_lr_mult
+        if "bias" in name:
+            lr, wd = cfg.lr * 2, 0.0
+        if name.startswith("classifier."):
+            lr = cfg.lr * cfg.new_module_lr_mult
+        out.append({"params": [p], "lr": lr, "weight_decay": wd, "name": name})
+    return out
+
+
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
     """Backbone at lr, new modules (ID, TIR, MLM heads) at lr x new_module_lr_mult; no weight decay
-    on biases, norms, embeddings and other 1-D parameters."""
+    on biases, norms, embeddings and other 1-D parameters. `param_groups: reference` gives the
+    reference's rules instead (`reference_param_groups`)."""
+    if cfg.param_groups == "reference":
+        return reference_param_groups(model, cfg)
     new_ids = {id(p) for m in model.new_modules() for p in m.parameters()}
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
@@ -100,6 +140,11 @@ def _better(metrics: dict, best: dict | None) -> bool:
 
 def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, progress: bool = True) -> dict:
     """Run training; returns {"best_val": ..., "test": ...}."""
+    if cfg.model.pretrained == REQUIRED and not resume:
+        raise TrainingError(
+            f"this preset fine-tunes pretrained CLIP weights ({cfg.model.name}): pass them with --set "
+            f"model.pretrained=PATH (OpenAI's ViT-B-16.pt, e.g. ~/.cache/clip/ViT-B-16.pt, or a .safetensors "
+            f"file), or --set model.pretrained=none to train from random weights")
     out = Path(out_dir)
     if (out / "last").exists() and not resume:
         raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -145,17 +190,23 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
     model.to(device)
 
     dataset = PairDataset(train_samples, model.image_size, model.mean, model.std, train=True, flip_p=cfg.flip_p,
-                          prune_p=cfg.loss.prune_p, pruned=pruned, seed=cfg.seed)
+                          prune_p=cfg.loss.prune_p, pruned=pruned, seed=cfg.seed, augment=cfg.augment)
     # batch_size is the global batch: each rank trains on its whole identity groups of it
-    sampler = IdentityBatchSampler([s.pid for s in train_samples], cfg.batch_size, cfg.k_per_id, cfg.seed,
-                                   rank=rank, world_size=world_size)
+    sampler_class = ReferenceIdentitySampler if cfg.sampler == "reference" else IdentityBatchSampler
+    try:
+        sampler = sampler_class([s.pid for s in train_samples], cfg.batch_size, cfg.k_per_id, cfg.seed,
+                                rank=rank, world_size=world_size)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
     # A private generator: creating a loader iterator must not consume the global RNG (resume equivalence).
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                                          num_workers=cfg.workers, generator=torch.Generator())
     steps_per_epoch = len(sampler)
     total = cfg.epochs * steps_per_epoch
-    optimizer = torch.optim.Adam(param_groups(model, cfg), eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_epochs * steps_per_epoch, total))
+    optimizer = torch.optim.Adam(param_groups(model, cfg), eps=cfg.adam_eps)
+    schedule = EpochWarmupCosine(cfg.warmup_epochs, cfg.epochs) if cfg.lr_schedule == "epoch" else \
+        WarmupCosine(cfg.warmup_epochs * steps_per_epoch, total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     autocast, scaler = autocast_for(cfg, device)
     net = model
     if world_size > 1:
@@ -182,6 +233,11 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
         state["epoch"] = epoch
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
+        steps_per_epoch = len(sampler)  # the reference sampler's epochs differ in length
+        if isinstance(schedule, EpochWarmupCosine):  # this epoch's rate, for all of its steps
+            schedule.epoch = epoch
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * schedule(0)
         net.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch - sampler.skip,
                    disable=not progress, unit="step")

@@ -8,7 +8,7 @@ from sen_train.config import ConfigError, TrainConfig, load_config
 def test_published_defaults():
     cfg = load_config("sen-vit-b-16")
     assert (cfg.model.name, cfg.model.image_size, cfg.lr, cfg.epochs, cfg.warmup_epochs) == \
-        ("ViT-B-16", (384, 128), 1e-5, 60, 5)
+        ("ViT-B-16-quickgelu", (384, 128), 1e-5, 60, 5)
     assert (cfg.loss.tau, cfg.loss.margin, cfg.loss.triplet, cfg.loss.tir, cfg.loss.prune_p) == (0.02, 0.05, 10, 10, 0.2)
     assert cfg.new_module_lr_mult == 5.0 and cfg.model.tir_layers == 4 and cfg.model.tir_width == 512
 
