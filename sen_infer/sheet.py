@@ -66,6 +66,9 @@ def contact_sheet(hits, path: str, columns: int = 5, title: str | None = None) -
             sheet[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
         font = cv2.FONT_HERSHEY_SIMPLEX
         cv2.putText(sheet, f"#{i + 1} {h.score:.3f}", (x + 3, y + CELL_H + 13), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        if getattr(h, "superseded", False):  # its file was later replaced: a red frame and a word say so
+            cv2.rectangle(sheet, (x + 1, y + 1), (x + CELL_W - 2, y + CELL_H - 2), (0, 0, 200), 2)
+            cv2.putText(sheet, "superseded", (x + 4, y + 12), font, 0.34, (0, 0, 200), 1, cv2.LINE_AA)
         cv2.putText(sheet, _ascii(f"{h.camera or '-'} {_label_time(h.timestamp)}")[:16], (x + 3, y + CELL_H + 28), font,
                     0.36, (60, 60, 60), 1, cv2.LINE_AA)
     ok, data = cv2.imencode(path.suffix.lower(), sheet)
