@@ -290,7 +290,7 @@ def open_video(path: str | Path):
     return cap, fps, int(count) if math.isfinite(count) and count > 0 else 0
 
 
-WARMUP_FRAMES = 150  # frames the background model sees before a resumed chunk starts
+WARMUP_FRAMES = 150  # frames a chunk's background model sees before the chunk starts
 
 
 def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
@@ -300,11 +300,25 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
     rate; None: one chunk) the tracker is closed and its
     tracks handed over, so memory is bounded by a chunk, not by the video. A track crossing a chunk
     boundary becomes two tracks. With `start_frame` the frames before it are decoded but not tracked
-    (the background model sees the last WARMUP_FRAMES of them): a resumed ingest adds nothing twice."""
+    (the background model sees the last WARMUP_FRAMES of them): a resumed ingest adds nothing twice.
+
+    Every chunk gets a background model of its own, started WARMUP_FRAMES before the chunk (the next
+    one runs beside the current one for those frames). A chunk's people therefore depend only on its
+    own frames and the WARMUP_FRAMES before it, never on where an earlier run was interrupted: a
+    resumed ingest stores exactly the rows of an uninterrupted one."""
     det = make_detector(detector, min_box)  # a bad detections file is the caller's error, not the video's
     cap, fps, expected = open_video(path)
     chunk_frames = max(1, int(round(chunk_seconds * fps))) if chunk_seconds else None
     warm_from = max(0, start_frame - WARMUP_FRAMES)
+    per_chunk = chunk_frames is not None and isinstance(det, Mog2Detector)
+    upcoming: dict[int, Mog2Detector] = {}  # chunk start -> its background model, warming up
+
+    def warm_next(index: int, frame) -> None:
+        """Feed `frame` to the models of the chunks that start within WARMUP_FRAMES after it."""
+        first = (index // chunk_frames + 1) * chunk_frames
+        for b in range(first, index + WARMUP_FRAMES + 1, chunk_frames):
+            if b > start_frame:
+                upcoming.setdefault(b, make_detector(detector, min_box))(frame, index)
 
     def new_tracker():
         return IouTracker(max_age=max(4, 12 // max(1, stride)))
@@ -324,6 +338,10 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
                 break
             pos = cap.get(cv2.CAP_PROP_POS_MSEC)
             origin = pos if origin is None else origin
+            if per_chunk and index >= warm_from:
+                if index % chunk_frames == 0 and index in upcoming:
+                    det = upcoming.pop(index)  # this chunk's own model, warmed on the frames before it
+                warm_next(index, frame)
             if index >= start_frame:
                 positions.append(pos)
                 if isinstance(det, Mog2Detector) or index % stride == 0:
