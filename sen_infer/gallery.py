@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from sen_infer.errors import GalleryError, IngestError, SourceConflict, VideoReadError, require_utf8
-from sen_infer.preprocess import check_image_array, is_regular_file, to_input
+from sen_infer.preprocess import check_image_array, is_regular_file, read_bytes, to_input
 from sen_infer.store import (EXACT_MAX, FILTERED_EXACT_MAX, Row, SourceRecord, VectorStore, normalise,
                              write_atomic)
 
@@ -346,7 +346,7 @@ class Gallery:
             st = os.stat(path)
         except OSError:
             st = None
-        data = None if st is None else _read_bytes(path)
+        data = None if st is None else read_bytes(path)
         img = None if data is None else cv2.imdecode(data, cv2.IMREAD_COLOR)
         if img is None:
             report.skip(item, "not a readable image (missing, empty, truncated or another format)")
@@ -493,14 +493,3 @@ class Gallery:
 
 def _array_digest(img) -> str:
     return hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()[:20] if isinstance(img, np.ndarray) else "?"
-
-
-def _read_bytes(path: str) -> np.ndarray | None:
-    """The bytes of a regular file (never a FIFO or device), None when it cannot be read or is empty."""
-    if not is_regular_file(path):
-        return None
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    return data if data.size else None

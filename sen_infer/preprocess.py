@@ -34,18 +34,21 @@ def is_regular_file(path) -> bool:
         return False
 
 
-def read_bgr(path: str) -> np.ndarray | None:
-    """The image at `path`, or None when it is missing, not a regular file, unreadable or truncated."""
+def read_bytes(path: str) -> np.ndarray | None:
+    """The bytes of a regular file (never a FIFO or device), None when it cannot be read or is empty."""
     if not is_regular_file(path):
         return None
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:
         return None
-    if data.size == 0:
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return img
+    return data if data.size else None
+
+
+def read_bgr(path: str) -> np.ndarray | None:
+    """The image at `path`, or None when it is missing, not a regular file, unreadable or truncated."""
+    data = read_bytes(path)
+    return None if data is None else cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
 def to_input(bgr: np.ndarray, size: tuple[int, int], mean, std) -> np.ndarray:

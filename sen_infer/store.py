@@ -598,36 +598,44 @@ class VectorStore:
         emb = normalise(vectors).astype(np.float16)
         records = [(r.source, r.camera, int(r.frame), r.timestamp, *map(int, r.bbox), r.track, r.crop_path,
                     e.tobytes()) for r, e in zip(rows, emb)]
+        with self._writing("write") as conn:
+            if local_tracks and records:
+                base = int(conn.execute("SELECT value FROM meta WHERE key='next_track'").fetchone()[0]) - 1
+                top = max((r[8] for r in records if r[8] is not None), default=0)
+                records = [(*r[:8], None if r[8] is None else base + r[8], *r[9:]) for r in records]
+                conn.execute("UPDATE meta SET value=? WHERE key='next_track'", (str(base + top + 1),))
+            elif records:  # tracks given by the caller: keep the counter above them
+                top = max((r[8] for r in records if r[8] is not None), default=None)
+                if top is not None:
+                    conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key='next_track'",
+                                 (top + 1,))
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
+                             "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+            added = conn.total_changes - before
+            for record in [source] if isinstance(source, SourceRecord) else source or []:
+                self._record_source(conn, record)
+        return added, len(records) - added
+
+    @contextlib.contextmanager
+    def _writing(self, doing: str):
+        """One write transaction (BEGIN IMMEDIATE: one writer at a time across processes), the schema
+        migrated first when needed; committed when the block ends, rolled back if it raises, and the
+        in-memory view refreshed after."""
         self.check_writable()
-        with self._write_lock, self._db("write"):
+        with self._write_lock, self._db(doing):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if not self._migrated:
                     self._migrate(conn)
-                if local_tracks and records:
-                    base = int(conn.execute("SELECT value FROM meta WHERE key='next_track'").fetchone()[0]) - 1
-                    top = max((r[8] for r in records if r[8] is not None), default=0)
-                    records = [(*r[:8], None if r[8] is None else base + r[8], *r[9:]) for r in records]
-                    conn.execute("UPDATE meta SET value=? WHERE key='next_track'", (str(base + top + 1),))
-                elif records:  # tracks given by the caller: keep the counter above them
-                    top = max((r[8] for r in records if r[8] is not None), default=None)
-                    if top is not None:
-                        conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key='next_track'",
-                                     (top + 1,))
-                before = conn.total_changes
-                conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
-                                 "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
-                added = conn.total_changes - before
-                for record in [source] if isinstance(source, SourceRecord) else source or []:
-                    self._record_source(conn, record)
+                yield conn
                 conn.execute("COMMIT")
                 self._migrated = True
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             self.refresh()
-        return added, len(records) - added
 
     def _record_source(self, conn, s: SourceRecord) -> None:
         """Write `s` in the committing transaction. Refused (SourceConflict, nothing of the transaction
@@ -661,30 +669,19 @@ class VectorStore:
         self.check_writable()
         if not keys:
             return 0
-        with self._write_lock, self._db("remove rows"):
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if not self._migrated:
-                    self._migrate(conn)
-                now, gone = time.time(), 0
-                for i in range(0, len(keys), 500):
-                    part = keys[i : i + 500]
-                    marks = ",".join("?" * len(part))
-                    conn.execute(f"INSERT OR IGNORE INTO removed (key, source, at) SELECT id, source, ? FROM crops "
-                                 f"WHERE id IN ({marks})", [now, *part])
-                    before = conn.total_changes
-                    conn.execute(f"DELETE FROM crops WHERE id IN ({marks})", part)
-                    gone += conn.total_changes - before
-                conn.execute("UPDATE sources SET rows = (SELECT count(*) FROM crops WHERE crops.source = "
-                             "sources.source) WHERE source IN (SELECT source FROM removed WHERE at = ?)", (now,))
-                self._bump(conn)
-                conn.execute("COMMIT")
-                self._migrated = True
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self.refresh()
+        with self._writing("remove rows") as conn:
+            now, gone = time.time(), 0
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                marks = ",".join("?" * len(part))
+                conn.execute(f"INSERT OR IGNORE INTO removed (key, source, at) SELECT id, source, ? FROM crops "
+                             f"WHERE id IN ({marks})", [now, *part])
+                before = conn.total_changes
+                conn.execute(f"DELETE FROM crops WHERE id IN ({marks})", part)
+                gone += conn.total_changes - before
+            conn.execute("UPDATE sources SET rows = (SELECT count(*) FROM crops WHERE crops.source = "
+                         "sources.source) WHERE source IN (SELECT source FROM removed WHERE at = ?)", (now,))
+            self._bump(conn)
         if gone:
             self.persist_index()
         return gone
