@@ -64,6 +64,7 @@ class TrainConfig:
     param_groups: str = "project"  # project | reference: SEN's name rules (x5 cross/classifier, biases x2 no wd)
     adam_eps: float = 1e-8  # the reference uses 1e-3
     lr_schedule: str = "step"  # warm-up + cosine per optimiser step | epoch: per epoch, as the reference
+    select: str = "val"  # val: best/ is picked on val | test-every-epoch: also report the papers' protocol
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     amp: str = "auto"  # "auto": fp16 autocast on CUDA, off on CPU; "bf16", "fp16" or "off"
     eval_every: int = 1  # epochs between val evaluations
@@ -229,7 +230,8 @@ def validate(cfg: TrainConfig) -> None:
     if not any(getattr(cfg.loss, n) > 0 for n in ("sdm", "id", "triplet", "itc")):
         raise ConfigError("at least one retrieval loss (sdm, id, triplet, itc) must have a weight > 0")
     for key, choices in (("sampler", ("identity_k", "reference")), ("augment", ("flip", "reference")),
-                         ("param_groups", ("project", "reference")), ("lr_schedule", ("step", "epoch"))):
+                         ("param_groups", ("project", "reference")), ("lr_schedule", ("step", "epoch")),
+                         ("select", ("val", "test-every-epoch"))):
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
     if not cfg.adam_eps > 0:

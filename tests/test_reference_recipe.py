@@ -119,3 +119,19 @@ def test_two_steps_with_every_reference_option(synth_learn, tmp_path):
                                "lr_schedule=epoch", "max_steps=2", "loss.prune_p=0.2"])
     result = train(cfg, str(synth_learn), str(tmp_path / "run"), progress=False)
     assert result["steps"] == 2
+
+
+def test_papers_protocol_is_reported_apart_and_labelled(synth_learn, tmp_path):
+    import json
+
+    from sen_train.train import PAPERS_PROTOCOL, train
+
+    cfg = load_config("tiny", ["epochs=1", "select=test-every-epoch"])
+    result = train(cfg, str(synth_learn), str(tmp_path / "run"), progress=False)
+    papers = result["papers_protocol"]
+    assert papers["protocol"] == PAPERS_PROTOCOL and "optimistic" in papers["protocol"] and papers["epoch"] == 1
+    assert result["best_val"]["epoch"] == 1  # best/ is still chosen on val
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("split") == "test" and r.get("protocol") == PAPERS_PROTOCOL for r in logged)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["papers_protocol"]["R1"] == papers["R1"]
