@@ -29,6 +29,10 @@ VARIANTS = {
     "e1. SEN without triplet": ["loss.triplet=0"],
     "e2. SEN without TIR": ["loss.tir=0"],
     "e3. SEN without pruning": ["loss.prune_p=0"],
+    # issue 13: the authors' choices where ours differ (pos_tagger stays spaCy: NLTK's data is not installable here)
+    "r1. SEN, reference options": ["sampler=reference", "augment=reference", "param_groups=reference",
+                                   "adam_eps=1e-3", "lr_schedule=epoch", "model.tir_decoder=reference"],
+    "r2. SEN, reference TIR decoder": ["model.tir_decoder=reference"],
 }
 
 

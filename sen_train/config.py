@@ -29,6 +29,7 @@ class ModelConfig:
     tir_width: int = 512
     tir_heads: int = 8
     tir_mask_ratio: float = 0.7
+    tir_decoder: str = "project"  # project | reference: the authors' decoder (model.ReferenceTIRDecoder)
     mlm_layers: int = 2  # IRRA-style cross-modal MLM head (used when loss.mlm > 0)
     mlm_mask_ratio: float = 0.15
 
@@ -46,6 +47,7 @@ class LossConfig:
     tau: float = 0.02  # SDM temperature
     margin: float = 0.05  # triplet margin on 1 - cos
     prune_p: float = 0.2  # probability that a caption keeps only NN*/JJ*/PRP* words
+    pos_tagger: str = "spacy"  # spacy | nltk (the reference's; needs NLTK's data, see docs/training.md)
 
 
 @dataclass
@@ -92,17 +94,37 @@ REQUIRED = "required"  # a preset's model.pretrained that must be given (a path,
 # value; docs/training.md holds the table of each value, its source and our own choice where it differs.
 REFERENCE = {
     "model": {"name": "ViT-B-16-quickgelu", "image_size": [384, 128], "pretrained": REQUIRED, "tir_mask_ratio": 0.7,
-              "tir_layers": 4, "tir_width": 512, "tir_heads": 8},
+              "tir_decoder": "reference", "tir_layers": 4, "tir_width": 512, "tir_heads": 8},
     "loss": {"sdm": 1.0, "id": 1.0, "triplet": 10.0, "tir": 10.0, "itc": 0.0, "mlm": 0.0, "tau": 0.02, "margin": 0.05,
-             "prune_p": 0.2},
+             "prune_p": 0.2, "pos_tagger": "nltk"},
     "epochs": 60, "warmup_epochs": 5, "lr": 1e-5, "new_module_lr_mult": 5.0, "weight_decay": 4e-5,
     "batch_size": 128, "k_per_id": 2, "sampler": "reference", "augment": "reference", "param_groups": "reference",
     "adam_eps": 1e-3, "lr_schedule": "epoch", "eval_batch_size": 128, "grad_clip": 0.0,
 }
 
+def _with(base: dict, **sections) -> dict:
+    """`base` with some sections' fields replaced (one level deep)."""
+    out = json.loads(json.dumps(base))
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        else:
+            out[key] = value
+    return out
+
+
 PRESETS: dict[str, dict] = {
     # The published recipe (ViT-B/16 CLIP fine-tuned on CUHK-PEDES), as the authors' code runs it.
     "sen-vit-b-16": REFERENCE,
+    # The reference trains ICFG-PEDES and RSTPReid with the same run (run_SEN.sh changes only
+    # DATASET_NAME); these names exist so a user looking for them finds the answer, not a gap.
+    "sen-vit-b-16-icfg": REFERENCE,
+    "sen-vit-b-16-rstp": REFERENCE,
+    # SEN-XL: OpenAI ViT-L/14 (QuickGELU). Its run is not published; the B/16 values are kept, the
+    # decoder width follows the 768-wide embedding as the reference's would, and 384x128 is rounded
+    # to 378x126 (27x9 patches of 14 px), where the reference code's size assert fails.
+    "sen-vit-l-14": _with(REFERENCE, model={"name": "ViT-L-14-quickgelu", "image_size": [378, 126],
+                                            "tir_width": 768, "tir_heads": 12}),
     # The two presets below train CLIP from random weights on a CPU. There the published tau = 0.02
     # and triplet weight 10 collapse every embedding to one point within the first steps (losses
     # stuck at their uniform values, R1 at chance; docs/training.md), so they use tau = 0.07 and
@@ -234,6 +256,10 @@ def validate(cfg: TrainConfig) -> None:
                          ("select", ("val", "test-every-epoch"))):
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
+    if cfg.loss.pos_tagger not in ("spacy", "nltk"):
+        raise ConfigError(f"loss.pos_tagger must be spacy or nltk, got {cfg.loss.pos_tagger!r}")
+    if cfg.model.tir_decoder not in ("project", "reference"):
+        raise ConfigError(f"model.tir_decoder must be project or reference, got {cfg.model.tir_decoder!r}")
     if not cfg.adam_eps > 0:
         raise ConfigError(f"adam_eps must be > 0, got {cfg.adam_eps}")
     if cfg.amp not in ("auto", "bf16", "fp16", "off"):

@@ -1,6 +1,9 @@
 """Evaluation with the field's protocol: all captions of a split query all its images.
 
     python -m sen_train.evaluate --ckpt RUN/best --data DIR [--split test] [--json]
+
+On CUHK-PEDES, ICFG-PEDES and RSTPReid the test figures are printed beside the published ones
+(`sen_train.anchors`), which were all selected on the test split.
 """
 
 from __future__ import annotations
@@ -57,21 +60,33 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object with R1, R5, R10, mAP, mINP")
     args = ap.parse_args(argv)
     from sen_train.checkpoint import CheckpointError, load_model
+    from sen_train.anchors import anchors_for, benchmark_of, format_anchors
     from sen_train.data import DatasetError, read_dataset
+    from sen_train.data.readers import detect_format
 
     try:
         model = load_model(args.ckpt, args.device)
-        samples = read_dataset(args.data)[args.split]
+        dataset = detect_format(args.data)[0]
+        splits = read_dataset(args.data)
+        samples = splits[args.split]
+        benchmark = benchmark_of(dataset, splits["test"]) if args.split == "test" else None
         batch_size = args.batch_size or model.cfg.eval_batch_size  # another batch shape rounds differently
         metrics = evaluate(model, samples, batch_size, args.device, progress=not args.json)
     except (CheckpointError, DatasetError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    anchors = anchors_for(benchmark) if benchmark else ()
     if args.json:
+        if anchors:
+            metrics = {**metrics, "dataset": benchmark,
+                       "published": [{"method": a.method, "backbone": a.backbone, "R1": a.R1, "mAP": a.mAP}
+                                     for a in anchors]}
         print(json.dumps(metrics))
     else:
-        print(f"{args.split}: {len(samples)} captions")
+        print(f"{dataset} {args.split}: {len(samples)} captions")
         print(format_table(metrics))
+        if anchors:
+            print(format_anchors(metrics, benchmark))
     return 0
 
 

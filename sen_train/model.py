@@ -18,6 +18,7 @@ from sen_train.config import LossConfig, TrainConfig
 from sen_train.distributed import gather, gather_with_grad
 
 GRAY = (0.299, 0.587, 0.114)
+GRAY_REFERENCE = (0.2989, 0.5870, 0.1140)  # the reference's weights, applied to normalised channels
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -26,10 +27,37 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _block_stack(width: int, heads: int, layers: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """OpenAI CLIP's GELU approximation, which its transformers (and the reference's decoder) use."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+def _block_stack(width: int, heads: int, layers: int, activation="gelu") -> nn.TransformerEncoder:
+    """Pre-norm transformer blocks (the layout of CLIP's residual attention blocks)."""
+    layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation=activation,
                                        batch_first=True, norm_first=True)
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+def sincos_2d(width: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Fixed 2-D sine-cosine positions [1 + gh*gw, width] as MAE defines them, row 0 (CLS) zero.
+
+    The first half of the channels encodes the column, the second half the row (MAE builds its
+    meshgrid with the width axis first); each half is [sin(pos * w_i), cos(pos * w_i)] with
+    w_i = 10000^(-i / (width / 4))."""
+    if width % 4:
+        raise ValueError(f"sin-cos positions need a width divisible by 4, got {width}")
+    gh, gw = grid
+    rows, cols = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
+                                indexing="ij")
+    freq = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64) / (width / 4))
+
+    def encode(pos):
+        angles = pos.reshape(-1, 1) * freq
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    table = torch.cat([encode(cols), encode(rows)], dim=1)
+    return torch.cat([torch.zeros(1, width, dtype=torch.float64), table]).float()
 
 
 class TIRDecoder(nn.Module):
@@ -62,6 +90,58 @@ class TIRDecoder(nn.Module):
         full = full.scatter(1, (keep + 1).unsqueeze(-1).expand(-1, -1, W), q[:, 1:])
         x = self.blocks(full + self.pos.to(q.dtype))
         return self.head(self.ln(x[:, 1:]))
+
+
+class ReferenceTIRDecoder(nn.Module):
+    """The TIR decoder of the authors' code (`model.tir_decoder: reference`), for reproducing the paper.
+
+    Works on the *projected* tokens of both towers (embedding width). Image tokens (CLS + visible) and
+    all text tokens are layer-normed; image tokens are embedded, mask tokens fill the masked patches,
+    fixed 2-D sin-cos positions are added; then every token (CLS, visible, masked) cross-attends to all
+    text tokens, padding included, and the attention output *replaces* the tokens (no residual); a
+    CLIP transformer (QuickGELU) and a linear head predict the colour pixels of every patch."""
+
+    def __init__(self, embed_dim: int, width: int, layers: int, heads: int, grid: tuple[int, int],
+                 patch_pixels: int):
+        super().__init__()
+        self.norm_image, self.norm_text = nn.LayerNorm(embed_dim), nn.LayerNorm(embed_dim)
+        self.embed = nn.Linear(embed_dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(width))
+        self.register_buffer("pos", sincos_2d(width, grid), persistent=False)
+        self.norm_query = nn.LayerNorm(width)
+        self.cross = nn.MultiheadAttention(width, heads, kdim=embed_dim, vdim=embed_dim, batch_first=True)
+        self.norm_attended = nn.LayerNorm(width)
+        self.blocks = _block_stack(width, heads, layers, activation=quick_gelu)
+        self.ln = nn.LayerNorm(width)
+        self.head = nn.Linear(width, patch_pixels)
+        self._init_like_clip(width, layers)
+
+    def _init_like_clip(self, width: int, layers: int) -> None:
+        """CLIP's initialisation, which the reference applies to its decoder: attention in-projections
+        N(0, width^-1/2), output projections N(0, width^-1/2 (2 layers)^-1/2), MLP in N(0, (2 width)^-1/2)."""
+        attn_std, proj_std, fc_std = width ** -0.5, width ** -0.5 * (2 * layers) ** -0.5, (2 * width) ** -0.5
+        attentions = [self.cross] + [b.self_attn for b in self.blocks.layers]
+        for a in attentions:
+            for w in (a.in_proj_weight, a.q_proj_weight, a.k_proj_weight, a.v_proj_weight):
+                if w is not None:
+                    nn.init.normal_(w, std=attn_std)
+            nn.init.normal_(a.out_proj.weight, std=proj_std)
+        for b in self.blocks.layers:
+            nn.init.normal_(b.linear1.weight, std=fc_std)
+            nn.init.normal_(b.linear2.weight, std=proj_std)
+
+    def forward(self, vis: torch.Tensor, keep: torch.Tensor, txt: torch.Tensor, num_patches: int) -> torch.Tensor:
+        """vis [B, 1+Nv, D] projected CLS + visible tokens, keep [B, Nv] their patch indices,
+        txt [B, L, D] projected text tokens (all L, padding too). Returns pixels [B, N, P]."""
+        x = self.embed(self.norm_image(vis))
+        B, _, W = x.shape
+        full = self.mask_token.to(x.dtype).expand(B, num_patches + 1, W).clone()
+        full[:, 0] = x[:, 0]
+        full = full.scatter(1, (keep + 1).unsqueeze(-1).expand(-1, -1, W), x[:, 1:])
+        full = full + self.pos.to(full.dtype)
+        kv = self.norm_text(txt)
+        x = self.norm_attended(self.cross(self.norm_query(full), kv, kv, need_weights=False)[0])
+        return self.head(self.ln(self.blocks(x))[:, 1:])
 
 
 class MLMHead(nn.Module):
@@ -110,8 +190,13 @@ class SEN(nn.Module):
         self.tir = None
         if lc.tir > 0:
             m = cfg.model
-            self.tir = TIRDecoder(vis_width, txt_width, m.tir_width, m.tir_layers, m.tir_heads,
-                                  self.num_patches, self.patch * self.patch * 3)
+            pixels = self.patch * self.patch * 3
+            if m.tir_decoder == "reference":
+                self.tir = ReferenceTIRDecoder(self.embed_dim, m.tir_width, m.tir_layers, m.tir_heads,
+                                               self.grid, pixels)
+            else:
+                self.tir = TIRDecoder(vis_width, txt_width, m.tir_width, m.tir_layers, m.tir_heads,
+                                      self.num_patches, pixels)
         self.mlm = None
         if lc.mlm > 0:
             self.mlm = MLMHead(txt_width, vis_width, cfg.model.mlm_layers, max(1, txt_width // 64),
@@ -175,9 +260,20 @@ class SEN(nn.Module):
         B, p, (gh, gw) = x.shape[0], self.patch, self.grid
         return x.reshape(B, 3, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1).reshape(B, gh * gw, p * p * 3)
 
+    def grayscale_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference's grayscale: luma weights applied to the *normalised* channels."""
+        g = sum(w * x[:, i : i + 1] for i, w in enumerate(GRAY_REFERENCE))
+        return g.expand(-1, 3, -1, -1)
+
+    def visible_count(self) -> int:
+        """Patches left visible: the reference truncates (int(N (1 - r)), 57 of 192 at r = 0.7),
+        the project rounds (58)."""
+        share = self.num_patches * (1 - self.cfg.model.tir_mask_ratio)
+        return max(1, int(share) if self.cfg.model.tir_decoder == "reference" else int(round(share)))
+
     def random_keep(self, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices of visible patches [B, Nv] and the mask [B, N] (1 = masked), per sample."""
-        n_keep = max(1, int(round(self.num_patches * (1 - self.cfg.model.tir_mask_ratio))))
+        n_keep = self.visible_count()
         order = torch.rand(batch, self.num_patches, device=device).argsort(dim=1)
         keep = order[:, :n_keep].sort(dim=1).values
         mask = torch.ones(batch, self.num_patches, device=device)
@@ -188,8 +284,14 @@ class SEN(nn.Module):
                  keep: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         if keep is None:
             keep, mask = self.random_keep(images.shape[0], images.device)
-        vis = self.image_tokens(self.grayscale(images), keep)
-        pred = self.tir(vis, keep, txt_feats, tokens == 0, self.num_patches)
+        if isinstance(self.tir, ReferenceTIRDecoder):
+            vis = self.image_tokens(self.grayscale_reference(images), keep) @ self.clip.visual.proj
+            proj = self.clip.text_projection
+            txt = proj(txt_feats) if isinstance(proj, nn.Module) else txt_feats @ proj
+            pred = self.tir(vis, keep, txt, self.num_patches)
+        else:
+            vis = self.image_tokens(self.grayscale(images), keep)
+            pred = self.tir(vis, keep, txt_feats, tokens == 0, self.num_patches)
         return L.masked_patch_mse(pred.float(), self.patchify(images).float(), mask)
 
     def mlm_loss(self, tokens: torch.Tensor, img_tokens: torch.Tensor) -> torch.Tensor:

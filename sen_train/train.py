@@ -175,12 +175,13 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, resume: bool = False, 
     if cfg.loss.prune_p > 0:
         from sen_train.pruning import default_cache_path, pruned_captions
 
-        captions, cache = [s.caption for s in train_samples], default_cache_path(data_root, out)
+        tagger = cfg.loss.pos_tagger
+        captions, cache = [s.caption for s in train_samples], default_cache_path(data_root, out, tagger)
         if main:  # rank 0 tags the corpus once; the others read its cache
-            pruned = pruned_captions(captions, cache, progress)
+            pruned = pruned_captions(captions, cache, progress, tagger)
         barrier()
         if not main:
-            pruned = pruned_captions(captions, cache, progress=False)
+            pruned = pruned_captions(captions, cache, progress=False, tagger=tagger)
 
     from sen_train.model import SEN
 
