@@ -38,6 +38,9 @@ def cmd_ingest(args) -> int:
     if args.camera is not None:
         require_utf8(args.camera, "--camera", IngestError)
     check_detector(args.detector)  # a bad detections file fails before anything is ingested
+    from sen_infer.tracking import make_tracker
+
+    make_tracker(args.tracker, args.stride)
     r = _retriever(args)
     report = IngestReport()
     images, videos = expand_inputs(args.paths, report)
@@ -49,7 +52,8 @@ def cmd_ingest(args) -> int:
     for v in videos:
         with tqdm(desc=v.name, unit="frame", disable=args.quiet) as bar:
             report.merge(g.add_video(v, camera=args.camera, start_time=args.start_time, detector=args.detector,
-                                     stride=args.stride, chunk_seconds=args.chunk_seconds, progress=bar.update))
+                                     stride=args.stride, chunk_seconds=args.chunk_seconds, progress=bar.update,
+                                     tracker=args.tracker))
     summary = {"added": report.added, "tracks": report.tracks, "skipped_existing": report.skipped_existing,
                "unreadable": report.unreadable, "reasons": report.reasons, "failed": report.failed,
                "incomplete": report.incomplete, "notes": report.notes, "images": len(images),
@@ -190,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", help="camera name (videos default to the file name)")
     p.add_argument("--timestamp", type=_finite_float, help="timestamp of the images (unix seconds)")
     p.add_argument("--start-time", type=_finite_float, help="unix time of a video's first frame")
-    p.add_argument("--detector", default="mog2", help="mog2 (static cameras), hog, or mot:DETECTIONS.txt")
+    p.add_argument("--detector", default="mog2",
+                   help="mog2 (static cameras), mog2-split (blobs split into people), hog, mot:DETECTIONS.txt, "
+                        "or onnx:MODEL.onnx (YOLOv8/YOLO11, YOLOX, RT-DETR person detector)")
+    p.add_argument("--tracker", default="iou", choices=("iou", "motion"),
+                   help="iou (greedy IoU) or motion (Kalman + ByteTrack two-stage association)")
     p.add_argument("--stride", type=_positive_int, default=2, help="detect on every n-th frame")
     p.add_argument("--chunk-seconds", type=_finite_float, default=60.0,
                    help="commit a video every this many seconds of footage (a crash loses at most one chunk)")

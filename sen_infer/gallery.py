@@ -395,8 +395,11 @@ class Gallery:
 
     def add_video(self, path: str | os.PathLike, camera: str | None = None, start_time: float | None = None,
                   detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
-                  crops_per_track: int = 4, chunk_seconds: float = 60.0, progress=None) -> IngestReport:
+                  crops_per_track: int = 4, chunk_seconds: float = 60.0, progress=None,
+                  tracker: str = "iou") -> IngestReport:
         """Detect, track and embed the people of a video; one gallery row per track.
+
+        `detector`: see `sen_infer.detection`; `tracker`: "iou" or "motion" (`sen_infer.tracking`).
 
         The video commits in chunks of `chunk_seconds` of footage, each with its resume point, so
         memory is bounded by a chunk and a crash loses at most the chunk in progress. A recording that
@@ -440,7 +443,8 @@ class Gallery:
         crop_dir = self.crops_dir / hashlib.sha1(key.encode()).hexdigest()[:16]
         try:
             chunks = iter_chunks(path_text, detector, stride, min_box, crops_per_track=crops_per_track,
-                                 chunk_seconds=chunk_seconds, start_frame=start_frame, progress=progress)
+                                 chunk_seconds=chunk_seconds, start_frame=start_frame, progress=progress,
+                                 tracker=tracker)
             for video in chunks:
                 report.frames = video.frames
                 report.notes += [f"{path}: {n}" for n in video.notes if f"{path}: {n}" not in report.notes]

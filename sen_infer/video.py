@@ -1,232 +1,30 @@
-"""Video → person tracks: OpenCV decode, a detector, an IoU tracker, and a few good crops per track.
+"""Video → person tracks: OpenCV decode, a detector, a tracker, and a few good crops per track.
 
-Detectors: "mog2" (background subtraction, for static cameras; the default), "hog" (OpenCV's HOG
-people detector), or a MOT-format detections file (`frame,id,x,y,w,h,conf,...`, 1-based frames)
-from any detector a user already runs. Tracks are embedded from a handful of large, sharp crops
-spread over their lifetime rather than every frame.
+Detectors (`sen_infer.detection`): "mog2" (background subtraction, for static cameras; the default),
+"mog2-split" (its blobs split into people), "hog", a MOT-format detections file, or an ONNX person
+detector. Trackers (`sen_infer.tracking`): "iou" (the default) or "motion" (Kalman + ByteTrack
+association). Tracks are embedded from a handful of large, sharp crops, not covered by other
+people's boxes, spread over their lifetime rather than every frame.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from sen_infer.errors import DetectionsError, IngestError, VideoReadError, require_utf8
+from sen_infer.errors import VideoReadError
 from sen_infer.preprocess import is_regular_file
 
-BOX = tuple[int, int, int, int]  # x, y, w, h
-
-
-@dataclass
-class Observation:
-    frame: int  # 0-based frame index
-    box: BOX
-    quality: float
-    crop: np.ndarray | None = None
-
-
-@dataclass
-class Track:
-    id: int
-    observations: list[Observation] = field(default_factory=list)
-    last_frame: int = 0
-
-    @property
-    def box(self) -> BOX:
-        return self.observations[-1].box
-
-
-def iou(a: BOX, b: BOX) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw, ih = min(ax1, bx1) - max(a[0], b[0]), min(ay1, by1) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
-
-
-class Mog2Detector:
-    """Foreground blobs of a static camera that are person-shaped (taller than wide, big enough)."""
-
-    def __init__(self, min_box: tuple[int, int], warmup: int = 5):
-        self.sub = cv2.createBackgroundSubtractorMOG2(history=300, varThreshold=25, detectShadows=True)
-        self.min_w, self.min_h = min_box
-        self.warmup, self.seen = warmup, 0
-        self.open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-        self.join = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 15))  # joins head, torso and legs
-
-    def __call__(self, frame: np.ndarray, index: int) -> list[BOX]:
-        fg = self.sub.apply(frame)
-        self.seen += 1
-        if self.seen <= self.warmup:
-            return []
-        mask = (fg > 200).astype(np.uint8) * 255  # shadows are 127
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.open)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self.join)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        boxes = []
-        for x, y, w, h, area in stats[1:]:
-            if w >= self.min_w and h >= self.min_h and h >= 1.2 * w and area >= 0.3 * w * h:
-                boxes.append((int(x), int(y), int(w), int(h)))
-        return boxes
-
-
-class HogDetector:
-    def __init__(self, min_box: tuple[int, int]):
-        self.hog = cv2.HOGDescriptor()
-        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-        self.min_w, self.min_h = min_box
-
-    def __call__(self, frame: np.ndarray, index: int) -> list[BOX]:
-        rects, weights = self.hog.detectMultiScale(frame, winStride=(8, 8), padding=(8, 8), scale=1.05)
-        return [tuple(int(v) for v in r) for r, wt in zip(rects, np.ravel(weights))
-                if r[2] >= self.min_w and r[3] >= self.min_h and wt > 0.3]
-
-
-class MotDetections:
-    """Detections read from a MOT file; frames in the file are 1-based."""
-
-    def __init__(self, path: str | Path, min_box: tuple[int, int]):
-        self.by_frame: dict[int, list[BOX]] = {}
-        rows = read_mot(path)
-        for r in rows:
-            box = (int(round(r[2])), int(round(r[3])), int(round(r[4])), int(round(r[5])))
-            if box[2] >= min_box[0] and box[3] >= min_box[1]:
-                self.by_frame.setdefault(int(r[0]) - 1, []).append(box)
-
-    def __call__(self, frame: np.ndarray, index: int) -> list[BOX]:
-        return self.by_frame.get(index, [])
-
-
-def read_mot(path: str | Path) -> np.ndarray:
-    """The rows of a MOT detections file as float64 [N, >=6], or DetectionsError naming the file."""
-    path = str(path)
-    require_utf8(path, "detections file name", DetectionsError)
-    if not os.path.exists(path):
-        raise DetectionsError(f"detections file {path} does not exist")
-    if not is_regular_file(path):
-        raise DetectionsError(f"detections file {path} is not a regular file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy warns on an empty file; an empty file is no detections
-            rows = np.loadtxt(path, delimiter=",", ndmin=2, usecols=None)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise DetectionsError(f"detections file {path} is not MOT rows (frame,id,x,y,w,h,...): "
-                              f"{' '.join(str(e).split())[:200]}") from None
-    if rows.size and rows.shape[1] < 6:
-        raise DetectionsError(f"detections file {path}: MOT rows need at least frame,id,x,y,w,h "
-                              f"(found {rows.shape[1]} columns)")
-    if rows.size and not np.isfinite(rows[:, :6]).all():
-        raise DetectionsError(f"detections file {path}: non-finite numbers in frame,id,x,y,w,h")
-    if rows.size and (rows[:, 0] < 1).any():
-        raise DetectionsError(f"detections file {path}: frame numbers are 1-based (found {rows[:, 0].min():g})")
-    return rows
-
-
-def make_detector(detector: str, min_box: tuple[int, int]):
-    if detector == "mog2":
-        return Mog2Detector(min_box)
-    if detector == "hog":
-        return HogDetector(min_box)
-    if isinstance(detector, str) and detector.startswith("mot:"):
-        return MotDetections(detector[4:], min_box)
-    raise IngestError(f"unknown detector {detector!r} (mog2, hog or mot:PATH)")
-
-
-def check_detector(detector: str) -> None:
-    """IngestError / DetectionsError now, for a detector spec that would fail on every video."""
-    make_detector(detector, (1, 1))
-
-
-def _clip(box: BOX, width: int, height: int) -> BOX | None:
-    x0, y0 = max(0, box[0]), max(0, box[1])
-    x1, y1 = min(width, box[0] + box[2]), min(height, box[1] + box[3])
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    return x0, y0, x1 - x0, y1 - y0
-
-
-def crop_quality(crop: np.ndarray, box: BOX, width: int, height: int) -> float:
-    """Large, sharp and whole: area x Laplacian variance, penalised when cut by the frame border."""
-    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    sharp = float(cv2.Laplacian(gray, cv2.CV_32F).var())
-    x, y, w, h = box
-    cut = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
-    return w * h * (1.0 + sharp) * (0.2 if cut else 1.0)
-
-
-class IouTracker:
-    """Greedy IoU association; a track ends after `max_age` processed frames without a match."""
-
-    def __init__(self, iou_threshold: float = 0.3, max_age: int = 8, candidates: int = 24):
-        self.iou_threshold, self.max_age, self.candidates = iou_threshold, max_age, candidates
-        self.active: list[Track] = []
-        self.finished: list[Track] = []
-        self.next_id = 1
-
-    def update(self, index: int, boxes: list[BOX], frame: np.ndarray) -> None:
-        H, W = frame.shape[:2]
-        pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.active) for bi, b in enumerate(boxes)),
-                       reverse=True)
-        used_t, used_b = set(), set()
-        for score, ti, bi in pairs:
-            if score < self.iou_threshold:
-                break
-            if ti in used_t or bi in used_b:
-                continue
-            used_t.add(ti)
-            used_b.add(bi)
-            self._observe(self.active[ti], index, boxes[bi], frame, W, H)
-        for bi, b in enumerate(boxes):
-            if bi not in used_b:
-                t = Track(self.next_id)
-                self.next_id += 1
-                self._observe(t, index, b, frame, W, H)
-                self.active.append(t)
-        still = []
-        for t in self.active:
-            (still if index - t.last_frame <= self.max_age else self.finished).append(t)
-        self.active = still
-
-    def _observe(self, t: Track, index: int, box: BOX, frame: np.ndarray, W: int, H: int) -> None:
-        clipped = _clip(box, W, H)
-        if clipped is None:
-            return
-        x, y, w, h = clipped
-        crop = frame[y : y + h, x : x + w].copy()
-        obs = Observation(index, clipped, crop_quality(crop, clipped, W, H), crop)
-        t.observations.append(obs)
-        t.last_frame = index
-        kept = [o for o in t.observations if o.crop is not None]
-        if len(kept) > self.candidates:  # keep memory bounded: drop the worst crop
-            min(kept, key=lambda o: o.quality).crop = None
-
-    def close(self) -> list[Track]:
-        self.finished += self.active
-        self.active = []
-        return self.finished
-
-
-def pick_crops(track: Track, n: int) -> list[Observation]:
-    """Up to n crops, best quality first, at least a fair share of the track's life apart."""
-    cands = sorted((o for o in track.observations if o.crop is not None), key=lambda o: -o.quality)
-    if not cands:
-        return []
-    span = track.observations[-1].frame - track.observations[0].frame
-    gap = span / (2 * n) if n > 1 else 0
-    chosen: list[Observation] = []
-    for o in cands:
-        if all(abs(o.frame - c.frame) >= gap for c in chosen):
-            chosen.append(o)
-        if len(chosen) == n:
-            break
-    return chosen
+# re-exported: these lived here before detection and tracking became modules of their own
+from sen_infer.detection import (HogDetector, Mog2Detector, Mog2SplitDetector, MotDetections,  # noqa: F401,E402
+                                 OnnxDetector, check_detector, make_detector, read_mot)
+from sen_infer.tracking import (BOX, IouTracker, MotionTracker, Observation, Track, crop_quality,  # noqa: F401,E402
+                                iou, make_tracker, pick_crops)
 
 
 @dataclass
@@ -295,7 +93,7 @@ WARMUP_FRAMES = 150  # frames a chunk's background model sees before the chunk s
 
 def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                 min_observations: int = 3, crops_per_track: int = 4, chunk_seconds: float | None = None,
-                start_frame: int = 0, progress=None):
+                start_frame: int = 0, progress=None, tracker: str = "iou"):
     """Yield the video's tracks chunk by chunk: every `chunk_seconds` of footage (at the container's stated
     rate; None: one chunk) the tracker is closed and its
     tracks handed over, so memory is bounded by a chunk, not by the video. A track crossing a chunk
@@ -310,8 +108,9 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
     cap, fps, expected = open_video(path)
     chunk_frames = max(1, int(round(chunk_seconds * fps))) if chunk_seconds else None
     warm_from = max(0, start_frame - WARMUP_FRAMES)
-    per_chunk = chunk_frames is not None and isinstance(det, Mog2Detector)
-    upcoming: dict[int, Mog2Detector] = {}  # chunk start -> its background model, warming up
+    every_frame = getattr(det, "needs_every_frame", False)  # a background model sees every frame
+    per_chunk = chunk_frames is not None and every_frame
+    upcoming: dict[int, object] = {}  # chunk start -> its background model, warming up
 
     def warm_next(index: int, frame) -> None:
         """Feed `frame` to the models of the chunks that start within WARMUP_FRAMES after it."""
@@ -321,7 +120,7 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
                 upcoming.setdefault(b, make_detector(detector, min_box))(frame, index)
 
     def new_tracker():
-        return IouTracker(max_age=max(4, 12 // max(1, stride)))
+        return make_tracker(tracker_kind, stride)
 
     def chunk(tracker, start, end, positions, final):
         notes: list[str] = []
@@ -330,6 +129,8 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
         return VideoTracks([(t, pick_crops(t, crops_per_track)) for t in tracks], fps, end, expected, times,
                            notes, start, final)
 
+    tracker_kind = tracker
+    make_tracker(tracker_kind, stride)  # an unknown tracker name fails before any decoding
     tracker, index, origin, positions, start = new_tracker(), 0, None, [], start_frame
     try:
         while True:
@@ -344,11 +145,11 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
                 warm_next(index, frame)
             if index >= start_frame:
                 positions.append(pos)
-                if isinstance(det, Mog2Detector) or index % stride == 0:
+                if every_frame or index % stride == 0:
                     boxes = det(frame, index)  # the background model must see every frame
                     if index % stride == 0:
                         tracker.update(index, boxes, frame)
-            elif index >= warm_from and isinstance(det, Mog2Detector):
+            elif index >= warm_from and every_frame:
                 det(frame, index)  # background only: no tracks before the resume point
             index += 1
             if progress is not None:
@@ -364,6 +165,8 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
 
 
 def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
-                   min_observations: int = 3, crops_per_track: int = 4, progress=None) -> VideoTracks:
+                   min_observations: int = 3, crops_per_track: int = 4, progress=None,
+                   tracker: str = "iou") -> VideoTracks:
     """The whole video as one chunk. Raises VideoReadError if it cannot be read."""
-    return next(iter_chunks(path, detector, stride, min_box, min_observations, crops_per_track, None, 0, progress))
+    return next(iter_chunks(path, detector, stride, min_box, min_observations, crops_per_track, None, 0, progress,
+                            tracker))

@@ -8,6 +8,11 @@ frame, visibility = visible share of the figure), `camK.background.png` (the emp
 `identities.json` with the cameras, the tracks (track id -> pid, camera, frames) and every
 identity's attributes and captions. People enter and leave at the frame edges, walk at different
 depths (farther = smaller and drawn first), so they occlude each other; some appear in several cameras.
+
+`--difficulty hard` adds what real footage has and `standard` (the default, unchanged) lacks: groups
+of two or three walking side by side, crowds crossing (about twice the walkers), pillars in front of
+the walkers (scenery occlusion, counted in the visibility column), a slow lighting drift, stronger
+sensor noise and heavy JPEG compression of every frame.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ class VideoConfig:
     people: int = 8  # identities available to walk through the cameras
     tracks_per_camera: int = 0  # 0: about one new walker every 2.5 s
     start_time: float = 1_700_000_000.0  # unix time of frame 1 of every camera
+    difficulty: str = "standard"  # standard | hard (groups, crowds, pillars, lighting, noise, compression)
+
+
+DIFFICULTIES = ("standard", "hard")
 
 
 @dataclass
@@ -82,11 +91,64 @@ def plan_tracks(cfg: VideoConfig, pids: list[int]) -> list[Track]:
                 speed=float(rng.uniform(2.5, 5.0)) * cfg.height / 360 * 15 / cfg.fps,
                 phase0=float(rng.uniform(0, 2 * np.pi)),
             ))
+    if cfg.difficulty == "hard":  # drawn from their own stream: the standard walkers stay as they were
+        tracks += _hard_tracks(cfg, pids, tracks, n_frames)
     return tracks
 
 
+def _hard_tracks(cfg: VideoConfig, pids: list[int], tracks: list[Track], n_frames: int) -> list[Track]:
+    """Companions walking beside some walkers (groups), and as many extra walkers again (crowds)."""
+    rng = np.random.default_rng([cfg.seed, 13])
+    extra = []
+
+    def add(**kw):
+        extra.append(Track(track=len(tracks) + len(extra) + 1, **kw))
+
+    for t in list(tracks):
+        if rng.random() < 0.5:  # a group of 2 or 3
+            for k in range(int(rng.integers(1, 3))):
+                dy = float(rng.uniform(-0.03, 0.03)) * cfg.height
+                y = min(0.99 * cfg.height, t.y_bottom + dy)
+                lag = int(rng.integers(2, 8)) * (k + 1)  # a step behind, beside: the boxes overlap
+                add(camera=t.camera, pid=int(pids[int(rng.integers(len(pids)))]), start_frame=t.start_frame + lag,
+                    direction=t.direction, y_bottom=y, height=int(y * t.height / t.y_bottom),
+                    speed=t.speed * float(rng.uniform(0.97, 1.03)), phase0=float(rng.uniform(0, 2 * np.pi)))
+    per_cam = cfg.tracks_per_camera or max(2, int(cfg.seconds / 2.5))
+    for cam in range(1, cfg.cameras + 1):
+        for _ in range(per_cam):
+            y = float(rng.uniform(0.72, 0.98)) * cfg.height
+            add(camera=cam, pid=int(pids[int(rng.integers(len(pids)))]),
+                start_frame=int(rng.integers(1, max(2, int(n_frames * 0.7)))),
+                direction=1 if rng.random() < 0.5 else -1, y_bottom=y, height=int(y * rng.uniform(0.55, 0.7)),
+                speed=float(rng.uniform(2.5, 5.0)) * cfg.height / 360 * 15 / cfg.fps,
+                phase0=float(rng.uniform(0, 2 * np.pi)))
+    return extra
+
+
+def plan_pillars(cfg: VideoConfig, camera: int) -> list[tuple[int, int, int, int]]:
+    """Scenery in front of the walkers (x, y, w, h): one or two pillars from the top to the ground."""
+    if cfg.difficulty != "hard":
+        return []
+    rng = np.random.default_rng([cfg.seed, 14, camera])
+    out = []
+    for _ in range(int(rng.integers(1, 3))):
+        w = int(cfg.width * rng.uniform(0.03, 0.06))
+        x = int(rng.uniform(0.15, 0.85) * cfg.width)
+        out.append((x, 0, w, cfg.height))
+    return out
+
+
+def degrade(img: np.ndarray, frame: int, cfg: VideoConfig, rng: np.random.Generator) -> np.ndarray:
+    """Hard mode's camera: lighting drift (+-18 % over ~9 s), sensor noise (sigma 6), JPEG quality 35."""
+    gain = 1.0 + 0.18 * math.sin(2 * math.pi * frame / (9.0 * cfg.fps))
+    noisy = img.astype(np.float32) * gain + rng.normal(0, 6, size=img.shape)
+    out = np.clip(noisy, 0, 255).astype(np.uint8)
+    ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 35])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else out
+
+
 def render_frame(background: np.ndarray, people: dict[int, PersonAttributes], tracks: list[Track],
-                 frame: int, rng: np.random.Generator):
+                 frame: int, rng: np.random.Generator, pillars=()):
     """Frame `frame` and its ground truth rows [(track, x, y, w, h, visibility)]."""
     img = background.copy()
     label = np.zeros(img.shape[:2], np.int32)
@@ -101,6 +163,9 @@ def render_frame(background: np.ndarray, people: dict[int, PersonAttributes], tr
                                      t.height)
         box = paste(img, person, mask, x, t.y_bottom, label, t.track)
         drawn.append((t.track, box, int((mask > 0).sum())))
+    for x, y, w, h in pillars:  # scenery in front: the background's own pixels, hiding who is behind
+        img[y : y + h, x : x + w] = background[y : y + h, x : x + w]
+        label[y : y + h, x : x + w] = 0
     rows = []
     counts = np.bincount(label.ravel(), minlength=max([0] + [t.track for t in live]) + 1)
     for track, box, area in drawn:
@@ -127,6 +192,11 @@ def generate(cfg: VideoConfig, out: str | Path, identities: dict[int, PersonAttr
     for cam in range(1, cfg.cameras + 1):
         rng = np.random.default_rng([cfg.seed, 20, cam])
         background = make_background(rng, cfg.height, cfg.width, clutter=12)
+        pillars = plan_pillars(cfg, cam)
+        for x, y, w, h in pillars:
+            shade = np.random.default_rng([cfg.seed, 15, cam, x]).uniform(40, 110, size=3)
+            background[y : y + h, x : x + w] = shade.astype(np.uint8)
+            background[y : y + h, x : x + max(1, w // 5)] = np.clip(shade * 1.4, 0, 255).astype(np.uint8)
         cv2.imwrite(str(out / f"cam{cam}.background.png"), background)
         path = out / f"cam{cam}.mp4"
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), cfg.fps, (cfg.width, cfg.height))
@@ -136,7 +206,9 @@ def generate(cfg: VideoConfig, out: str | Path, identities: dict[int, PersonAttr
         gt_lines = []
         try:
             for f in tqdm(range(1, n_frames + 1), desc=f"cam{cam}", unit="frame", disable=not progress):
-                img, rows = render_frame(background, identities, cam_tracks, f, rng)
+                img, rows = render_frame(background, identities, cam_tracks, f, rng, pillars)
+                if cfg.difficulty == "hard":
+                    img = degrade(img, f, cfg, rng)
                 writer.write(img)
                 gt_lines += [f"{f},{tr},{x},{y},{w},{h},1,1,{vis:.3f}" for tr, x, y, w, h, vis in rows]
         finally:
@@ -147,7 +219,7 @@ def generate(cfg: VideoConfig, out: str | Path, identities: dict[int, PersonAttr
         cameras[f"cam{cam}"] = {"video": path.name, "ground_truth": f"cam{cam}.gt.txt",
                                 "background": f"cam{cam}.background.png", "fps": cfg.fps,
                                 "frames": n_frames, "width": cfg.width, "height": cfg.height,
-                                "start_time": cfg.start_time}
+                                "start_time": cfg.start_time, "pillars": [list(p) for p in pillars]}
     seen = sorted({t.pid for t in tracks})
     cap_rng = np.random.default_rng([cfg.seed, 12])
     table = {
@@ -186,13 +258,15 @@ def main(argv=None) -> int:
     ap.add_argument("--people", type=int, default=VideoConfig.people, help="identities to sample (without --dataset)")
     ap.add_argument("--dataset", help="take identities from this SynthPEDES dir instead of sampling new ones")
     ap.add_argument("--split", default="test", help="split of --dataset to take identities from")
+    ap.add_argument("--difficulty", choices=DIFFICULTIES, default="standard",
+                    help="hard: groups, crowds crossing, pillars, lighting drift, noise and JPEG compression")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.cameras < 1 or args.seconds <= 0 or args.fps < 1:
         print("error: --cameras, --seconds and --fps must be positive", file=sys.stderr)
         return 2
     cfg = VideoConfig(cameras=args.cameras, seconds=args.seconds, seed=args.seed, fps=args.fps,
-                      width=args.size[0], height=args.size[1], people=args.people)
+                      width=args.size[0], height=args.size[1], people=args.people, difficulty=args.difficulty)
     try:
         identities = identities_from_dataset(args.dataset, args.split) if args.dataset else None
         if identities is not None and not identities:

@@ -1,0 +1,187 @@
+"""Detection and tracking scored on MOT ground truth, every detector x tracker on the same videos.
+
+    python -m benchmarks.tracking --synthetic standard hard            # generate the test videos, score all
+    python -m benchmarks.tracking --video DIR [--video DIR2] [--detectors mog2,hog] [--trackers iou,motion]
+
+A video dir is what `python -m sen_train.data.synth_video` writes (camK.mp4 + camK.gt.txt). Metrics
+come from py-motmetrics over all cameras of a set: MOTA, IDF1, ID switches, fragmentations, box
+precision / recall (IoU >= 0.5), plus what decides retrieval: the share of the crops a gallery would
+store (`pick_crops`) that hold more than one person. A ground-truth person is *in* a crop when at
+least half of their box lies inside it.
+
+Scored frames are the processed ones (every `--stride`-th). Ground-truth people less than 25 %
+visible (behind others or scenery, or mostly outside the frame) are "don't care": missing them costs
+nothing and a box on them is not a false positive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report import RESULTS, write
+from sen_infer.tracking import iou_matrix
+from sen_infer.video import extract_tracks
+
+MIN_VISIBILITY = 0.25
+INSIDE = 0.5  # share of a person's box inside a crop for them to count as in it
+SYNTHETIC = {"standard": dict(cameras=2, seconds=20.0, seed=101), "hard": dict(cameras=2, seconds=20.0, seed=202)}
+
+
+def load_truth(video_dir: Path) -> dict:
+    table = json.loads((video_dir / "identities.json").read_text())
+    cams = {}
+    for cam, info in table["cameras"].items():
+        gt = np.loadtxt(video_dir / info["ground_truth"], delimiter=",", ndmin=2)
+        cams[cam] = {"video": video_dir / info["video"], "gt": gt, "width": info["width"], "height": info["height"]}
+    return cams
+
+
+def _clip(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    x0, y0 = np.clip(boxes[:, 0], 0, width), np.clip(boxes[:, 1], 0, height)
+    x1, y1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, width), np.clip(boxes[:, 1] + boxes[:, 3], 0, height)
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+
+
+def people_in(crop, boxes: np.ndarray) -> int:
+    """How many of `boxes` [N, 4] have at least INSIDE of their area inside `crop`."""
+    if not len(boxes):
+        return 0
+    x0, y0, w, h = crop
+    iw = np.clip(np.minimum(x0 + w, boxes[:, 0] + boxes[:, 2]) - np.maximum(x0, boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(y0 + h, boxes[:, 1] + boxes[:, 3]) - np.maximum(y0, boxes[:, 1]), 0, None)
+    area = np.maximum(boxes[:, 2] * boxes[:, 3], 1e-9)
+    return int(((iw * ih) / area >= INSIDE).sum())
+
+
+def score(cams: dict, detector: str, tracker: str, stride: int) -> dict:
+    """One pipeline on one set of cameras: motmetrics summary + crop purity + speed."""
+    import motmetrics as mm
+
+    accs, names = [], []
+    crops = multi = empty = tracks = frames = 0
+    seconds = 0.0
+    for cam, info in cams.items():
+        t0 = time.perf_counter()
+        video = extract_tracks(info["video"], detector=detector, stride=stride, tracker=tracker)
+        seconds += time.perf_counter() - t0
+        frames += video.frames
+        W, H = info["width"], info["height"]
+        gt = info["gt"]
+        hyp: dict[int, list] = {}
+        for track, chosen in video.tracks:
+            tracks += 1
+            for o in track.observations:
+                hyp.setdefault(o.frame, []).append((track.id, o.box))
+            for o in chosen:
+                rows = gt[(gt[:, 0] == o.frame + 1) & (gt[:, 8] >= MIN_VISIBILITY)]
+                n = people_in(o.box, _clip(rows[:, 2:6], W, H))
+                crops += 1
+                multi += n > 1
+                empty += n == 0
+        acc = mm.MOTAccumulator(auto_id=True)
+        for f in range(0, video.frames, stride):
+            rows = gt[gt[:, 0] == f + 1]
+            boxes = _clip(rows[:, 2:6], W, H)
+            care = rows[:, 8] >= MIN_VISIBILITY
+            h_ids = [i for i, _ in hyp.get(f, [])]
+            h_boxes = np.array([b for _, b in hyp.get(f, [])], np.float64).reshape(-1, 4)
+            if len(h_boxes) and (~care).any():  # boxes on "don't care" people are dropped, not counted
+                on_ignored = iou_matrix(h_boxes, boxes[~care]).max(axis=1) >= 0.5
+                on_counted = iou_matrix(h_boxes, boxes[care]).max(axis=1) >= 0.5 if care.any() else \
+                    np.zeros(len(h_boxes), bool)
+                keep = ~(on_ignored & ~on_counted)
+                h_ids, h_boxes = [i for i, k in zip(h_ids, keep) if k], h_boxes[keep]
+            overlap = iou_matrix(boxes[care], h_boxes)  # motmetrics' own helper uses numpy < 2 only
+            dist = np.where(overlap >= 0.5, 1.0 - overlap, np.nan)
+            acc.update(rows[care, 1].astype(int).tolist(), h_ids, dist)
+        accs.append(acc)
+        names.append(cam)
+    mh = mm.metrics.create()
+    summary = mh.compute_many(accs, names=names, metrics=["mota", "idf1", "num_switches", "num_fragmentations",
+                                                          "precision", "recall", "num_unique_objects"],
+                              generate_overall=True)
+    overall = summary.loc["OVERALL"]
+    return {"MOTA": float(overall["mota"]), "IDF1": float(overall["idf1"]), "ID switches": int(overall["num_switches"]),
+            "fragmentations": int(overall["num_fragmentations"]), "precision": float(overall["precision"]),
+            "recall": float(overall["recall"]), "crops": crops,
+            "multi-person crops %": 100.0 * multi / max(1, crops), "empty crops %": 100.0 * empty / max(1, crops),
+            "tracks": tracks, "gt people": int(overall["num_unique_objects"]),
+            "frames/s": frames / max(seconds, 1e-9)}
+
+
+def synthetic_sets(names: list[str], root: Path) -> dict[str, Path]:
+    """The benchmark's own videos (fixed seeds), generated once into `root`."""
+    from sen_train.data.synth_video import VideoConfig, generate
+
+    out = {}
+    for name in names:
+        d = root / name
+        if not (d / "identities.json").is_file():
+            generate(VideoConfig(difficulty=name, **SYNTHETIC[name]), d, progress=False)
+        out[name] = d
+    return out
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['videos']}: {r['detector']} + {r['tracker']}" for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.32 * len(rows) + 1.6), sharey=True)
+    for ax, key, colour in zip(axes, ("IDF1", "MOTA", "multi-person crops %"), ("#4c72b0", "#55a868", "#c44e52")):
+        ax.barh(range(len(rows)), [r[key] for r in rows], color=colour)
+        ax.set_title(key, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle("tracking on synthetic camera video (MOT ground truth)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.tracking", description=__doc__.split("\n")[0])
+    ap.add_argument("--video", action="append", default=[], help="a synth_video dir (repeatable)")
+    ap.add_argument("--synthetic", nargs="*", choices=sorted(SYNTHETIC), default=None,
+                    help="generate the benchmark's own videos at these difficulties (default with no --video: both)")
+    ap.add_argument("--detectors", default="mog2,mog2-split,hog")
+    ap.add_argument("--trackers", default="iou,motion")
+    ap.add_argument("--stride", type=int, default=2)
+    ap.add_argument("--name", default="tracking", help="results file name under benchmarks/results")
+    ap.add_argument("--out", default=None, help="results dir (default: benchmarks/results)")
+    args = ap.parse_args(argv)
+    sets = {Path(v).name: Path(v) for v in args.video}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.synthetic is not None or not sets:
+            sets.update(synthetic_sets(args.synthetic or sorted(SYNTHETIC), Path(tmp)))
+        rows = []
+        for name, d in sets.items():
+            cams = load_truth(d)
+            for det in args.detectors.split(","):
+                for trk in args.trackers.split(","):
+                    r = {"videos": name, "detector": det, "tracker": trk, **score(cams, det, trk, args.stride)}
+                    rows.append(r)
+                    print(f"{name:>10} {det:>10} + {trk:<6} IDF1 {r['IDF1']:.3f}  MOTA {r['MOTA']:.3f}  "
+                          f"IDsw {r['ID switches']:4d}  multi {r['multi-person crops %']:5.1f}%  "
+                          f"{r['frames/s']:.0f} frames/s", flush=True)
+    columns = ["videos", "detector", "tracker", "MOTA", "IDF1", "ID switches", "fragmentations", "precision",
+               "recall", "multi-person crops %", "empty crops %", "tracks", "gt people", "frames/s"]
+    figures = {"stride": args.stride, "min_visibility": MIN_VISIBILITY, "inside": INSIDE,
+               "sets": {k: str(v) for k, v in sets.items()}, "synthetic_config": SYNTHETIC}
+    path = write(args.name, figures, rows, columns, out_dir=Path(args.out) if args.out else None)
+    plot(path.with_suffix(".png"), rows)
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,298 @@
+"""Trackers: detections of consecutive processed frames → person tracks, and the crops kept per track.
+
+    iou     greedy IoU association with the last box (the original tracker; no motion model)
+    motion  a constant-velocity Kalman filter per track and ByteTrack's two-stage association: boxes
+            scoring >= 0.5 are matched first (IoU with the predicted box, optimal assignment), the
+            tracks left over are matched to the low-scoring boxes; lost tracks are kept, predicted,
+            for `max_age` processed frames, so a person hidden for a moment keeps their track
+
+The assignment is `lap.lapjv` (the solver ByteTrack itself uses; one small compiled dependency, numpy
+only); the Kalman filter is the 8-state one of SORT/ByteTrack, 40 lines of numpy, which no light,
+maintained package offers on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+BOX = tuple[int, int, int, int]  # x, y, w, h
+TRACKERS = ("iou", "motion")
+
+
+@dataclass
+class Observation:
+    frame: int  # 0-based frame index
+    box: BOX
+    quality: float
+    crop: np.ndarray | None = None
+
+
+@dataclass
+class Track:
+    id: int
+    observations: list[Observation] = field(default_factory=list)
+    last_frame: int = 0
+
+    @property
+    def box(self) -> BOX:
+        return self.observations[-1].box
+
+
+def iou(a, b) -> float:
+    """IoU of two (x, y, w, h, ...) boxes."""
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw, ih = min(ax1, bx1) - max(a[0], b[0]), min(ay1, by1) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` [N, >=4] with every box of `b` [M, >=4] (x, y, w, h)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    a, b = np.asarray(a, np.float64)[:, :4], np.asarray(b, np.float64)[:, :4]
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
+    y1 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    union = a[:, None, 2] * a[:, None, 3] + b[None, :, 2] * b[None, :, 3] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def covered_share(box, others) -> float:
+    """The largest share of `box`'s area that one of `others` covers (0 when none overlaps)."""
+    if not len(others):
+        return 0.0
+    x0, y0, w, h = (float(v) for v in box[:4])
+    best = 0.0
+    for o in others:
+        iw = min(x0 + w, o[0] + o[2]) - max(x0, o[0])
+        ih = min(y0 + h, o[1] + o[3]) - max(y0, o[1])
+        if iw > 0 and ih > 0:
+            best = max(best, iw * ih / max(1.0, w * h))
+    return best
+
+
+def clip_box(box, width: int, height: int) -> BOX | None:
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(width, int(box[0]) + int(box[2])), min(height, int(box[1]) + int(box[3]))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def crop_quality(crop: np.ndarray, box: BOX, width: int, height: int, covered: float = 0.0) -> float:
+    """Large, sharp, whole and alone: area x Laplacian variance, penalised when cut by the frame border
+    and by the share of the box another person's box covers (a crop of two people matches neither)."""
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    sharp = float(cv2.Laplacian(gray, cv2.CV_32F).var())
+    x, y, w, h = box
+    cut = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
+    return w * h * (1.0 + sharp) * (0.2 if cut else 1.0) * (1.0 - min(1.0, covered)) ** 2
+
+
+class _CropKeeper:
+    """What both trackers share: observations with crops, the worst crops dropped past `candidates`."""
+
+    candidates: int
+
+    def _observe(self, t: Track, index: int, box, frame: np.ndarray, others) -> None:
+        H, W = frame.shape[:2]
+        clipped = clip_box(box, W, H)
+        if clipped is None:
+            return
+        x, y, w, h = clipped
+        crop = frame[y : y + h, x : x + w].copy()
+        obs = Observation(index, clipped, crop_quality(crop, clipped, W, H, covered_share(clipped, others)), crop)
+        t.observations.append(obs)
+        t.last_frame = index
+        kept = [o for o in t.observations if o.crop is not None]
+        if len(kept) > self.candidates:  # keep memory bounded: drop the worst crop
+            min(kept, key=lambda o: o.quality).crop = None
+
+
+class IouTracker(_CropKeeper):
+    """Greedy IoU association; a track ends after `max_age` processed frames without a match."""
+
+    def __init__(self, iou_threshold: float = 0.3, max_age: int = 8, candidates: int = 24, min_score: float = 0.5):
+        self.iou_threshold, self.max_age, self.candidates = iou_threshold, max_age, candidates
+        self.min_score = min_score
+        self.active: list[Track] = []
+        self.finished: list[Track] = []
+        self.next_id = 1
+
+    def update(self, index: int, boxes, frame: np.ndarray) -> None:
+        boxes = [b for b in boxes if len(b) < 5 or b[4] >= self.min_score]
+        pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.active) for bi, b in enumerate(boxes)),
+                       reverse=True)
+        used_t, used_b = set(), set()
+        for score, ti, bi in pairs:
+            if score < self.iou_threshold:
+                break
+            if ti in used_t or bi in used_b:
+                continue
+            used_t.add(ti)
+            used_b.add(bi)
+            self._observe(self.active[ti], index, boxes[bi], frame, boxes[:bi] + boxes[bi + 1 :])
+        for bi, b in enumerate(boxes):
+            if bi not in used_b:
+                t = Track(self.next_id)
+                self.next_id += 1
+                self._observe(t, index, b, frame, boxes[:bi] + boxes[bi + 1 :])
+                self.active.append(t)
+        still = []
+        for t in self.active:
+            (still if index - t.last_frame <= self.max_age else self.finished).append(t)
+        self.active = still
+
+    def close(self) -> list[Track]:
+        self.finished += self.active
+        self.active = []
+        return self.finished
+
+
+class KalmanBox:
+    """Constant-velocity Kalman filter on (cx, cy, aspect w/h, h) and their velocities, with noise
+    proportional to the box height (SORT / ByteTrack's formulation)."""
+
+    POS, VEL = 1.0 / 20, 1.0 / 160
+
+    def __init__(self, box):
+        x, y, w, h = (float(v) for v in box[:4])
+        self.mean = np.array([x + w / 2, y + h / 2, w / max(h, 1e-6), h, 0, 0, 0, 0], np.float64)
+        std = [2 * self.POS * h, 2 * self.POS * h, 1e-2, 2 * self.POS * h,
+               10 * self.VEL * h, 10 * self.VEL * h, 1e-5, 10 * self.VEL * h]
+        self.cov = np.diag(np.square(std))
+        self.F = np.eye(8)
+        self.F[:4, 4:] = np.eye(4)
+        self.H = np.eye(4, 8)
+
+    def predict(self) -> None:
+        h = self.mean[3]
+        std = [self.POS * h, self.POS * h, 1e-2, self.POS * h, self.VEL * h, self.VEL * h, 1e-5, self.VEL * h]
+        self.mean = self.F @ self.mean
+        self.cov = self.F @ self.cov @ self.F.T + np.diag(np.square(std))
+
+    def update(self, box) -> None:
+        x, y, w, h = (float(v) for v in box[:4])
+        z = np.array([x + w / 2, y + h / 2, w / max(h, 1e-6), h])
+        r = np.diag(np.square([self.POS * self.mean[3], self.POS * self.mean[3], 1e-1, self.POS * self.mean[3]]))
+        s = self.H @ self.cov @ self.H.T + r
+        gain = np.linalg.solve(s, self.H @ self.cov).T
+        self.mean = self.mean + gain @ (z - self.H @ self.mean)
+        self.cov = self.cov - gain @ s @ gain.T
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        cx, cy, a, h = self.mean[:4]
+        h = max(h, 1.0)
+        w = max(a * h, 1.0)
+        return cx - w / 2, cy - h / 2, w, h
+
+
+def _assign(cost: np.ndarray, limit: float) -> list[tuple[int, int]]:
+    """Optimal one-to-one pairs (row, col) with cost <= limit."""
+    if cost.size == 0:
+        return []
+    import lap
+
+    _, x, _ = lap.lapjv(cost, extend_cost=True, cost_limit=limit)
+    return [(i, int(j)) for i, j in enumerate(x) if j >= 0]
+
+
+class MotionTracker(_CropKeeper):
+    """Kalman prediction + two-stage association (ByteTrack). A track is born from an unmatched box
+    scoring >= `new_score` and confirmed by a second match; unconfirmed tracks that miss are dropped;
+    confirmed ones survive `max_age` processed frames unmatched, coasting on their prediction."""
+
+    def __init__(self, max_age: int = 15, candidates: int = 24, high: float = 0.5, low: float = 0.1,
+                 new_score: float = 0.6, first_iou: float = 0.2, second_iou: float = 0.5, confirm: int = 2):
+        self.max_age, self.candidates = max_age, candidates
+        self.high, self.low, self.new_score = high, low, new_score
+        self.first_iou, self.second_iou, self.confirm = first_iou, second_iou, confirm
+        self.tracks: list[tuple[Track, KalmanBox, list]] = []  # (track, filter, [hits, misses])
+        self.finished: list[Track] = []
+        self.next_id = 1
+
+    def update(self, index: int, boxes, frame: np.ndarray) -> None:
+        dets = [tuple(b) if len(b) >= 5 else (*b, 1.0) for b in boxes]
+        dets = [d for d in dets if d[4] >= self.low]
+        for _, kf, _ in self.tracks:
+            kf.predict()
+        high = [i for i, d in enumerate(dets) if d[4] >= self.high]
+        low = [i for i, d in enumerate(dets) if d[4] < self.high]
+        predicted = np.array([kf.box for _, kf, _ in self.tracks]).reshape(-1, 4)
+        det_boxes = np.array([d[:4] for d in dets], np.float64).reshape(-1, 4)
+        matched: dict[int, int] = {}
+        # stage 1: every track against the confident boxes
+        ious = iou_matrix(predicted, det_boxes[high])
+        for ti, j in _assign(1.0 - ious, 1.0 - self.first_iou):
+            matched[ti] = high[j]
+        # stage 2: the tracks left against the weak boxes (a person partly hidden, a blurred frame)
+        rest = [ti for ti in range(len(self.tracks)) if ti not in matched]
+        if rest and low:
+            ious = iou_matrix(predicted[rest], det_boxes[low])
+            for r, j in _assign(1.0 - ious, 1.0 - self.second_iou):
+                matched[rest[r]] = low[j]
+        all_boxes = [d[:4] for d in dets]
+        kept = []
+        for ti, (track, kf, state) in enumerate(self.tracks):
+            if ti in matched:
+                d = dets[matched[ti]]
+                kf.update(d)
+                state[0], state[1] = state[0] + 1, 0
+                self._observe(track, index, d, frame, [b for k, b in enumerate(all_boxes) if k != matched[ti]])
+                kept.append((track, kf, state))
+            else:
+                state[1] += 1
+                if state[0] >= self.confirm and state[1] <= self.max_age:
+                    kept.append((track, kf, state))
+                elif state[0] >= self.confirm:
+                    self.finished.append(track)
+        used = set(matched.values())
+        for i in high:
+            if i not in used and dets[i][4] >= self.new_score:
+                t = Track(self.next_id)
+                self.next_id += 1
+                self._observe(t, index, dets[i], frame, [b for k, b in enumerate(all_boxes) if k != i])
+                kept.append((t, KalmanBox(dets[i]), [1, 0]))
+        self.tracks = kept
+
+    def close(self) -> list[Track]:
+        self.finished += [t for t, _, state in self.tracks if state[0] >= self.confirm]
+        self.tracks = []
+        return self.finished
+
+
+def make_tracker(kind: str, stride: int):
+    """A tracker for frames `stride` apart: ages are in processed frames, about 0.8 s (iou) / 2 s (motion)
+    of 15 fps footage."""
+    if kind == "iou":
+        return IouTracker(max_age=max(4, 12 // max(1, stride)))
+    if kind == "motion":
+        return MotionTracker(max_age=max(6, 30 // max(1, stride)))
+    from sen_infer.errors import IngestError
+
+    raise IngestError(f"unknown tracker {kind!r} ({', '.join(TRACKERS)})")
+
+
+def pick_crops(track: Track, n: int) -> list[Observation]:
+    """Up to n crops, best quality first, at least a fair share of the track's life apart."""
+    cands = sorted((o for o in track.observations if o.crop is not None), key=lambda o: -o.quality)
+    if not cands:
+        return []
+    span = track.observations[-1].frame - track.observations[0].frame
+    gap = span / (2 * n) if n > 1 else 0
+    chosen: list[Observation] = []
+    for o in cands:
+        if all(abs(o.frame - c.frame) >= gap for c in chosen):
+            chosen.append(o)
+        if len(chosen) == n:
+            break
+    return chosen
