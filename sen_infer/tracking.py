@@ -28,6 +28,7 @@ class Observation:
     box: BOX
     quality: float
     crop: np.ndarray | None = None
+    covered: float = 0.0  # the largest share of the box another detection covers
 
 
 @dataclass
@@ -109,7 +110,8 @@ class _CropKeeper:
             return
         x, y, w, h = clipped
         crop = frame[y : y + h, x : x + w].copy()
-        obs = Observation(index, clipped, crop_quality(crop, clipped, W, H, covered_share(clipped, others)), crop)
+        covered = covered_share(clipped, others)
+        obs = Observation(index, clipped, crop_quality(crop, clipped, W, H, covered), crop, covered)
         t.observations.append(obs)
         t.last_frame = index
         kept = [o for o in t.observations if o.crop is not None]
@@ -241,13 +243,18 @@ class MotionTracker(_CropKeeper):
             for r, j in _assign(1.0 - ious, 1.0 - self.second_iou):
                 matched[rest[r]] = low[j]
         all_boxes = [d[:4] for d in dets]
+        # people the detector lost this frame, most often merged into a neighbour's box: their predicted
+        # boxes count as others when judging whether a crop shows one person alone
+        coasting = [tuple(predicted[ti]) for ti, (_, _, state) in enumerate(self.tracks)
+                    if ti not in matched and state[0] >= self.confirm]
         kept = []
         for ti, (track, kf, state) in enumerate(self.tracks):
             if ti in matched:
                 d = dets[matched[ti]]
                 kf.update(d)
                 state[0], state[1] = state[0] + 1, 0
-                self._observe(track, index, d, frame, [b for k, b in enumerate(all_boxes) if k != matched[ti]])
+                others = [b for k, b in enumerate(all_boxes) if k != matched[ti]] + coasting
+                self._observe(track, index, d, frame, others)
                 kept.append((track, kf, state))
             else:
                 state[1] += 1
@@ -283,10 +290,21 @@ def make_tracker(kind: str, stride: int):
 
 
 def pick_crops(track: Track, n: int) -> list[Observation]:
-    """Up to n crops, best quality first, at least a fair share of the track's life apart."""
-    cands = sorted((o for o in track.observations if o.crop is not None), key=lambda o: -o.quality)
+    """Up to n crops, best quality first, at least a fair share of the track's life apart.
+
+    A crop should show this person alone: boxes much wider than the track's usual shape (width / height
+    over 1.25 x its median: the detector merged them with someone beside them) or a third covered by
+    another person's box are used only when the track has no other crop."""
+    usual = float(np.median([o.box[2] / max(1, o.box[3]) for o in track.observations])) if track.observations else 0
+
+    def crowded(o: Observation) -> bool:
+        return o.box[2] / max(1, o.box[3]) > 1.25 * usual or o.covered > 1 / 3
+
+    cands = sorted((o for o in track.observations if o.crop is not None), key=lambda o: (crowded(o), -o.quality))
     if not cands:
         return []
+    if not crowded(cands[0]):
+        cands = [o for o in cands if not crowded(o)]
     span = track.observations[-1].frame - track.observations[0].frame
     gap = span / (2 * n) if n > 1 else 0
     chosen: list[Observation] = []
