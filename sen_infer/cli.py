@@ -54,11 +54,14 @@ def cmd_ingest(args) -> int:
             report.merge(g.add_video(v, camera=args.camera, start_time=args.start_time, detector=args.detector,
                                      stride=args.stride, chunk_seconds=args.chunk_seconds, progress=bar.update,
                                      tracker=args.tracker))
+    links = None
+    if videos and not args.no_link and report.added:
+        links = g.link_identities()  # new tracks: relink the gallery's identities across cameras
     summary = {"added": report.added, "tracks": report.tracks, "skipped_existing": report.skipped_existing,
                "unreadable": report.unreadable, "reasons": report.reasons, "failed": report.failed,
                "incomplete": report.incomplete, "notes": report.notes, "images": len(images),
                "videos": len(videos), "frames": report.frames, "seconds": round(report.seconds, 2),
-               "gallery_rows": len(g)}
+               "gallery_rows": len(g), "identities": links}
     if args.json:
         _print_json(summary)
     else:
@@ -75,7 +78,38 @@ def cmd_ingest(args) -> int:
               f"skipped {report.skipped_existing} already in the gallery; {len(report.unreadable)} unreadable"
               + (f"; {len(report.failed)} FAILED" if report.failed else "")
               + f"; gallery now holds {summary['gallery_rows']} crops")
+        if links:
+            print(f"linked {links['tracks']} tracks into {links['persons']} persons across cameras "
+                  f"(threshold {links['threshold']:g})")
     return 1 if report.failed else 0
+
+
+def cmd_link(args) -> int:
+    r = _retriever(args)
+    result = r.open_gallery(create=False).link_identities(args.threshold, args.max_gap, args.overlapping_views)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"linked {result['tracks']} tracks into {result['persons']} persons ({result['linked_tracks']} tracks "
+              f"share a person; threshold {result['threshold']:g}, max gap {result['max_gap']:g} s)")
+    return 0
+
+
+def cmd_timeline(args) -> int:
+    r = _retriever(args)
+    appearances = r.timeline(args.person)
+    if not appearances:
+        raise QueryError(f"no tracks for person {args.person} in this gallery")
+    if args.json:
+        _print_json({"person": args.person, "appearances": [
+            {"track": a.track, "camera": a.camera, "source": a.source, "start": a.start, "end": a.end,
+             "first_frame": a.first_frame, "last_frame": a.last_frame, "keys": list(a.keys)} for a in appearances]})
+    else:
+        for a in appearances:
+            span = "-" if a.start is None else f"{a.start:.1f} .. {a.end:.1f}"
+            print(f"track {a.track:>6}  cam={a.camera or '-'}  t={span}  frames {a.first_frame}-{a.last_frame}  "
+                  f"{len(a.keys)} crops  {a.source}")
+    return 0
 
 
 def cmd_query(args) -> int:
@@ -95,7 +129,7 @@ def cmd_query(args) -> int:
         check_sheet_path(args.sheet)  # before the query runs, not after
     r = _retriever(args)
     filters = dict(k=args.k, camera=args.camera, since=args.since, until=args.until, per_track=not args.all_crops,
-                   superseded=args.include_superseded)
+                   superseded=args.include_superseded, per_person=args.per_person)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         hits = r.query_image(args.image, **filters) if args.image else r.query(args.text, **filters)
@@ -111,6 +145,7 @@ def cmd_query(args) -> int:
         for i, h in enumerate(hits, 1):
             t = "-" if h.timestamp is None else f"{h.timestamp:.1f}"
             print(f"{i:>3}  {h.score:.4f}  cam={h.camera or '-'}  t={t}  frame={h.frame}  track={h.track}  "
+                  f"person={h.person if h.person is not None else '-'}  "
                   f"{h.crop_path}{'  (superseded)' if h.superseded else ''}")
         if args.sheet:
             print(f"contact sheet -> {args.sheet}")
@@ -202,8 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=_positive_int, default=2, help="detect on every n-th frame")
     p.add_argument("--chunk-seconds", type=_finite_float, default=60.0,
                    help="commit a video every this many seconds of footage (a crash loses at most one chunk)")
+    p.add_argument("--no-link", action="store_true",
+                   help="do not relink identities across cameras after ingesting videos (run `link` later)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_ingest)
+
+    p = sub.add_parser("link", help="link the gallery's tracks into persons across cameras (appearance + time)")
+    common(p)
+    p.add_argument("--threshold", type=_finite_float, help="cosine of two tracks' mean embeddings to link them "
+                                                             "(default 0.80; docs/sdk.md shows its precision/recall)")
+    p.add_argument("--max-gap", type=_finite_float, help="most seconds between two appearances of one person "
+                                                          "(default 3600)")
+    p.add_argument("--overlapping-views", action="store_true",
+                   help="cameras see the same ground: one person may be in two cameras at once")
+    p.set_defaults(fn=cmd_link)
+
+    p = sub.add_parser("timeline", help="where and when one person (a hit's person id) was seen, in time order")
+    common(p)
+    p.add_argument("person", type=int)
+    p.set_defaults(fn=cmd_timeline)
 
     p = sub.add_parser("query", help="search the gallery by text (or --image)")
     common(p)
@@ -214,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_finite_float)
     p.add_argument("--until", type=_finite_float)
     p.add_argument("--all-crops", action="store_true", help="do not collapse results to one per track")
+    p.add_argument("--per-person", action="store_true",
+                   help="one hit per person linked across cameras (see `link`), not one per track")
     p.add_argument("--include-superseded", action="store_true",
                    help="also return rows of files that were later replaced by new content (marked superseded)")
     p.add_argument("--sheet", help="write a contact sheet of the hits (.jpg, .png, .bmp or .webp)")

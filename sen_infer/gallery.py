@@ -201,8 +201,32 @@ class Gallery:
 
     # ---- the store's reading side, here for convenience ---------------------------------------
     def search(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
-               superseded: bool = False) -> list[Row]:
-        return self.store.search(query, k, camera, since, until, per_track, superseded)
+               superseded: bool = False, per_person: bool = False) -> list[Row]:
+        return self.store.search(query, k, camera, since, until, per_track, superseded, per_person)
+
+    def link_identities(self, threshold: float | None = None, max_gap: float | None = None,
+                        overlapping_views: bool = False) -> dict:
+        """Link the gallery's tracks into persons across cameras and time gaps (`sen_infer.identity`) and
+        store the result; every row's `person` and `query(per_person=True)` follow it. Re-running after
+        more ingest relinks everything. Returns {"tracks", "persons", "linked_tracks", parameters}."""
+        from sen_infer.identity import DEFAULT_MAX_GAP, DEFAULT_THRESHOLD, link_tracks
+
+        threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        max_gap = DEFAULT_MAX_GAP if max_gap is None else float(max_gap)
+        if not (-1.0 <= threshold <= 1.0) or not (max_gap > 0):
+            raise IngestError(f"link threshold must lie in [-1, 1] and max_gap be > 0 seconds, "
+                              f"got {threshold} and {max_gap}")
+        summaries = self.store.track_summaries()
+        person_of = link_tracks(summaries, threshold, max_gap, overlapping_views)
+        params = {"threshold": threshold, "max_gap": max_gap, "overlapping_views": overlapping_views}
+        self.store.set_persons(person_of, params)
+        persons = len(set(person_of.values()))
+        linked = sum(1 for t, p in person_of.items() if sum(1 for q in person_of.values() if q == p) > 1)
+        return {"tracks": len(person_of), "persons": persons, "linked_tracks": linked, **params}
+
+    def timeline(self, person: int) -> list:
+        """The appearances (tracks) of `person` in time order across cameras (`identity.Appearance`)."""
+        return self.store.appearances(int(person))
 
     def rows(self, keys) -> dict[int, Row]:
         return self.store.rows(keys)
@@ -448,7 +472,7 @@ class Gallery:
             for video in chunks:
                 report.frames = video.frames
                 report.notes += [f"{path}: {n}" for n in video.notes if f"{path}: {n}" not in report.notes]
-                rows, vectors = self._video_rows(video, key, camera, start_time, crop_dir, report)
+                rows, vectors, spans = self._video_rows(video, key, camera, start_time, crop_dir, report)
                 if not _same_beginning(path_text, identity["head"], os.path.getsize(path_text)):
                     raise SourceConflict(f"{_printable(path)}: the file was replaced while it was being read; the "
                                          f"chunks committed before stay, this one was not stored")
@@ -456,7 +480,7 @@ class Gallery:
                 record = SourceRecord(key, "video", path=path_text, resume_frame=resume, frames=video.frames,
                                       size=identity["size"], mtime_ns=identity["mtime_ns"], head=identity["head"],
                                       supersedes=supersedes, first=first)
-                added, existing = self.store.add_embeddings(vectors, rows, record, local_tracks=True)
+                added, existing = self.store.add_embeddings(vectors, rows, record, local_tracks=True, spans=spans)
                 supersedes, first = None, False  # done by the first commit
                 report.added += added
                 report.skipped_existing += existing
@@ -475,11 +499,13 @@ class Gallery:
         return report
 
     def _video_rows(self, video, key: str, camera, start_time, crop_dir: Path,
-                    report) -> tuple[list[Row], np.ndarray]:
+                    report) -> tuple[list[Row], np.ndarray, dict]:
         """One row per track of a chunk: the normalised mean of its crops' embeddings, its best crop
-        stored as a JPEG (written and checked before anything is committed)."""
+        stored as a JPEG (written and checked before anything is committed); and each track's span
+        (first and last frame, their times) for identity linking."""
         crop_dir.mkdir(parents=True, exist_ok=True)
-        rows, vectors = [], []
+        rows, vectors, spans = [], [], {}
+        base = start_time if start_time is not None else 0.0
         for n, (track, crops) in enumerate(video.tracks, start=1):
             if not crops:
                 continue
@@ -492,7 +518,9 @@ class Gallery:
             # `n` is local to this chunk: the store makes it a gallery-wide id inside its transaction
             rows.append(Row(key, camera, best.frame, ts, tuple(best.box), n, str(crop_path)))
             vectors.append(emb.mean(axis=0))
-        return rows, np.asarray(vectors, np.float32).reshape(len(rows), self.dim)
+            first, last = track.observations[0].frame, track.observations[-1].frame
+            spans[n] = (first, last, base + video.time(first), base + video.time(last))
+        return rows, np.asarray(vectors, np.float32).reshape(len(rows), self.dim), spans
 
 
 def _array_digest(img) -> str:

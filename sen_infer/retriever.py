@@ -52,15 +52,25 @@ class Retriever:
         return self.encoders.encode_images(images)
 
     def query(self, text: str, k: int = 10, camera: str | None = None, since: float | None = None,
-              until: float | None = None, per_track: bool = True, superseded: bool = False) -> list[Hit]:
-        """The k best crops for `text`, best first (ties by key); one per track unless per_track=False.
+              until: float | None = None, per_track: bool = True, superseded: bool = False,
+              per_person: bool = False) -> list[Hit]:
+        """The k best crops for `text`, best first (ties by key); one per track unless per_track=False,
+        one per person linked across cameras with per_person=True (after `gallery.link_identities()`).
         Rows of a file that was later replaced are left out unless superseded=True."""
         if not isinstance(text, str) or not text.strip():
             raise QueryError("query text is empty")
-        return self._search(self.encoders.encode_text([text])[0], k, camera, since, until, per_track, superseded)
+        return self._search(self.encoders.encode_text([text])[0], k, camera, since, until, per_track, superseded,
+                            per_person)
+
+    def timeline(self, person: int) -> list:
+        """Where and when `person` (a hit's `person`) was seen: their tracks in time order, across cameras."""
+        if isinstance(person, bool) or not isinstance(person, (int, np.integer)):
+            raise QueryError(f"person must be an integer id (a hit's person), not {person!r}")
+        return self.open_gallery().timeline(int(person))
 
     def query_image(self, image, k: int = 10, camera: str | None = None, since: float | None = None,
-                    until: float | None = None, per_track: bool = True, superseded: bool = False) -> list[Hit]:
+                    until: float | None = None, per_track: bool = True, superseded: bool = False,
+                    per_person: bool = False) -> list[Hit]:
         """Find a person by example (re-identification): a path or a BGR uint8 array."""
         if isinstance(image, (str, os.PathLike)):
             require_utf8(str(image), "query image path")
@@ -69,11 +79,12 @@ class Retriever:
                 raise QueryError(f"cannot read image {image} (missing, not a regular file, or not an image)")
         else:
             img = image
-        return self._search(self.encoders.encode_images([img])[0], k, camera, since, until, per_track, superseded)
+        return self._search(self.encoders.encode_images([img])[0], k, camera, since, until, per_track, superseded,
+                            per_person)
 
-    def _search(self, q: np.ndarray, k, camera, since, until, per_track, superseded) -> list[Hit]:
+    def _search(self, q: np.ndarray, k, camera, since, until, per_track, superseded, per_person=False) -> list[Hit]:
         check_filters(k, camera, since, until)
-        return self.open_gallery().search(q, k, camera, since, until, per_track, bool(superseded))
+        return self.open_gallery().search(q, k, camera, since, until, per_track, bool(superseded), bool(per_person))
 
 
 def check_filters(k, camera, since, until) -> None:

@@ -53,6 +53,10 @@ MIGRATION = """
 CREATE INDEX IF NOT EXISTS sources_path ON sources (path);
 CREATE TABLE IF NOT EXISTS removed (key INTEGER PRIMARY KEY, source TEXT, at REAL NOT NULL);
 """
+PERSONS = "CREATE TABLE IF NOT EXISTS persons (track INTEGER PRIMARY KEY, person INTEGER NOT NULL)"
+# when a video track was seen (its row keeps only its best crop's frame): identity linking's time rules
+SPANS = ("CREATE TABLE IF NOT EXISTS track_spans (track INTEGER PRIMARY KEY, first_frame INTEGER, last_frame INTEGER, "
+         "start REAL, end REAL)")
 SCHEMA_VERSION = "2"
 EXACT_MAX = 20_000  # galleries up to this size are searched exactly (a cached float32 matrix product)
 FILTERED_EXACT_MAX = 5_000  # a filter leaving at most this many rows is searched exactly over them
@@ -74,6 +78,7 @@ class Row:
     key: int | None = None
     score: float | None = None
     superseded: bool = False
+    person: int | None = None  # the identity its track is linked to across cameras (`link_identities`)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -176,6 +181,7 @@ class _View:
     source: np.ndarray
     superseded: np.ndarray  # source codes whose rows are superseded
     emb32: np.ndarray | None = None
+    group: dict | None = None  # track -> person when hits are collapsed per person
 
 
 class _Batcher:
@@ -252,6 +258,8 @@ class VectorStore:
         self._generation = None  # meta "generation": bumped by removals, supersessions and migrations
         self._loaded = False
         self._supersessions = None
+        self._links = None
+        self._person_of: dict[int, int] = {}  # track -> linked person
         self.damaged: list[int] = []  # keys of rows whose stored embedding is unusable (kept, never served)
         self._lock = threading.RLock()  # guards the in-memory columns and the index
         self._write_lock = threading.Lock()
@@ -428,8 +436,12 @@ class VectorStore:
         conn = self._conn()
         with self._lock, self._db("read rows"):
             counters = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('generation', "
-                                         "'supersessions')").fetchall())
+                                         "'supersessions', 'links')").fetchall())
             generation, supersessions = counters.get("generation"), counters.get("supersessions")
+            if counters.get("links") != self._links:
+                self._person_of = dict(conn.execute("SELECT track, person FROM persons").fetchall()) \
+                    if self._has_table(conn, "persons") else {}
+                self._links = counters.get("links")
             rows = conn.execute("SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id > ? "
                                 "ORDER BY id", (self._last_seen,)).fetchall()
             if rows:
@@ -466,6 +478,10 @@ class VectorStore:
             superseded = [self._code(s) for (s,) in conn.execute(
                 "SELECT source FROM sources WHERE superseded IS NOT NULL")]
             self._superseded = np.array(sorted(superseded), np.int32)
+
+    @staticmethod
+    def _has_table(conn, name: str) -> bool:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
     def _source_columns(self, conn) -> set[str]:
         if not self._columns >= set(SOURCE_COLUMNS):
@@ -584,11 +600,13 @@ class VectorStore:
 
     def add_embeddings(self, vectors: np.ndarray, rows: list[Row],
                        source: SourceRecord | list[SourceRecord] | None = None,
-                       local_tracks: bool = False) -> tuple[int, int]:
+                       local_tracks: bool = False, spans: dict | None = None) -> tuple[int, int]:
         """Store one row per vector (normalised, kept as float16) in one transaction, with the records of
         `source` (one or a list) when given; returns (added, already present). Rows are unique on (source, frame, bbox).
         With local_tracks the rows' track numbers (1, 2, ...) are local to this call and become
-        gallery-wide ids inside the committing transaction, so concurrent writers never share one."""
+        gallery-wide ids inside the committing transaction, so concurrent writers never share one.
+        `spans`: track number -> (first frame, last frame, start time, end time) of the tracks' whole
+        lives, kept for identity linking."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape != (len(rows), self.dim):
             raise GalleryError(f"add_embeddings needs a [{len(rows)}, {self.dim}] array for {len(rows)} rows, "
@@ -599,6 +617,7 @@ class VectorStore:
         records = [(r.source, r.camera, int(r.frame), r.timestamp, *map(int, r.bbox), r.track, r.crop_path,
                     e.tobytes()) for r, e in zip(rows, emb)]
         with self._writing("write") as conn:
+            base = 0
             if local_tracks and records:
                 base = int(conn.execute("SELECT value FROM meta WHERE key='next_track'").fetchone()[0]) - 1
                 top = max((r[8] for r in records if r[8] is not None), default=0)
@@ -613,6 +632,13 @@ class VectorStore:
             conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
                              "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
             added = conn.total_changes - before
+            if spans and added:
+                conn.execute(SPANS)
+                wanted = {base + int(t): v for t, v in spans.items()}
+                present = {t for (t,) in conn.execute(
+                    f"SELECT DISTINCT track FROM crops WHERE track IN ({','.join('?' * len(wanted))})", list(wanted))}
+                conn.executemany("INSERT OR REPLACE INTO track_spans VALUES (?, ?, ?, ?, ?)",
+                                 [(t, *wanted[t]) for t in sorted(present)])
             for record in [source] if isinstance(source, SourceRecord) else source or []:
                 self._record_source(conn, record)
         return added, len(records) - added
@@ -738,17 +764,19 @@ class VectorStore:
         return len(self._ids)
 
     def search(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
-               until: float | None = None, per_track: bool = True, superseded: bool = False) -> list[Row]:
+               until: float | None = None, per_track: bool = True, superseded: bool = False,
+               per_person: bool = False) -> list[Row]:
         """The best k rows for `query` matching the filters, as Rows with their cosine `score`, sorted by
-        score then key; one per track unless per_track=False; rows of superseded sources only with
+        score then key; one per track unless per_track=False, one per linked person with per_person=True
+        (a track not linked to others is a person of its own); rows of superseded sources only with
         superseded=True."""
-        pairs = self.nearest(query, k, camera, since, until, per_track, superseded)
+        pairs = self.nearest(query, k, camera, since, until, per_track, superseded, per_person)
         rows = self.rows([key for key, _ in pairs])
         return [_with_score(rows[key], score) for key, score in pairs if key in rows]
 
     def nearest(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
                 until: float | None = None, per_track: bool = True,
-                superseded: bool = False) -> list[tuple[int, float]]:
+                superseded: bool = False, per_person: bool = False) -> list[tuple[int, float]]:
         """`search` as (key, cosine) pairs, without reading the rows.
 
         The lock is held only to take a snapshot of the columns (views that later appends never
@@ -760,6 +788,8 @@ class VectorStore:
         with self._lock:
             view = _View(self._ids, self._emb, self._camera, self._time, self._track, self._source,
                          self._superseded)
+            if per_person:
+                view.group = self._person_of
             if len(view.ids) <= self.exact_max and len(view.ids):
                 if self._emb32 is None or len(self._emb32) != len(view.ids):
                     self._emb32 = self._emb.astype(np.float32)
@@ -823,7 +853,7 @@ class VectorStore:
     def _top(self, view: _View, pos: np.ndarray, scores: np.ndarray, k: int,
              per_track: bool) -> list[tuple[int, float]]:
         """Best k by score (ties by key), one per track when asked. Sorts only the leading candidates."""
-        want = k * 8 if per_track else k
+        want = k * 8 if per_track or view.group is not None else k
         if len(scores) > 4 * want:
             threshold = np.partition(scores, len(scores) - want)[len(scores) - want]
             lead = np.flatnonzero(scores >= threshold)  # every tie at the boundary stays in
@@ -838,13 +868,15 @@ class VectorStore:
         keys = view.ids[pos]
         order = np.lexsort((keys, -scores))
         out, seen = [], set()
+        group = view.group
         for i in order:
-            if per_track:
+            if per_track or group is not None:
                 tr = int(view.track[pos[i]])
                 if tr >= 0:
-                    if tr in seen:
+                    who = ("p", group.get(tr, tr)) if group is not None else tr
+                    if who in seen:
                         continue
-                    seen.add(tr)
+                    seen.add(who)
             out.append((int(keys[i]), float(scores[i])))
             if len(out) == k:
                 break
@@ -869,14 +901,87 @@ class VectorStore:
             current = "superseded" in self._source_columns(conn)
             flag = ("(SELECT s.superseded IS NOT NULL FROM sources s WHERE s.source = c.source)" if current
                     else "0")
+            person = ("(SELECT p.person FROM persons p WHERE p.track = c.track)" if self._has_table(conn, "persons")
+                      else "NULL")
             for i in range(0, len(keys), 500):
                 part = keys[i : i + 500]
-                cur = conn.execute(f"SELECT id, source, camera, frame, timestamp, x, y, w, h, track, crop_path, {flag} "
-                                   f"FROM crops c WHERE id IN ({','.join('?' * len(part))})", part)
+                cur = conn.execute(f"SELECT id, source, camera, frame, timestamp, x, y, w, h, track, crop_path, {flag}, "
+                                   f"{person} FROM crops c WHERE id IN ({','.join('?' * len(part))})", part)
                 for r in cur:
                     out[r[0]] = Row(r[1], r[2], r[3], r[4], (r[5], r[6], r[7], r[8]), r[9], r[10], key=r[0],
-                                    superseded=bool(r[11]))
+                                    superseded=bool(r[11]), person=r[12])
         return out
+
+    # ---- identities across cameras --------------------------------------------------------------
+    def track_summaries(self) -> list:
+        """Every track of a current (not superseded) source as a `identity.TrackSummary`: camera, first and
+        last timestamp, normalised mean embedding."""
+        from sen_infer.identity import TrackSummary
+
+        self.refresh()
+        with self._lock:
+            view = _View(self._ids, self._emb, self._camera, self._time, self._track, self._source, self._superseded)
+        mask = self._mask(view, None, None, None, False)
+        pos = np.flatnonzero(view.track >= 0) if mask is None else np.flatnonzero(mask & (view.track >= 0))
+        if not len(pos):
+            return []
+        tracks = view.track[pos]
+        order = np.argsort(tracks, kind="stable")
+        pos, tracks = pos[order], tracks[order]
+        cuts = np.flatnonzero(np.diff(tracks)) + 1
+        spans = {}
+        with self._db("read track spans"):
+            conn = self._conn()
+            if self._has_table(conn, "track_spans"):
+                spans = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT track, start, end FROM track_spans")}
+        out = []
+        for part in np.split(pos, cuts):
+            track = int(view.track[part[0]])
+            t = view.time[part]
+            known = t[~np.isnan(t)]
+            start, end = spans.get(track, (None, None))
+            if start is None or end is None:  # images, or videos ingested before spans were kept
+                start, end = (float(known.min()), float(known.max())) if len(known) else (None, None)
+            mean = view.emb[part].astype(np.float64).mean(axis=0)
+            out.append(TrackSummary(track, view.camera[part[0]], start, end,
+                                    (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)))
+        return out
+
+    def set_persons(self, person_of: dict[int, int], params: dict) -> None:
+        """Replace every track's linked person in one transaction (what `link_identities` computed with
+        `params`); other open readers pick the new links up on their next query."""
+        import json
+
+        with self._writing("store identities") as conn:
+            conn.execute(PERSONS)
+            conn.execute("DELETE FROM persons")
+            conn.executemany("INSERT INTO persons VALUES (?, ?)", sorted(person_of.items()))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('link_params', ?)", (json.dumps(params),))
+            self._bump(conn, "links")
+
+    def appearances(self, person: int) -> list:
+        """The tracks linked to `person` (or the track `person` when it was never linked), in time order."""
+        from sen_infer.identity import Appearance
+
+        with self._db("read a timeline"):
+            conn = self._conn()
+            tracks = [person]
+            if self._has_table(conn, "persons"):
+                tracks = [t for (t,) in conn.execute("SELECT track FROM persons WHERE person=?", (person,))]
+                if not tracks and conn.execute("SELECT 1 FROM persons WHERE track=?", (person,)).fetchone() is None:
+                    tracks = [person]  # a track never linked (ingested after the last link) is its own person
+            spans = self._has_table(conn, "track_spans")
+            span_cols = "s.start, s.end, s.first_frame, s.last_frame" if spans else "NULL, NULL, NULL, NULL"
+            join = "LEFT JOIN track_spans s ON s.track = c.track" if spans else ""
+            rows = conn.execute(
+                f"SELECT c.track, c.camera, c.source, min(c.timestamp), max(c.timestamp), min(c.frame), max(c.frame), "
+                f"group_concat(c.id), {span_cols} FROM crops c {join} "
+                f"WHERE c.track IN ({','.join('?' * len(tracks))}) GROUP BY c.track", tracks).fetchall()
+        out = [Appearance(person, r[0], r[1], r[2], r[8] if r[8] is not None else r[3],
+                          r[9] if r[9] is not None else r[4], r[10] if r[10] is not None else r[5],
+                          r[11] if r[11] is not None else r[6], tuple(sorted(int(k) for k in str(r[7]).split(","))))
+               for r in rows]
+        return sorted(out, key=lambda a: (a.start is None, a.start or 0.0, a.track))
 
     def embedding(self, key: int) -> np.ndarray:
         with self._lock:
