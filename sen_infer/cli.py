@@ -232,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="mog2",
                    help="mog2 (static cameras), mog2-split (blobs split into people), hog, mot:DETECTIONS.txt, "
                         "or onnx:MODEL.onnx (YOLOv8/YOLO11, YOLOX, RT-DETR person detector)")
-    p.add_argument("--tracker", default="iou", choices=("iou", "motion"),
-                   help="iou (greedy IoU) or motion (Kalman + ByteTrack two-stage association)")
+    p.add_argument("--tracker", default="motion", choices=("iou", "motion"),
+                   help="motion (Kalman + ByteTrack two-stage association; the default) or iou (greedy IoU)")
     p.add_argument("--stride", type=_positive_int, default=2, help="detect on every n-th frame")
     p.add_argument("--chunk-seconds", type=_finite_float, default=60.0,
                    help="commit a video every this many seconds of footage (a crash loses at most one chunk)")

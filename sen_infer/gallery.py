@@ -420,7 +420,7 @@ class Gallery:
     def add_video(self, path: str | os.PathLike, camera: str | None = None, start_time: float | None = None,
                   detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                   crops_per_track: int = 4, chunk_seconds: float = 60.0, progress=None,
-                  tracker: str = "iou") -> IngestReport:
+                  tracker: str = "motion") -> IngestReport:
         """Detect, track and embed the people of a video; one gallery row per track.
 
         `detector`: see `sen_infer.detection`; `tracker`: "iou" or "motion" (`sen_infer.tracking`).

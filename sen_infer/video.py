@@ -2,8 +2,8 @@
 
 Detectors (`sen_infer.detection`): "mog2" (background subtraction, for static cameras; the default),
 "mog2-split" (its blobs split into people), "hog", a MOT-format detections file, or an ONNX person
-detector. Trackers (`sen_infer.tracking`): "iou" (the default) or "motion" (Kalman + ByteTrack
-association). Tracks are embedded from a handful of large, sharp crops, not covered by other
+detector. Trackers (`sen_infer.tracking`): "iou" or "motion" (Kalman + ByteTrack
+association, the default). Tracks are embedded from a handful of large, sharp crops, not covered by other
 people's boxes, spread over their lifetime rather than every frame.
 """
 
@@ -93,7 +93,7 @@ WARMUP_FRAMES = 150  # frames a chunk's background model sees before the chunk s
 
 def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                 min_observations: int = 3, crops_per_track: int = 4, chunk_seconds: float | None = None,
-                start_frame: int = 0, progress=None, tracker: str = "iou"):
+                start_frame: int = 0, progress=None, tracker: str = "motion"):
     """Yield the video's tracks chunk by chunk: every `chunk_seconds` of footage (at the container's stated
     rate; None: one chunk) the tracker is closed and its
     tracks handed over, so memory is bounded by a chunk, not by the video. A track crossing a chunk
@@ -166,7 +166,7 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
 
 def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                    min_observations: int = 3, crops_per_track: int = 4, progress=None,
-                   tracker: str = "iou") -> VideoTracks:
+                   tracker: str = "motion") -> VideoTracks:
     """The whole video as one chunk. Raises VideoReadError if it cannot be read."""
     return next(iter_chunks(path, detector, stride, min_box, min_observations, crops_per_track, None, 0, progress,
                             tracker))
