@@ -344,3 +344,24 @@ def test_published_anchors_only_for_the_real_benchmarks():
     assert benchmark_of("JSONL", split(1000, 3074)) is None
     text = format_anchors({"R1": 70.0, "mAP": 60.0}, "CUHK-PEDES")
     assert "75.00" in text and "67.23" in text and "75.94" in text and "70.00" in text and "optimistic" in text
+
+
+def test_docs_table_reference_column_is_what_the_preset_resolves_to():
+    """Every `key=value` in docs/training.md's `sen-vit-b-16` column holds for the resolved preset."""
+    import re
+
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text[text.index("| component | reference (file) |"):]
+    table = table[: table.index("\n\n")]
+    cfg = load_config("sen-vit-b-16").to_dict()
+    checked = []
+    for line in table.splitlines()[2:]:
+        column = line.split(" | ")[2]  # component | reference | sen-vit-b-16 | project default
+        for key, value in re.findall(r"`([a-z_.]+)=([^`]+)`", column):
+            node = cfg
+            for part in key.split("."):
+                node = node[part]
+            assert str(node) == value or float(node) == float(value), (key, value, node)
+            checked.append(key)
+    assert {"model.name", "batch_size", "sampler", "augment", "param_groups", "adam_eps", "lr_schedule",
+            "loss.prune_p", "loss.pos_tagger", "model.tir_decoder"} <= set(checked)
