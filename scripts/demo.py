@@ -114,6 +114,9 @@ def main() -> int:
               + (" (already ingested)" if rep.skipped_existing else ""))
     stats = r.gallery.stats()
     print(f"gallery: {stats['rows']} tracks, cameras {stats['cameras']}")
+    links = r.gallery.link_identities()
+    print(f"identities: {links['tracks']} tracks linked into {links['persons']} persons across cameras "
+          f"(threshold {links['threshold']:g})")
 
     step("6. Text queries")
     import numpy as np
@@ -138,7 +141,11 @@ def main() -> int:
             truth = who(h)
             mark = "<- match" if truth == pid else ""
             print(f"  {rank}. score {h.score:.3f}  {h.camera}  t={time.strftime('%H:%M:%S', time.gmtime(h.timestamp))}"
-                  f"  track {h.track}  ground truth: {truth if truth is not None else '?'}  {mark}")
+                  f"  track {h.track}  person {h.person}  ground truth: {truth if truth is not None else '?'}  {mark}")
+        seen_at = r.timeline(hits[0].person)
+        print(f"  the top hit's person was seen {len(seen_at)} time(s): " + "; ".join(
+            f"{a.camera} {time.strftime('%H:%M:%S', time.gmtime(a.start))}-{time.strftime('%H:%M:%S', time.gmtime(a.end))}"
+            for a in seen_at))
         sheet = OUT / f"query{i}.png"
         contact_sheet(r.query(query, k=10), str(sheet), title=query)
         print(f"  contact sheet -> {sheet}")
