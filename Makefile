@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-vitb clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: install
 
 bench: install
 	$(PY) scripts/bench.py
+
+bench-vitb: install  # ViT-B/16 384x128 with random weights: export + encoders + e2e (about 20 min on 2 cores)
+	$(PY) scripts/bench_vitb.py
 
 clean:
 	rm -rf demo_out benchmarks/work .pytest_cache

@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--video", help="dir of synthetic camera videos (generated if omitted)")
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--name", default="e2e", help="results file name under benchmarks/results")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
                "ingest_frames_per_s": ingest["frames"] / ingest["seconds"],
                "ingest_crops_embedded_per_s": ingest["crops"] / ingest["seconds"],
                "ingest_real_time_factor": ingest["video_seconds"] / ingest["seconds"], "ingest": ingest}
-    path = write("e2e", figures, rows, ["stage", "p50_ms", "p99_ms"], plot=("stage", "p50_ms"))
+    path = write(args.name, figures, rows, ["stage", "p50_ms", "p99_ms"], plot=("stage", "p50_ms"))
     for row in rows:
         print(f"{row['stage']:<9} p50 {row['p50_ms']:8.3f} ms   p99 {row['p99_ms']:8.3f} ms")
     print(f"ingest: {figures['ingest_frames_per_s']:.1f} frames/s, {figures['ingest_crops_embedded_per_s']:.1f} "

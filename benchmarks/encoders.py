@@ -25,26 +25,28 @@ from sen_infer.preprocess import to_input
 QUERY = "a woman in a red coat with a black backpack"  # 12 tokens with start and end
 
 
-def _torch_towers(ckpt: str):
+def _torch_towers(ckpt: str, device: str = "auto"):
     import torch
 
     from sen_train.checkpoint import load_model
 
-    model = load_model(ckpt)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(ckpt, device)
 
     def image(x):
         with torch.no_grad():
-            return model.encode_image(torch.from_numpy(x)).numpy()
+            return model.encode_image(torch.from_numpy(x).to(device)).cpu().numpy()
 
     def text(t):
         with torch.no_grad():
-            return model.encode_text(torch.from_numpy(t.astype(np.int64))).numpy()
+            return model.encode_text(torch.from_numpy(t.astype(np.int64)).to(device)).cpu().numpy()
 
     def flops(x) -> float:
         from torch.utils.flop_counter import FlopCounterMode
 
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model.encode_image(torch.from_numpy(x))
+            model.encode_image(torch.from_numpy(x).to(device))
         return float(counter.get_total_flops())
 
     return image, text, flops
@@ -56,6 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", help="checkpoint dir: adds torch eager as the reference")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--torch-device", default="auto", help="where torch eager runs: auto (CUDA if present), cpu, cuda")
     args = ap.parse_args(argv)
     engine = Path(args.engine)
 
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
     flops_per_image = None
     if args.ckpt:
         try:
-            image, text, flops = _torch_towers(args.ckpt)
+            image, text, flops = _torch_towers(args.ckpt, args.torch_device)
             towers = {"torch": (image, text), **towers}
         except ImportError:
             print("torch is not installed: no torch reference")

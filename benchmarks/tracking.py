@@ -31,7 +31,7 @@ from sen_infer.video import extract_tracks
 
 MIN_VISIBILITY = 0.25
 INSIDE = 0.5  # share of a person's box inside a crop for them to count as in it
-SYNTHETIC = {"standard": dict(cameras=2, seconds=20.0, seed=101), "hard": dict(cameras=2, seconds=20.0, seed=202)}
+SYNTHETIC = {"standard": dict(cameras=4, seconds=20.0, seed=101), "hard": dict(cameras=4, seconds=20.0, seed=202)}
 
 
 def load_truth(video_dir: Path) -> dict:
