@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import RESULTS, write
+from benchmarks.report import write
 from sen_infer.tracking import iou_matrix
 from sen_infer.video import extract_tracks
 
