@@ -33,6 +33,9 @@ VARIANTS = {
     "r1. SEN, reference options": ["sampler=reference", "augment=reference", "param_groups=reference",
                                    "adam_eps=1e-3", "lr_schedule=epoch", "model.tir_decoder=reference"],
     "r2. SEN, reference TIR decoder": ["model.tir_decoder=reference"],
+    "r3. SEN, Adam eps 1e-3 only": ["adam_eps=1e-3"],
+    "r4. SEN, reference options but eps 1e-8": ["sampler=reference", "augment=reference", "param_groups=reference",
+                                                "lr_schedule=epoch", "model.tir_decoder=reference"],
 }
 
 
