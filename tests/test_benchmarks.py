@@ -1,6 +1,7 @@
 """Smoke tests: every benchmark runs on a tiny engine and writes its figures (values not asserted)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,49 @@ def test_ingest(tiny_engine, results_in_tmp):
     assert sum(w.startswith("query QPS") for w in whats) == 6
     assert doc["this_photos"]["added"] == 2 and doc["this_photos"]["peak_kb"] >= doc["this_photos"]["before_kb"]
     assert doc["this_video"]["frames"] == 180
+
+
+def test_gpu_check_exits_2_with_one_line_without_a_gpu():
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0:
+        pytest.skip("a GPU is present: the check would run for real")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "GPU" in r.stderr
+
+
+def test_random_checkpoint_loads_and_says_it_is_random(tmp_path):
+    import json
+
+    from benchmarks import random_checkpoint
+    from sen_train.checkpoint import load_model
+
+    assert random_checkpoint.main(["--preset", "tiny", "--out", str(tmp_path / "ckpt")]) == 0
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert meta["random_weights"] is True and meta["config"]["model"]["pretrained"] is None
+    assert load_model(tmp_path / "ckpt").image_size == (192, 64)
+    assert random_checkpoint.main(["--preset", "nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_identity_benchmark_and_video_retrieval_pipelines(tiny_engine, synth_learn, results_in_tmp, tmp_path_factory):
+    from benchmarks import identity
+
+    identity.main(["--engine", str(tiny_engine[0]), "--dataset", str(synth_learn), "--cameras", "2", "--seconds", "6",
+                   "--people", "3", "--seed", "4"])
+    doc = _load(results_in_tmp, "identity")
+    assert [r["threshold"] for r in doc["rows"]] == identity.THRESHOLDS
+    assert all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in doc["rows"])
+    assert (results_in_tmp / "identity.png").stat().st_size > 0
+    from sen_train.data.synth_video import VideoConfig, generate, identities_from_dataset
+
+    video = tmp_path_factory.mktemp("pipelines_video")
+    generate(VideoConfig(cameras=1, seconds=5, fps=10, seed=3), video, identities_from_dataset(synth_learn, "test"),
+             progress=False)
+    video_retrieval.main(["--engine", str(tiny_engine[0]), "--video", str(video), "--pipelines",
+                          "mog2+iou,mog2-split+motion", "--name", "pipelines"])
+    rows = _load(results_in_tmp, "pipelines")["rows"]
+    assert [r["pipeline"] for r in rows] == ["mog2 + iou", "mog2-split + motion"]
