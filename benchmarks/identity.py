@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write
+from benchmarks.video_retrieval import label_rows
 from sen_infer import Retriever
 from sen_infer.identity import DEFAULT_MAX_GAP, DEFAULT_THRESHOLD, conflict, link_tracks, pairwise_scores
-from sen_infer.tracking import iou
 
 THRESHOLDS = [round(t, 2) for t in np.arange(0.50, 0.991, 0.02)]
 
@@ -43,16 +43,8 @@ def make_videos(dataset: Path, out: Path, cameras: int, seconds: float, people: 
 def label_tracks(gallery, video: Path) -> dict[int, int]:
     """gallery track -> ground-truth pid, for tracks whose stored box overlaps a true box by IoU > 0.5."""
     table = json.loads((video / "identities.json").read_text())
-    track_pid = {t["track"]: t["pid"] for t in table["tracks"]}
-    truth = {}
-    for cam, info in table["cameras"].items():
-        gt = np.loadtxt(video / info["ground_truth"], delimiter=",", ndmin=2)
-        for row in gallery.rows(gallery.keys(camera=cam)).values():
-            here = gt[gt[:, 0] == row.frame + 1]
-            best = max(((iou(row.bbox, tuple(g[2:6])), int(g[1])) for g in here), default=(0.0, None))
-            if best[0] > 0.5 and row.track is not None:
-                truth[row.track] = track_pid[best[1]]
-    return truth
+    return {row.track: pid for row, pid in label_rows(gallery, video, table).values()
+            if pid is not None and row.track is not None}
 
 
 def plot(path: Path, curve: list[dict], chosen: float) -> None:

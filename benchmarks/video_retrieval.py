@@ -25,25 +25,33 @@ from sen_infer import Retriever
 from sen_infer.video import iou
 
 
+def label_rows(gallery, video: Path, table: dict) -> dict:
+    """key -> (row, ground-truth pid or None) for every gallery row: the identity whose true box its
+    stored box overlaps with IoU > 0.5 in the same frame."""
+    track_pid = {t["track"]: t["pid"] for t in table["tracks"]}
+    out = {}
+    for cam, info in table["cameras"].items():
+        gt = np.loadtxt(video / info["ground_truth"], delimiter=",", ndmin=2)
+        for key, row in gallery.rows(gallery.keys(camera=cam)).items():
+            here = gt[gt[:, 0] == row.frame + 1]
+            best = max(((iou(row.bbox, tuple(int(v) for v in g[2:6])), int(g[1])) for g in here),
+                       default=(0.0, None))
+            out[key] = (row, track_pid.get(best[1]) if best[0] > 0.5 else None)
+    return out
+
+
 def run(engine: str, video: Path, backend: str, detector: str, tracker: str) -> dict:
     table = json.loads((video / "identities.json").read_text())
-    track_pid = {t["track"]: t["pid"] for t in table["tracks"]}
     with tempfile.TemporaryDirectory() as tmp:
         r = Retriever(engine, gallery=Path(tmp) / "g", backend=backend)
-        label, frames, seconds, video_seconds = {}, 0, 0.0, 0.0
+        frames, seconds, video_seconds = 0, 0.0, 0.0
         for cam, info in table["cameras"].items():
             t0 = time.perf_counter()
             rep = r.gallery.add_video(video / info["video"], camera=cam, detector=detector, tracker=tracker)
             seconds += time.perf_counter() - t0
             frames += rep.frames
             video_seconds += rep.frames / info["fps"]
-        for cam, info in table["cameras"].items():
-            gt = np.loadtxt(video / info["ground_truth"], delimiter=",", ndmin=2)
-            for key, row in r.gallery.rows(r.gallery.keys(camera=cam)).items():
-                rows = gt[gt[:, 0] == row.frame + 1]
-                best = max(((iou(row.bbox, tuple(int(v) for v in g[2:6])), int(g[1])) for g in rows),
-                           default=(0.0, None))
-                label[key] = track_pid.get(best[1]) if best[0] > 0.5 else None
+        label = {key: pid for key, (_, pid) in label_rows(r.gallery, video, table).items()}
         seen = sorted({p for p in label.values() if p is not None})
         hits1 = hits5 = n = 0
         for pid in seen:

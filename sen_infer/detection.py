@@ -236,6 +236,8 @@ class OnnxDetector:
         import onnxruntime as ort
 
         path = str(path)
+        if fmt not in ("auto",) + ONNX_FORMATS:
+            raise DetectionsError(f"unknown detector output format {fmt!r} (auto, {', '.join(ONNX_FORMATS)})")
         require_utf8(path, "detector model file name", DetectionsError)
         if not is_regular_file(path):
             raise DetectionsError(f"detector model {path} does not exist or is not a regular file")
@@ -260,8 +262,6 @@ class OnnxDetector:
         self.path, self.fmt = path, fmt
         self.min_w, self.min_h = min_box
         self.person_class, self.min_score, self.nms_iou = person_class, min_score, nms_iou
-        if fmt not in ("auto",) + ONNX_FORMATS:
-            raise DetectionsError(f"unknown detector output format {fmt!r} (auto, {', '.join(ONNX_FORMATS)})")
 
     def _format(self, out: np.ndarray) -> str:
         if self.fmt != "auto":

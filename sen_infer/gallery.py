@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,9 +221,9 @@ class Gallery:
         person_of = link_tracks(summaries, threshold, max_gap, overlapping_views)
         params = {"threshold": threshold, "max_gap": max_gap, "overlapping_views": overlapping_views}
         self.store.set_persons(person_of, params)
-        persons = len(set(person_of.values()))
-        linked = sum(1 for t, p in person_of.items() if sum(1 for q in person_of.values() if q == p) > 1)
-        return {"tracks": len(person_of), "persons": persons, "linked_tracks": linked, **params}
+        sizes = Counter(person_of.values())
+        linked = sum(n for n in sizes.values() if n > 1)
+        return {"tracks": len(person_of), "persons": len(sizes), "linked_tracks": linked, **params}
 
     def timeline(self, person: int) -> list:
         """The appearances (tracks) of `person` in time order across cameras (`identity.Appearance`)."""
