@@ -2,6 +2,10 @@
 
     python -m export.onnx --ckpt RUN/best --out ENGINE_DIR [--opset 18] [--int8] [--force]
 
+`--int8`: static QDQ int8 towers calibrated on SynthPEDES crops and captions, with the nodes a
+per-node sensitivity sweep finds precision-sensitive kept in fp32 (export.quantize; the sweep is
+written to int8_sweep.json); dynamic quantisation is the fallback when static cannot pass the gate.
+
 Everything is built in a temporary dir beside ENGINE_DIR and moved into place only after the
 parity gate passes, so a failed export leaves nothing behind. Only model files move: an existing
 engine dir's gallery/ (and anything else that is not the export's) is never touched.
@@ -22,6 +26,7 @@ import torch
 
 from export.graph import export_graph
 from export.parity import ParityError, check
+from export.quantize import QuantizeConfig, QuantizeError, quantize_towers
 from export.tokenizer import build_tokenizer_json
 from export.towers import ImageTower, TextTower
 from sen_infer.manifest import Manifest, ManifestError, read_manifest, sha256_file
@@ -51,21 +56,6 @@ def _session(path: Path):
     import onnxruntime as ort
 
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic quantisation: QInt8 weights on MatMul/Gemm, activations quantised at run time."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # it advises an optional pre-processing pass on every call
-    try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    finally:
-        root.setLevel(level)
 
 
 def _check_target(out: Path, fingerprint: str, force: bool) -> None:
@@ -108,7 +98,7 @@ def swap_in(build: Path, out: Path, manifest: Manifest, keep: tuple[str, ...] = 
 
 def export_engine_dir(ckpt: str | os.PathLike, out: str | os.PathLike, opset: int = 18, int8: bool = False,
                       force: bool = False, image_tower=ImageTower, text_tower=TextTower,
-                      log=print) -> Manifest:
+                      log=print, quantize: QuantizeConfig | None = None) -> Manifest:
     """Export `ckpt` to the engine dir `out`; returns its manifest. Raises ParityError on a failed gate."""
     ckpt, out = Path(ckpt), Path(out).resolve()
     meta = read_meta(ckpt)
@@ -133,13 +123,10 @@ def export_engine_dir(ckpt: str | os.PathLike, out: str | os.PathLike, opset: in
         parity = {"fp32": check(model, _session(tmp / IMAGE_ONNX), _session(tmp / TEXT_ONNX), tokenizer, "fp32")}
         precisions = ["fp32"]
         if int8:
-            log("quantising to int8 ...")
-            quantize_int8(tmp / IMAGE_ONNX, tmp / IMAGE_INT8)
-            quantize_int8(tmp / TEXT_ONNX, tmp / TEXT_INT8)
-            log("parity gate (int8) ...")
             try:
-                parity["int8"] = check(model, _session(tmp / IMAGE_INT8), _session(tmp / TEXT_INT8), tokenizer,
-                                       "int8")
+                parity["int8"] = quantize_towers(model, tmp, {"image": (IMAGE_ONNX, IMAGE_INT8),
+                                                              "text": (TEXT_ONNX, TEXT_INT8)},
+                                                 tokenizer, quantize, log)
             except ParityError as e:
                 raise ParityError(f"{e} (the fp32 towers passed: export without --int8 to keep them)") from None
             precisions.append("int8")
@@ -164,18 +151,26 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", required=True, help="checkpoint dir (model.safetensors + config.json)")
     ap.add_argument("--out", required=True, help="engine dir to write")
     ap.add_argument("--opset", type=int, default=18)
-    ap.add_argument("--int8", action="store_true", help="also write dynamic-quantised int8 towers")
+    ap.add_argument("--int8", action="store_true",
+                    help="also write static int8 (QDQ) towers, sensitive nodes kept fp32 by a measured sweep")
+    ap.add_argument("--calibration", choices=("minmax", "percentile", "entropy"), default="minmax",
+                    help="int8 activation calibration (default minmax: measured best, docs/export.md)")
     ap.add_argument("--force", action="store_true", help="replace an engine dir of another model")
     args = ap.parse_args(argv)
     try:
-        m = export_engine_dir(args.ckpt, args.out, args.opset, args.int8, args.force)
-    except (ExportError, ParityError, CheckpointError, ManifestError) as e:
+        m = export_engine_dir(args.ckpt, args.out, args.opset, args.int8, args.force,
+                              quantize=QuantizeConfig(method=args.calibration))
+    except (ExportError, ParityError, CheckpointError, ManifestError, QuantizeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, ParityError) else 2
     for precision in m.precisions:
         f = m.parity[precision]
         print(f"{precision}: image min cos {f['image_min_cosine']:.6f}, text min cos {f['text_min_cosine']:.6f}, "
               f"probe R@1 {f['probe_R1_export']:.2f} (torch {f['probe_R1_torch']:.2f})")
+    q = m.parity.get("int8", {}).get("quantisation")
+    if q:
+        print(f"int8: {q['method']}" + (f", fp32 nodes kept {q['fp32_nodes']}" if q.get("fp32_nodes") else "")
+              + f" (sweep in {q['sweep']}, {q['seconds']} s)")
     print(f"engine dir -> {Path(args.out).resolve()} (export {m.parity['export_seconds']} s)")
     return 0
 
