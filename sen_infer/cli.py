@@ -49,11 +49,14 @@ def cmd_ingest(args) -> int:
         with tqdm(total=len(images), desc="images", unit="img", disable=args.quiet) as bar:
             report.merge(g.add_images([str(p) for p in images], camera=args.camera, timestamp=args.timestamp,
                                       progress=bar.update))
-    for v in videos:
-        with tqdm(desc=v.name, unit="frame", disable=args.quiet) as bar:
-            report.merge(g.add_video(v, camera=args.camera, start_time=args.start_time, detector=args.detector,
-                                     stride=args.stride, chunk_seconds=args.chunk_seconds, progress=bar.update,
-                                     tracker=args.tracker))
+    video_args = dict(camera=args.camera, start_time=args.start_time, detector=args.detector, stride=args.stride,
+                      chunk_seconds=args.chunk_seconds, tracker=args.tracker)
+    if videos and args.workers == 0:  # one video after another, decoding and embedding in turn
+        for v in videos:
+            with tqdm(desc=v.name, unit="frame", disable=args.quiet) as bar:
+                report.merge(g.add_video(v, progress=bar.update, **video_args))
+    elif videos:
+        report.merge(_ingest_videos(g, videos, args, video_args))
     links = None
     if videos and not args.no_link and report.added:
         links = g.link_identities()  # new tracks: relink the gallery's identities across cameras
@@ -82,6 +85,23 @@ def cmd_ingest(args) -> int:
             print(f"linked {links['tracks']} tracks into {links['persons']} persons across cameras "
                   f"(threshold {links['threshold']:g})")
     return 1 if report.failed else 0
+
+
+def _ingest_videos(g, videos, args, video_args) -> IngestReport:
+    """All videos through the pipeline (`Gallery.add_videos`), one progress bar across cameras: frames
+    decoded per second, and crops embedded (count and per second) beside it."""
+    import time
+
+    t0, crops = time.perf_counter(), [0]
+    with tqdm(desc=f"{len(videos)} videos, {min(args.workers, len(videos))} at once", unit="frame",
+              disable=args.quiet) as bar:
+        def progress(frames: int, embedded: int) -> None:
+            crops[0] += embedded
+            bar.set_postfix_str(f"{crops[0]} crops, {crops[0] / max(time.perf_counter() - t0, 1e-9):.1f} crops/s",
+                                refresh=False)
+            bar.update(frames)
+
+        return g.add_videos(videos, workers=args.workers, progress=progress, **video_args)
 
 
 def cmd_link(args) -> int:
@@ -193,6 +213,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
 def _finite_float(text: str) -> float:
     try:
         value = float(text)
@@ -237,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=_positive_int, default=2, help="detect on every n-th frame")
     p.add_argument("--chunk-seconds", type=_finite_float, default=60.0,
                    help="commit a video every this many seconds of footage (a crash loses at most one chunk)")
+    p.add_argument("--workers", type=_non_negative_int, default=2,
+                   help="videos decoded, detected and tracked at once while one encoder thread embeds the crops of "
+                        "all of them in batches (default 2); 0: one video after another, without overlap")
     p.add_argument("--no-link", action="store_true",
                    help="do not relink identities across cameras after ingesting videos (run `link` later)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -37,7 +37,9 @@ class IngestReport:
     tracks: int = 0
     frames: int = 0
     crops_embedded: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time
+    encoder_seconds: float = 0.0  # time inside image-encoder calls (video ingest): its busy share = this / seconds
+    encoder_batches: int = 0  # image-encoder calls made for video crops
     reasons: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # path -> why; nothing of it was committed
     incomplete: dict[str, str] = field(default_factory=dict)  # video -> "decoded N of M frames"
@@ -65,6 +67,8 @@ class IngestReport:
         self.frames += other.frames
         self.crops_embedded += other.crops_embedded
         self.seconds += other.seconds
+        self.encoder_seconds += other.encoder_seconds
+        self.encoder_batches += other.encoder_batches
 
 
 def _fingerprint_range(path: str, a: int, b: int) -> str:
@@ -430,22 +434,66 @@ class Gallery:
         memory is bounded by a chunk and a crash loses at most the chunk in progress. A recording that
         grew since it was ingested is resumed where it ended; one whose content changed (replaced, not
         grown) is a new source: its first chunk marks the old rows superseded (kept, hidden from queries
-        unless asked for)."""
+        unless asked for).
+
+        One thread decodes, tracks and embeds in turn; `add_videos` runs many videos (cameras) at once
+        with decoding and embedding overlapped, and stores the same rows."""
         from sen_infer.video import iter_chunks
 
-        start_time, camera = _finite_time(start_time, "start_time"), _camera_name(camera)
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-            raise IngestError(f"stride must be an integer >= 1 (detect on every n-th frame), not {stride!r}")
-        if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds > 0):
-            raise IngestError(f"chunk_seconds must be a positive number, not {chunk_seconds!r}")
+        opts = VideoOptions(camera, start_time, detector, stride, min_box, crops_per_track, chunk_seconds, tracker)
         self.store.check_writable()
         report = IngestReport()
         t0 = time.perf_counter()
+        plan = self.plan_video(path, opts, report)
+        if plan is not None:
+            try:
+                for video in iter_chunks(plan.path_text, **opts.chunk_args(plan.start_frame), progress=progress):
+                    tracks = chunk_tracks(video)
+                    embeddings = []
+                    for _, _, crops in tracks:
+                        inputs = self.crop_inputs(crops)
+                        t1 = time.perf_counter()
+                        embeddings.append(self.encoders.encode_inputs(inputs))
+                        report.encoder_seconds += time.perf_counter() - t1
+                        report.encoder_batches += 1
+                    self.commit_chunk(plan, video, tracks, embeddings, report)
+            except (VideoReadError, SourceConflict, OSError) as e:
+                video_failed(plan, e, report)
+        if report.added:
+            self.store.persist_index()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def add_videos(self, paths, camera: str | None = None, start_time: float | None = None,
+                   detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+                   crops_per_track: int = 4, chunk_seconds: float = 60.0, tracker: str = "motion",
+                   workers: int = 2, batch_size: int | None = None, max_wait: float = 0.02,
+                   progress=None) -> IngestReport:
+        """Ingest many videos (cameras) at once as a pipeline (`sen_infer.pipeline`): `workers` videos are
+        decoded, detected and tracked in threads of their own while one encoder thread embeds their
+        crops in batches of up to `batch_size` (default: the encoders' batch size) across tracks and
+        cameras, waiting at most `max_wait` seconds to fill one. Every video commits exactly as
+        `add_video` would (chunks in order, each with its resume point, the same rows); a video that
+        cannot be read or stored is reported and the others go on. `progress(frames, crops)` is called
+        from this thread with the frames decoded and crops embedded since its last call. The other
+        arguments are `add_video`'s (`camera`, when given, names every video's camera)."""
+        from sen_infer.pipeline import PipelineConfig, run_pipeline
+
+        opts = VideoOptions(camera, start_time, detector, stride, min_box, crops_per_track, chunk_seconds, tracker)
+        config = PipelineConfig(workers, batch_size if batch_size is not None else self.encoders.batch_size, max_wait)
+        self.store.check_writable()
+        return run_pipeline(self, [paths] if isinstance(paths, (str, os.PathLike)) else list(paths), opts, config,
+                            progress)
+
+    # the steps add_video and the pipeline share (one definition of what a video commits)
+    def plan_video(self, path, opts: "VideoOptions", report: IngestReport) -> "VideoPlan | None":
+        """Where the ingest of `path` starts and under which source key it commits; None when there is
+        nothing to do (recorded in `report`: an unusable file, or one already ingested to its end)."""
         path_text = str(Path(path).resolve())
         why = _unusable_file(path_text)
         if why is not None:
             report.skip(path, why)
-            return report
+            return None
         identity = _file_identity(path_text)
         state = self.store.source(path_text)
         start_frame, supersedes, first = 0, None, True
@@ -463,65 +511,121 @@ class Gallery:
                 start_frame = int(state["frames"] or 0)  # a recording that grew: resume where it ended
             else:
                 report.skipped_existing += 1
-                return report
-        camera = camera if camera is not None else default_camera(path_text)
+                return None
+        camera = opts.camera if opts.camera is not None else default_camera(path_text)
         crop_dir = self.crops_dir / hashlib.sha1(key.encode()).hexdigest()[:16]
-        try:
-            chunks = iter_chunks(path_text, detector, stride, min_box, crops_per_track=crops_per_track,
-                                 chunk_seconds=chunk_seconds, start_frame=start_frame, progress=progress,
-                                 tracker=tracker)
-            for video in chunks:
-                report.frames = video.frames
-                report.notes += [f"{path}: {n}" for n in video.notes if f"{path}: {n}" not in report.notes]
-                rows, vectors, spans = self._video_rows(video, key, camera, start_time, crop_dir, report)
-                if not _same_beginning(path_text, identity["head"], os.path.getsize(path_text)):
-                    raise SourceConflict(f"{_printable(path)}: the file was replaced while it was being read; the "
-                                         f"chunks committed before stay, this one was not stored")
-                resume = None if video.final and not video.incomplete else video.frames
-                record = SourceRecord(key, "video", path=path_text, resume_frame=resume, frames=video.frames,
-                                      size=identity["size"], mtime_ns=identity["mtime_ns"], head=identity["head"],
-                                      supersedes=supersedes, first=first)
-                added, existing = self.store.add_embeddings(vectors, rows, record, local_tracks=True, spans=spans)
-                supersedes, first = None, False  # done by the first commit
-                report.added += added
-                report.skipped_existing += existing
-                report.tracks += len(rows)
-                if video.incomplete:  # committed (they are real people) but a rerun looks again
-                    report.incomplete[str(path)] = f"decoded {video.frames} of {video.expected} frames"
-        except VideoReadError as e:
-            report.skip(path, str(e))
-        except SourceConflict as e:  # replaced while it was being read: the chunks so far stay, marked superseded
-            report.fail(path, str(e))
-        except OSError as e:  # a crop that cannot be stored: this chunk is not committed, the resume point stays
-            report.fail(path, f"cannot write crop {e.filename or crop_dir}: {e.strerror or e}")
-        if report.added:
-            self.store.persist_index()
-        report.seconds = time.perf_counter() - t0
-        return report
+        return VideoPlan(path, path_text, identity, key, camera, opts.start_time, start_frame, supersedes, first,
+                         crop_dir)
 
-    def _video_rows(self, video, key: str, camera, start_time, crop_dir: Path,
+    def crop_inputs(self, crops) -> np.ndarray:
+        """The model inputs (float32 [n, 3, H, W]) of a track's chosen crops."""
+        m = self.encoders.manifest
+        return np.stack([to_input(c.crop, m.image_size, m.mean, m.std) for c in crops])
+
+    def commit_chunk(self, plan: "VideoPlan", video, tracks: list, embeddings: list[np.ndarray],
+                     report: IngestReport) -> None:
+        """Store one chunk of a video in one transaction with its resume point: one row per track (the
+        normalised mean of its crops' `embeddings`, its best crop written as a JPEG first). Raises
+        SourceConflict when the file was replaced meanwhile, OSError when a crop cannot be written:
+        then nothing of the chunk is stored and the resume point stays where it was."""
+        report.frames = video.frames
+        report.notes += [f"{plan.path}: {n}" for n in video.notes if f"{plan.path}: {n}" not in report.notes]
+        rows, vectors, spans = self._video_rows(video, tracks, embeddings, plan, report)
+        if not _same_beginning(plan.path_text, plan.identity["head"], os.path.getsize(plan.path_text)):
+            raise SourceConflict(f"{_printable(plan.path)}: the file was replaced while it was being read; the "
+                                 f"chunks committed before stay, this one was not stored")
+        resume = None if video.final and not video.incomplete else video.frames
+        record = SourceRecord(plan.key, "video", path=plan.path_text, resume_frame=resume, frames=video.frames,
+                              size=plan.identity["size"], mtime_ns=plan.identity["mtime_ns"],
+                              head=plan.identity["head"], supersedes=plan.supersedes, first=plan.first)
+        added, existing = self.store.add_embeddings(vectors, rows, record, local_tracks=True, spans=spans)
+        plan.supersedes, plan.first = None, False  # done by the first commit
+        report.added += added
+        report.skipped_existing += existing
+        report.tracks += len(rows)
+        if video.incomplete:  # committed (they are real people) but a rerun looks again
+            report.incomplete[str(plan.path)] = f"decoded {video.frames} of {video.expected} frames"
+
+    def _video_rows(self, video, tracks: list, embeddings: list[np.ndarray], plan: "VideoPlan",
                     report) -> tuple[list[Row], np.ndarray, dict]:
         """One row per track of a chunk: the normalised mean of its crops' embeddings, its best crop
         stored as a JPEG (written and checked before anything is committed); and each track's span
         (first and last frame, their times) for identity linking."""
-        crop_dir.mkdir(parents=True, exist_ok=True)
+        plan.crop_dir.mkdir(parents=True, exist_ok=True)
         rows, vectors, spans = [], [], {}
-        base = start_time if start_time is not None else 0.0
-        for n, (track, crops) in enumerate(video.tracks, start=1):
-            if not crops:
-                continue
-            emb = normalise(self.encoders.encode_images([c.crop for c in crops]))
+        base = plan.start_time if plan.start_time is not None else 0.0
+        for (n, track, crops), emb in zip(tracks, embeddings):
             report.crops_embedded += len(crops)
             best = crops[0]
-            crop_path = crop_dir / f"track{track.id:05d}_f{best.frame:06d}.jpg"
+            crop_path = plan.crop_dir / f"track{track.id:05d}_f{best.frame:06d}.jpg"
             write_jpeg(crop_path, best.crop)
-            ts = (start_time if start_time is not None else 0.0) + video.time(best.frame)
+            ts = base + video.time(best.frame)
             # `n` is local to this chunk: the store makes it a gallery-wide id inside its transaction
-            rows.append(Row(key, camera, best.frame, ts, tuple(best.box), n, str(crop_path)))
-            vectors.append(emb.mean(axis=0))
+            rows.append(Row(plan.key, plan.camera, best.frame, ts, tuple(best.box), n, str(crop_path)))
+            vectors.append(normalise(emb).mean(axis=0))
             first, last = track.observations[0].frame, track.observations[-1].frame
             spans[n] = (first, last, base + video.time(first), base + video.time(last))
         return rows, np.asarray(vectors, np.float32).reshape(len(rows), self.dim), spans
+
+
+@dataclass
+class VideoOptions:
+    """How videos become tracks and commits; checked once, shared by `add_video` and `add_videos`."""
+    camera: str | None = None
+    start_time: float | None = None
+    detector: str = "mog2"
+    stride: int = 2
+    min_box: tuple[int, int] = (16, 48)
+    crops_per_track: int = 4
+    chunk_seconds: float = 60.0
+    tracker: str = "motion"
+
+    def __post_init__(self):
+        self.start_time, self.camera = _finite_time(self.start_time, "start_time"), _camera_name(self.camera)
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
+            raise IngestError(f"stride must be an integer >= 1 (detect on every n-th frame), not {self.stride!r}")
+        c = self.chunk_seconds
+        if isinstance(c, bool) or not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+            raise IngestError(f"chunk_seconds must be a positive number, not {c!r}")
+
+    def chunk_args(self, start_frame: int) -> dict:
+        """Keyword arguments of `video.iter_chunks` for a video resumed at `start_frame`."""
+        return dict(detector=self.detector, stride=self.stride, min_box=self.min_box,
+                    crops_per_track=self.crops_per_track, chunk_seconds=self.chunk_seconds,
+                    start_frame=start_frame, tracker=self.tracker)
+
+
+@dataclass
+class VideoPlan:
+    """One video's ingest: the source key it commits under, where it starts, and what its first commit
+    must record (the superseded version, whether the key is new)."""
+    path: object  # as given, for messages
+    path_text: str  # resolved
+    identity: dict  # size, mtime_ns, head (`_file_identity`) when the ingest began
+    key: str
+    camera: str
+    start_time: float | None
+    start_frame: int
+    supersedes: str | None
+    first: bool
+    crop_dir: Path
+
+
+def chunk_tracks(video) -> list:
+    """(chunk-local track number, track, chosen crops) of the tracks of a chunk that have crops; the
+    numbers count every track of the chunk, so they do not depend on how the crops are embedded."""
+    return [(n, track, crops) for n, (track, crops) in enumerate(video.tracks, start=1) if crops]
+
+
+def video_failed(plan: VideoPlan, error: Exception, report: IngestReport) -> None:
+    """Record why a video stopped: unreadable (skipped), replaced while read, or a crop not writable
+    (failed). Chunks committed before stay; the one in progress was not stored."""
+    if isinstance(error, VideoReadError):
+        report.skip(plan.path, str(error))
+    elif isinstance(error, SourceConflict):  # replaced while it was being read: the chunks so far stay
+        report.fail(plan.path, str(error))
+    else:  # OSError: a crop that cannot be stored: this chunk is not committed, the resume point stays
+        report.fail(plan.path, f"cannot write crop {error.filename or plan.crop_dir}: {error.strerror or error}")
 
 
 def _array_digest(img) -> str:
