@@ -112,7 +112,11 @@ def main(argv=None) -> int:
                     row["gflops"] = round(flops_per_image * batch / (v["p50_ms"] / 1e3) / 1e9, 2)
                 rows.append(row)
     peak = matmul_peak_gflops()
+    int8 = manifest.parity.get("int8") or {}
     figures = {"model": manifest.model_name, "image_size": list(manifest.image_size), "backends": list(towers),
+               "int8": {"quantisation": int8.get("quantisation") or ("dynamic" if int8 else None),
+                        "image_min_cosine": int8.get("image_min_cosine"),
+                        "text_min_cosine": int8.get("text_min_cosine")},
                "query_tokens": int(short.shape[1]), "matmul_peak_gflops": round(peak, 2),
                "image_gflop_per_item": round(flops_per_image / 1e9, 4) if flops_per_image else None}
     best_image = max((r for r in rows if r["tower"] == "image" and "gflops" in r), key=lambda r: r["gflops"],

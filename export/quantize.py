@@ -86,8 +86,10 @@ def calibration_inputs(image_size, mean, std, tokenizer, cfg: QuantizeConfig):
     x = np.stack([to_input(np.ascontiguousarray(im[..., ::-1]), tuple(image_size), mean, std)
                   for im in images[: cfg.calib_images]]).astype(np.float32)
     caps = captions[: cfg.calib_captions]
+    # the histogram calibrators stack all batches, so they need one length; min/max does not
+    pad = None if cfg.method == "minmax" else int(tokenizer(caps).shape[1])
     return ([x[i : i + 8] for i in range(0, len(x), 8)],
-            [tokenizer(caps[i : i + 8]) for i in range(0, len(caps), 8)])
+            [tokenizer(caps[i : i + 8], pad_to=pad) for i in range(0, len(caps), 8)])
 
 
 class _Batches:
@@ -114,10 +116,11 @@ def session(model):
 
 
 def quantised_nodes(model) -> list[str]:
-    """Names of the nodes that read at least one DequantizeLinear output (the int8 compute)."""
+    """Names of the compute nodes (QUANTISED_OPS) that read a DequantizeLinear output: the int8 compute.
+    (The quantiser also lets Reshape/Transpose carry int8 between them; they follow their neighbours.)"""
     produced_by_dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return [n.name for n in model.graph.node
-            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in produced_by_dq for i in n.input)]
+            if n.op_type in QUANTISED_OPS and any(i in produced_by_dq for i in n.input)]
 
 
 def _prune(graph) -> None:
@@ -150,14 +153,24 @@ def restore_fp32(qdq, fp32, names) -> object:
     m = onnx.ModelProto()
     m.CopyFrom(qdq)
     present = {t.name for t in m.graph.initializer}
+    produced = {o for n in m.graph.node for o in n.output}  # e.g. a bias dequantised under its own name
     for node in m.graph.node:
         if node.name in names:
             del node.input[:]
-            node.input.extend(originals[node.name].input)
-            for i in node.input:
-                if i in inits and i not in present:
+            for i in originals[node.name].input:
+                if i in inits and i in produced:
+                    fp32_name = f"{i}__fp32"
+                    if fp32_name not in present:
+                        t = onnx.TensorProto()
+                        t.CopyFrom(inits[i])
+                        t.name = fp32_name
+                        m.graph.initializer.append(t)
+                        present.add(fp32_name)
+                    i = fp32_name
+                elif i in inits and i not in present:
                     m.graph.initializer.append(inits[i])
                     present.add(i)
+                node.input.append(i)
     _prune(m.graph)
     return m
 
@@ -333,3 +346,62 @@ def quantize_towers(model, build: Path, files: dict, tokenizer, cfg: QuantizeCon
         "fp32_nodes": {k: len(v["excluded"]) for k, v in record["towers"].items()} if not static_error else None,
         "sweep": SWEEP_FILE, "seconds": record["seconds"]}
     return figures
+
+
+def compare_methods(ckpt, engine, methods=METHODS, log=print) -> dict:
+    """Every tower fully int8 (no node in fp32) under each calibration method: probe min and mean
+    cosine to torch. How the default method was chosen (docs/export.md)."""
+    from export.parity import probe_inputs, reference_embeddings, run_image, run_text
+    from sen_infer.tokenizer import ClipTokenizer
+    from sen_train.checkpoint import load_model
+
+    engine = Path(engine)
+    model = load_model(ckpt).float()
+    tokenizer = ClipTokenizer(engine / "tokenizer.json")
+    x, _, captions, _ = probe_inputs(model)
+    ref_img, ref_txt = reference_embeddings(model, x, tokenizer(captions))
+    out = {}
+    for method in methods:
+        cfg = QuantizeConfig(method=method)
+        img_b, txt_b = calibration_inputs(model.image_size, model.mean, model.std, tokenizer, cfg)
+        out[method] = {}
+        with tempfile.TemporaryDirectory(prefix="sen-int8-") as work:
+            for tower, file, batches in (("image", "image_encoder.onnx", img_b), ("text", "text_encoder.onnx", txt_b)):
+                dst, t0 = Path(work) / f"{tower}.onnx", time.perf_counter()
+                quantize_static_qdq(engine / file, dst, cfg, Path(work) / f"{tower}.json", batches,
+                                    "image" if tower == "image" else "tokens")
+                seconds = time.perf_counter() - t0
+                sess = session(dst)
+                got = run_image(sess, x) if tower == "image" else run_text(sess, captions, tokenizer)
+                cos = _cosines(got, ref_img if tower == "image" else ref_txt)
+                out[method][tower] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+                                      "seconds": round(seconds, 1)}
+                log(f"{method:<10} {tower:<5} all int8: probe min cos {cos.min():.5f}, mean {cos.mean():.5f} "
+                    f"({seconds:.0f} s to calibrate + quantise)")
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m export.quantize",
+                                 description="Compare int8 calibration methods on an exported engine dir.")
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--engine", required=True, help="an engine dir with the fp32 towers")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    try:
+        figures = compare_methods(args.ckpt, args.engine, args.methods)
+    except QuantizeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

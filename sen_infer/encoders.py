@@ -1,7 +1,7 @@
 """Text and image encoders over an engine dir, on the fastest backend available, verified on open.
 
 Backends: "tensorrt-int8" / "tensorrt" (plans, GPU), "onnx-cuda" (onnxruntime-gpu), "onnx-cpu-int8"
-(dynamic int8) and "onnx-cpu" (fp32). "auto" takes the first available in that order.
+(static QDQ int8; dynamic int8 in engine dirs exported before it) and "onnx-cpu" (fp32). "auto" takes the first available in that order.
 
 Opening enforces the engine-dir contract (DESIGN.md) before a single embedding reaches a gallery:
 the manifest's schema and ranges, the sha256 of every file the chosen backend loads (cached by
