@@ -142,13 +142,16 @@ class _Pipeline:
         from sen_infer.video import iter_chunks
 
         report = IngestReport()
+        error = None
         try:
             plan = self.gallery.plan_video(path, self.opts, report)
         except OSError as e:  # the file went away or became unreadable between the checks
             report.skip(path, f"cannot read it ({e.strerror or e})")
             plan = None
+        except BaseException as e:  # e.g. a damaged gallery: the writer raises it
+            plan, error = None, e
         if plan is None:
-            self._put(_Job(_Video(None, report, threading.Semaphore(0)), end=True))
+            self._put(_Job(_Video(None, report, threading.Semaphore(0)), end=True, error=error))
             return
         video = _Video(plan, report, threading.Semaphore(self.config.chunks_ahead))
 
@@ -157,7 +160,6 @@ class _Pipeline:
             if self.stop.is_set() or video.given_up:
                 raise _Stopped
 
-        error = None
         try:
             for chunk in iter_chunks(plan.path_text, **self.opts.chunk_args(plan.start_frame), progress=tick):
                 tracks = chunk_tracks(chunk)
