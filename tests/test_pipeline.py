@@ -144,6 +144,42 @@ def test_cli_workers_with_two_videos(engine, video, tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--workers" in bad.stderr
 
 
+def test_grown_and_replaced_recordings_through_the_pipeline(engine, video, tmp_path):
+    """A recording that grew is resumed where it ended; one replaced by other content becomes a new
+    source that supersedes the old rows (kept, marked), with track ids of its own."""
+    import cv2
+
+    def avi(out: Path, camera: str, frames: int) -> Path:
+        cap = cv2.VideoCapture(str(video / f"{camera}.mp4"))
+        got = [cap.read()[1] for _ in range(frames)]
+        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10, got[0].shape[1::-1])
+        for f in got:
+            writer.write(f)
+        writer.release()
+        return out
+
+    rec, other = tmp_path / "rec.avi", tmp_path / "other.avi"
+    avi(other, "cam2", 80)
+    gallery = Retriever(engine, gallery=tmp_path / "g").gallery
+    first = gallery.add_videos([avi(rec, "cam1", 40), other], workers=2, chunk_seconds=CHUNK)
+    assert first.added > 0 and gallery.source_done(str(rec.resolve()))
+    before = set(gallery.keys())
+    grown = gallery.add_videos([avi(rec, "cam1", 80), other], workers=2, chunk_seconds=CHUNK)
+    assert grown.skipped_existing == 1 and grown.added > 0  # `other` is done; `rec` resumed at frame 40
+    rows = gallery.rows(gallery.keys())
+    assert all(rows[k].frame >= 40 for k in set(rows) - before)
+    old = {k for k, r in rows.items() if r.source == str(rec.resolve())}
+    avi(rec, "cam2", 60)  # other content copied over the same path
+    replaced = gallery.add_videos([rec], workers=2, chunk_seconds=CHUNK)
+    assert replaced.added > 0 and any("content changed" in n for n in replaced.notes)
+    rows = gallery.rows(gallery.keys())
+    fresh = {k for k, r in rows.items() if r.source.startswith(f"{rec.resolve()}#")}
+    assert fresh and all(rows[k].superseded for k in old) and not any(rows[k].superseded for k in fresh)
+    assert not {rows[k].track for k in old} & {rows[k].track for k in fresh}
+    assert gallery.stats()["superseded_sources"] == 1
+    gallery.close()
+
+
 def _make_immutable(path: Path) -> None:
     path.mkdir(parents=True)
     if os.geteuid() != 0:
