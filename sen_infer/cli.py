@@ -92,8 +92,11 @@ def _ingest_videos(g, videos, args, video_args) -> IngestReport:
     decoded per second, and crops embedded (count and per second) beside it."""
     import time
 
+    from sen_infer.pipeline import default_workers
+
+    workers = default_workers() if args.workers is None else args.workers
     t0, crops = time.perf_counter(), [0]
-    with tqdm(desc=f"{len(videos)} videos, {min(args.workers, len(videos))} at once", unit="frame",
+    with tqdm(desc=f"{len(videos)} videos, {min(workers, len(videos))} at once", unit="frame",
               disable=args.quiet) as bar:
         def progress(frames: int, embedded: int) -> None:
             crops[0] += embedded
@@ -101,7 +104,7 @@ def _ingest_videos(g, videos, args, video_args) -> IngestReport:
                                 refresh=False)
             bar.update(frames)
 
-        return g.add_videos(videos, workers=args.workers, progress=progress, **video_args)
+        return g.add_videos(videos, workers=workers, progress=progress, **video_args)
 
 
 def cmd_link(args) -> int:
@@ -267,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=_positive_int, default=2, help="detect on every n-th frame")
     p.add_argument("--chunk-seconds", type=_finite_float, default=60.0,
                    help="commit a video every this many seconds of footage (a crash loses at most one chunk)")
-    p.add_argument("--workers", type=_non_negative_int, default=2,
+    p.add_argument("--workers", type=_non_negative_int,
                    help="videos decoded, detected and tracked at once while one encoder thread embeds the crops of "
-                        "all of them in batches (default 2); 0: one video after another, without overlap")
+                        "all of them in batches (default: one per 4 CPU cores, at least 1); 0: one video after "
+                        "another, without overlap")
     p.add_argument("--no-link", action="store_true",
                    help="do not relink identities across cameras after ingesting videos (run `link` later)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

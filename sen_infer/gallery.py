@@ -467,20 +467,22 @@ class Gallery:
     def add_videos(self, paths, camera: str | None = None, start_time: float | None = None,
                    detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                    crops_per_track: int = 4, chunk_seconds: float = 60.0, tracker: str = "motion",
-                   workers: int = 2, batch_size: int | None = None, max_wait: float = 0.02,
+                   workers: int | None = None, batch_size: int | None = None, max_wait: float = 0.02,
                    progress=None) -> IngestReport:
         """Ingest many videos (cameras) at once as a pipeline (`sen_infer.pipeline`): `workers` videos are
-        decoded, detected and tracked in threads of their own while one encoder thread embeds their
+        decoded, detected and tracked in threads of their own (default: one per 4 cores, at least one,
+        `pipeline.default_workers`) while one encoder thread embeds their
         crops in batches of up to `batch_size` (default: the encoders' batch size) across tracks and
         cameras, waiting at most `max_wait` seconds to fill one. Every video commits exactly as
         `add_video` would (chunks in order, each with its resume point, the same rows); a video that
         cannot be read or stored is reported and the others go on. `progress(frames, crops)` is called
         from this thread with the frames decoded and crops embedded since its last call. The other
         arguments are `add_video`'s (`camera`, when given, names every video's camera)."""
-        from sen_infer.pipeline import PipelineConfig, run_pipeline
+        from sen_infer.pipeline import PipelineConfig, default_workers, run_pipeline
 
         opts = VideoOptions(camera, start_time, detector, stride, min_box, crops_per_track, chunk_seconds, tracker)
-        config = PipelineConfig(workers, batch_size if batch_size is not None else self.encoders.batch_size, max_wait)
+        config = PipelineConfig(default_workers() if workers is None else workers,
+                                batch_size if batch_size is not None else self.encoders.batch_size, max_wait)
         self.store.check_writable()
         return run_pipeline(self, [paths] if isinstance(paths, (str, os.PathLike)) else list(paths), opts, config,
                             progress)

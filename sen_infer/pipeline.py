@@ -35,11 +35,18 @@ from sen_infer.gallery import IngestReport, chunk_tracks, video_failed
 EXPECTED_ERRORS = (VideoReadError, SourceConflict, OSError)  # one video's problem; the others go on
 
 
+def default_workers() -> int:
+    """Producers when none are asked for: one per 4 cores, at least one. One producer already keeps
+    about two cores busy (OpenCV decodes and runs the background model on its own thread pool), and the
+    encoder wants the rest; on 2 cores a second producer made ingest slower (docs/benchmarks.md)."""
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
 @dataclass
 class PipelineConfig:
     """How the pipeline is laid out. The defaults suit a small CPU box; more workers help while the
     encoder waits for crops (see docs/benchmarks.md, "Ingest pipeline")."""
-    workers: int = 2  # videos decoded, detected and tracked at once (producer threads)
+    workers: int = field(default_factory=default_workers)  # videos decoded, detected and tracked at once
     batch_size: int = 32  # most crops per encoder call
     max_wait: float = 0.02  # seconds the encoder waits to fill a batch once it holds a crop
     chunks_ahead: int = 2  # chunks of one video decoded but not yet committed (bounds memory)
