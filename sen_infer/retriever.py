@@ -62,6 +62,16 @@ class Retriever:
         return self._search(self.encoders.encode_text([text])[0], k, camera, since, until, per_track, superseded,
                             per_person)
 
+    def tune_index(self, queries: list[str] | None = None, target: float = 0.99) -> dict:
+        """Set the gallery's search width to the smallest that reaches `target` recall@10 against exact
+        search, measured on your users' text `queries` (best: the modality the gallery is searched
+        with), or on its own vectors when none are given; stored in the gallery (see VectorStore.tune_index)."""
+        if queries is not None and (isinstance(queries, str) or not all(isinstance(t, str) and t.strip()
+                                                                        for t in queries) or not queries):
+            raise QueryError("tune_index: queries must be a non-empty list of non-empty texts")
+        vectors = self.encoders.encode_text(list(queries)) if queries is not None else None
+        return self.open_gallery().store.tune_index(target=target, queries=vectors)
+
     def timeline(self, person: int) -> list:
         """Where and when `person` (a hit's `person`) was seen: their tracks in time order, across cameras."""
         if isinstance(person, bool) or not isinstance(person, (int, np.integer)):

@@ -3,9 +3,12 @@
 It knows nothing of models, images or video (that is `sen_infer.gallery`, the ingest pipeline):
 `add_embeddings(vectors, rows)`, `search`, `rows`, `remove`, and a record per source (what was ingested
 of which file) that commits in the same transaction as its rows. Rows are unique on (source, frame,
-bbox), so re-adding adds nothing. The index is saved by write-to-temp + rename and rebuilt from SQLite
-whenever its sidecar does not match the table. Many threads (and other processes) may read while one
-writes; concurrent searches are served together as one matrix product (see `_Batcher`).
+bbox), so re-adding adds nothing. The index is saved by write-to-temp + rename, memory-mapped when
+opened (`sen_infer.ann`: no second copy of the vectors in RAM, shared by every process), and brought up to
+date from SQLite on open: only the rows committed after the saved file are added, so a crash mid-save never
+costs a full rebuild. The in-memory columns (key, camera, time, track, source: ~30 bytes a row) are saved
+beside the index so a million-row gallery opens without reading its table. Many threads (and other
+processes) may read while one writes; concurrent searches are served together (see `_Batcher`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sen_infer.ann import IndexParams, TieredIndex
 from sen_infer.errors import GalleryError, ModelMismatchError, SourceConflict, require_utf8
 
 SCHEMA = """
@@ -62,6 +66,9 @@ EXACT_MAX = 20_000  # galleries up to this size are searched exactly (a cached f
 FILTERED_EXACT_MAX = 5_000  # a filter leaving at most this many rows is searched exactly over them
 # (benchmarks.index: at 100k rows, exact over 1% selected beats graph over-fetch 0.16 ms to 13 ms;
 # at 10% the graph wins 1.7 ms to 5.3 ms)
+PERSIST_DELTA = 50_000  # a writer saves the index whenever this many rows wait in the in-RAM delta (what a
+# crash leaves to re-index on the next open: ~25 s of 512-d inserts on 2 cores)
+COLUMNS_FILE = "columns.npz"
 
 
 @dataclass(frozen=True)
@@ -174,13 +181,12 @@ def normalise(v: np.ndarray) -> np.ndarray:
 class _View:
     """A consistent snapshot of the in-memory columns for one search (views, not copies)."""
     ids: np.ndarray
-    emb: np.ndarray
-    camera: np.ndarray
+    camera: np.ndarray  # int32 codes (`VectorStore._cameras`)
     time: np.ndarray
     track: np.ndarray
     source: np.ndarray
     superseded: np.ndarray  # source codes whose rows are superseded
-    emb32: np.ndarray | None = None
+    emb32: np.ndarray | None = None  # the float32 matrix of a gallery small enough to search exactly
     group: dict | None = None  # track -> person when hits are collapsed per person
 
 
@@ -246,13 +252,15 @@ class VectorStore:
     """`VectorStore.open(path, fingerprint, dim)`; `add_embeddings`, `search`, `rows`, `remove`."""
 
     def __init__(self, path: Path, fingerprint: str, dim: int, exact_max: int = EXACT_MAX,
-                 filtered_exact_max: int = FILTERED_EXACT_MAX, read_only: bool = False):
+                 filtered_exact_max: int = FILTERED_EXACT_MAX, read_only: bool = False,
+                 index_params: IndexParams | None = None):
         self.dir = Path(path)
         self.read_only = read_only
         self.exact_max, self.filtered_exact_max = exact_max, filtered_exact_max
         self.fingerprint, self.dim = fingerprint, int(dim)
         self.db_path = self.dir / "gallery.sqlite"
         self.index_path = self.dir / "index.usearch"
+        self.columns_path = self.dir / COLUMNS_FILE
         self._local = threading.local()
         self._last_seen = 0  # highest row id read into memory (damaged rows included)
         self._generation = None  # meta "generation": bumped by removals, supersessions and migrations
@@ -267,26 +275,29 @@ class VectorStore:
         self._cleaned = False
         self._migrated = False
         self._columns: set[str] = set()
-        self._init_db()
+        self.index_params = self._init_db(index_params)
         self._buffers: dict[str, np.ndarray] = {}
         self._ids = np.zeros(0, np.int64)
-        self._emb = np.zeros((0, self.dim), np.float16)
-        self._camera = np.zeros(0, object)
+        self._camera = np.zeros(0, np.int32)
         self._time = np.zeros(0, np.float64)
         self._track = np.zeros(0, np.int64)
         self._source = np.zeros(0, np.int32)
         self._codes: dict[str, int] = {}  # source -> small int, for the in-memory source column
+        self._cameras: dict[str | None, int] = {}  # camera -> small int, for the in-memory camera column
+        self._camera_names: list[str | None] = []
         self._superseded = np.zeros(0, np.int32)
-        self._index = None
-        self._emb32 = None  # float32 copy of the matrix, kept only for stores searched exactly
-        self.refresh()
-        self._load_or_rebuild_index()
+        self._index = TieredIndex(self.dim, self.index_params)
+        self._emb32 = None  # float32 matrix of every row, kept only while the store is searched exactly
+        self.opened = {}  # how the index was opened: "mapped", "rows_added", "rebuilt" (for `info` and tests)
+        self._open_index()
 
     @classmethod
     def open(cls, path: str | os.PathLike, fingerprint: str, dim: int, *, exact_max: int = EXACT_MAX,
-             filtered_exact_max: int = FILTERED_EXACT_MAX, create: bool = True) -> "VectorStore":
+             filtered_exact_max: int = FILTERED_EXACT_MAX, create: bool = True,
+             index_params: IndexParams | None = None) -> "VectorStore":
         """Open (or, with create=True, make) the store at `path` for vectors of the model `fingerprint`.
-        Files we may not write open read-only: searchable, never written (not even the schema)."""
+        Files we may not write open read-only: searchable, never written (not even the schema).
+        `index_params` apply to a new gallery; an existing one keeps those stored in it."""
         path = Path(path)
         require_utf8(str(path), "gallery path", GalleryError)
         db = path / "gallery.sqlite"
@@ -298,7 +309,8 @@ class VectorStore:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise GalleryError(f"cannot create gallery dir {path}: {e.strerror or e}") from None
-        return cls(path, fingerprint, dim, exact_max, filtered_exact_max, read_only=read_only)
+        return cls(path, fingerprint, dim, exact_max, filtered_exact_max, read_only=read_only,
+                   index_params=index_params)
 
     # ---- the database -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -345,9 +357,10 @@ class VectorStore:
                                f"writable copy once to checkpoint it")
         return uri + "&immutable=1"
 
-    def _init_db(self) -> None:
+    def _init_db(self, index_params: IndexParams | None) -> IndexParams:
         """Read the gallery's meta; write the schema only when it is a new gallery (an existing one is
-        opened without a single write, so read-only media can be searched)."""
+        opened without a single write, so read-only media can be searched). Returns its index parameters
+        (a gallery made before they were stored has the defaults it was built with)."""
         try:
             conn = self._conn()
             meta = self._read_meta(conn)
@@ -360,7 +373,8 @@ class VectorStore:
                     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
                     if not meta:
                         meta = {"fingerprint": self.fingerprint, "embed_dim": str(self.dim), "schema": "1",
-                                "created": str(time.time())}
+                                "created": str(time.time()),
+                                "index_params": (index_params or IndexParams()).to_json()}
                         conn.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
                     self._migrate(conn)
                     conn.execute("COMMIT")
@@ -380,6 +394,9 @@ class VectorStore:
                 f"engine {self.fingerprint[:12]}); open it with its own engine dir or ingest into a new gallery")
         if meta and meta.get("embed_dim") not in (None, str(self.dim)):
             raise ModelMismatchError(f"gallery {self.dir} holds {meta['embed_dim']}-d vectors, not {self.dim}-d")
+        # galleries made before parameters were stored were built with usearch's defaults
+        return IndexParams.from_json(meta.get("index_params")) if "index_params" in meta else \
+            IndexParams(connectivity=16, expansion_add=128, expansion_search=64)
 
     @staticmethod
     def _read_meta(conn) -> dict:
@@ -442,16 +459,25 @@ class VectorStore:
                 self._person_of = dict(conn.execute("SELECT track, person FROM persons").fetchall()) \
                     if self._has_table(conn, "persons") else {}
                 self._links = counters.get("links")
-            rows = conn.execute("SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id > ? "
-                                "ORDER BY id", (self._last_seen,)).fetchall()
-            if rows:
-                self._append(self._usable(rows))
-                self._last_seen = int(rows[-1][0])  # only once they are in memory
+            self._read_new_rows(conn)
             if self._loaded and generation != self._generation:
                 self._resync(conn)
             if not self._loaded or generation != self._generation or supersessions != self._supersessions:
                 self._read_superseded(conn)
             self._loaded, self._generation, self._supersessions = True, generation, supersessions
+
+    def _read_new_rows(self, conn, chunk: int = 20_000) -> None:
+        """Rows committed after `_last_seen`, embeddings included, into the columns and the index delta;
+        in chunks, so catching up on many rows never holds them all as Python objects at once."""
+        while True:
+            rows = conn.execute("SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id > ? "
+                                "ORDER BY id LIMIT ?", (self._last_seen, chunk)).fetchall()
+            if not rows:
+                return
+            self._append(self._usable(rows))
+            self._last_seen = int(rows[-1][0])  # only once they are in memory
+            if len(rows) < chunk:
+                return
 
     def _resync(self, conn) -> None:
         """Re-read every row's metadata (not the embeddings) and drop removed rows from memory and index."""
@@ -463,15 +489,19 @@ class VectorStore:
         here = np.isin(ids, self._ids)
         meta = [r for r, h in zip(meta, here) if h]  # damaged rows are in the table, not in memory
         self._buffers = {}  # new arrays: snapshots held by running searches stay as they were
-        self._ids, self._emb = self._ids[keep].copy(), self._emb[keep].copy()
-        self._camera = np.array([r[1] for r in meta], object)
+        self._set_columns(meta)
+        self._emb32 = None
+        self.damaged = [k for k in self.damaged if k in set(ids.tolist())]
+        if len(gone):
+            self._index.remove(gone)
+
+    def _set_columns(self, meta) -> None:
+        """The in-memory columns from (id, camera, timestamp, track, source) rows, in key order."""
+        self._ids = np.array([r[0] for r in meta], np.int64)
+        self._camera = np.array([self._camera_code(r[1]) for r in meta], np.int32)
         self._time = np.array([np.nan if r[2] is None else r[2] for r in meta], np.float64)
         self._track = np.array([-1 if r[3] is None else r[3] for r in meta], np.int64)
         self._source = np.array([self._code(r[4]) for r in meta], np.int32)
-        self._emb32 = None
-        self.damaged = [k for k in self.damaged if k in set(ids.tolist())]
-        if len(gone) and self._index is not None:
-            self._index.remove(gone)
 
     def _read_superseded(self, conn) -> None:
         if "superseded" in self._source_columns(conn):
@@ -494,6 +524,17 @@ class VectorStore:
             code = self._codes[source] = len(self._codes)
         return code
 
+    def _camera_code(self, camera: str | None) -> int:
+        code = self._cameras.get(camera)
+        if code is None:
+            code = self._cameras[camera] = len(self._cameras)
+        return code
+
+    def _camera_name(self, code: int) -> str | None:
+        if len(self._camera_names) != len(self._cameras):
+            self._camera_names = list(self._cameras)
+        return self._camera_names[code]
+
     def _usable(self, rows) -> list:
         """Rows whose embedding blob is a finite float16 vector of this model's size. A damaged row is
         kept in SQLite (it is evidence) and listed in `damaged`, but never served: one bad blob must not
@@ -511,12 +552,14 @@ class VectorStore:
                           f"(keys {', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''})", stacklevel=3)
         return good
 
-    def _append(self, rows) -> None:
+    def _append(self, rows, index: bool = True) -> None:
+        """Rows (id, camera, timestamp, track, embedding, source) into the columns and, with index=True,
+        the index delta. Only a gallery small enough to be searched exactly keeps a float32 matrix."""
         if not rows:
             return
         ids = np.array([r[0] for r in rows], np.int64)
         emb = np.frombuffer(b"".join(r[4] for r in rows), np.float16).reshape(len(rows), self.dim)
-        new = {"ids": ids, "emb": emb, "camera": np.array([r[1] for r in rows], object),
+        new = {"ids": ids, "camera": np.array([self._camera_code(r[1]) for r in rows], np.int32),
                "time": np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64),
                "track": np.array([-1 if r[3] is None else r[3] for r in rows], np.int64),
                "source": np.array([self._code(r[5]) for r in rows], np.int32)}
@@ -532,65 +575,153 @@ class VectorStore:
                 buf = self._buffers[name] = grown
             buf[n : n + m] = values
             setattr(self, f"_{name}", buf[: n + m])
-        self._emb32 = None
-        if self._index is not None:
-            self._index.add(ids, emb.astype(np.float32))
+        vectors = emb.astype(np.float32)
+        # the exact-search matrix grows with the rows (a new array: running searches keep theirs)
+        self._emb32 = np.concatenate([self._emb32, vectors]) if self._emb32 is not None and n + m <= self.exact_max \
+            else None
+        if index:
+            self._index.add(ids, vectors)
 
-    def _sidecar(self) -> dict:
-        return {"count": int(len(self._ids)), "max_id": int(self._ids[-1]) if len(self._ids) else 0,
-                "fingerprint": self.fingerprint, "dim": self.dim}
+    def _vectors(self, keys: np.ndarray) -> np.ndarray:
+        """float32 vectors of `keys` (stored precision), from the index: the only copy in memory."""
+        return self._index.get(np.asarray(keys, np.int64))
 
-    def _load_or_rebuild_index(self) -> None:
-        from usearch.index import Index
+    # ---- opening and saving the index -------------------------------------------------------------
+    def _read_sidecar(self) -> dict:
+        try:
+            side = json.loads(self.index_path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return {}
+        same = isinstance(side, dict) and side.get("fingerprint") == self.fingerprint and side.get("dim") == self.dim
+        return side if same else {}
 
-        with self._lock:
-            side = self.index_path.with_suffix(".json")
+    def _open_index(self) -> None:
+        """Map the saved index and bring it up to date, doing the least work the files allow:
+        - sidecar, columns file and index agree with the table's generation: map the index, load the
+          columns, add only the rows committed after the save (milliseconds at a million rows);
+        - the index file is usable but the rest is not (rows removed since, a crash between renames):
+          map it, re-read the columns from SQLite, add the rows it lacks;
+        - no usable index file: rebuild it from SQLite (and save it, when writable)."""
+        conn = self._conn()
+        side = self._read_sidecar()
+        with self._lock, self._db("read rows"):
+            generation = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+            generation = generation[0] if generation else None
             try:
-                ok = json.loads(side.read_text()) == self._sidecar() and self.index_path.is_file()
-            except (OSError, ValueError):
-                ok = False
-            index = Index(ndim=self.dim, metric="cos", dtype="f16")
-            if ok:
-                try:
-                    index.load(str(self.index_path))
-                    # same count and every key present: the same key set (rows removed elsewhere included)
-                    ok = len(index) == len(self._ids) and bool(np.asarray(index.contains(self._ids)).all())
-                except Exception:  # a damaged cache file: rebuild it from the truth
-                    ok = False
-            if not ok:
-                index = Index(ndim=self.dim, metric="cos", dtype="f16")
-                if len(self._ids):
-                    index.add(self._ids, self._emb.astype(np.float32))
-            self._index = index
-        if not ok and len(self._ids) and not self.read_only:  # read-only: the rebuilt index lives in memory
+                index = TieredIndex.view(self.index_path, self.dim, self.index_params) \
+                    if self.index_path.is_file() else None
+            except (OSError, RuntimeError, ValueError):  # a damaged cache file: rebuilt from the truth
+                index = None
+            how = "rebuilt"
+            if index is not None and side and side.get("count") == len(index) \
+                    and side.get("generation") == generation and self._load_columns(side):
+                how = "mapped"
+                self._index = index
+            elif index is not None:
+                how = "rows_added"
+                self._index = index
+                self._load_columns_from_table(conn, index)
+            else:
+                self._index = TieredIndex(self.dim, self.index_params)
+                self._last_seen = 0
+            added_before = self._index.delta_size
+            self.refresh()
+            self.opened = {"how": how, "rows_added": self._index.delta_size - added_before,
+                           "rows": int(len(self._ids))}
+        if how != "mapped" and len(self._ids) and not self.read_only:  # read-only: the index stays in memory
             self.persist_index()
 
+    def _load_columns(self, side: dict) -> bool:
+        """The columns saved with the index, when they describe exactly the rows it holds."""
+        try:
+            with np.load(self.columns_path, allow_pickle=False) as f:
+                cols = {k: f[k] for k in ("ids", "camera", "time", "track", "source")}
+                names = json.loads(bytes(f["names"]).decode())
+        except (OSError, ValueError, KeyError):
+            return False
+        ids = cols["ids"]
+        if len(ids) != side.get("count") or names.get("max_id") != side.get("max_id") \
+                or any(len(c) != len(ids) for c in cols.values()):
+            return False
+        self._cameras = {c: i for i, c in enumerate(names["cameras"])}
+        self._codes = {s: i for i, s in enumerate(names["sources"])}
+        self._buffers = {}
+        self._ids, self._camera, self._time = ids.astype(np.int64), cols["camera"].astype(np.int32), cols["time"]
+        self._track, self._source = cols["track"].astype(np.int64), cols["source"].astype(np.int32)
+        self.damaged = [int(k) for k in names.get("damaged", [])]
+        self._last_seen = int(side["max_id"])
+        return True
+
+    def _load_columns_from_table(self, conn, index: TieredIndex) -> None:
+        """Columns of every row from SQLite (without the embeddings), and into the index the rows its
+        file lacks (their embeddings read by key, in chunks); keys it holds that left the table are
+        masked. What a crash between the index's rename and its sidecar's costs: one pass over the keys."""
+        meta = conn.execute("SELECT id, camera, timestamp, track, source FROM crops ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in meta], np.int64)
+        keep = index.contains(ids) if len(ids) else np.zeros(0, bool)
+        missing = ids[~keep].tolist()
+        for i in range(0, len(missing), 500):
+            part = missing[i : i + 500]
+            rows = self._usable(conn.execute(
+                f"SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id IN "
+                f"({','.join('?' * len(part))}) ORDER BY id", part).fetchall())
+            if rows:
+                got = np.array([r[0] for r in rows], np.int64)
+                vectors = np.frombuffer(b"".join(r[4] for r in rows), np.float16).reshape(len(rows), self.dim)
+                index.add(got, vectors.astype(np.float32))
+                keep[np.searchsorted(ids, got)] = True
+        self._buffers = {}
+        self._set_columns([r for r, k in zip(meta, keep) if k])
+        self._last_seen = int(ids[-1]) if len(ids) else 0
+        base = index.base
+        if base is not None and len(base) > int(keep.sum()) - index.delta_size:  # rows removed since the save
+            index.remove(np.setdiff1d(np.asarray(base.keys, np.int64), ids))
+
     def _save_index(self) -> None:
-        """Index, then sidecar, each to its own temp file, fsynced, renamed into place. The first save of
-        each store object also clears temp files of dead writers (opening alone never writes)."""
+        """Index, columns, then sidecar, each to its own temp file, fsynced, renamed into place; the index
+        is then mapped from the new file. The sidecar goes last, so a crash at any point leaves either the
+        last good set or a newer index that `_open_index` recognises by its keys. The first save of each
+        store object also clears temp files of dead writers (opening alone never writes)."""
         if not self._cleaned:
             self._cleaned = True
             remove_stale_temps(self.dir)
         side = self.index_path.with_suffix(".json")
         tmp = temp_name(self.index_path, self)
+        tmp_cols = temp_name(self.columns_path, self)
         try:
-            self._index.save(str(tmp))
+            whole = self._index.materialise()
+            whole.save(str(tmp))
             _fsync(tmp)
+            count = len(whole)
+            del whole
+            generation = self._conn().execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+            names = {"cameras": list(self._cameras), "sources": list(self._codes), "max_id": self._last_seen,
+                     "damaged": self.damaged}
+            with open(tmp_cols, "wb") as f:
+                np.savez(f, ids=self._ids, camera=self._camera, time=self._time, track=self._track,
+                         source=self._source, names=np.frombuffer(json.dumps(names).encode(), np.uint8))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, self.index_path)
-            write_atomic(side, json.dumps(self._sidecar()).encode())
+            os.replace(tmp_cols, self.columns_path)
+            write_atomic(side, json.dumps({"count": count, "max_id": self._last_seen, "fingerprint": self.fingerprint,
+                                           "dim": self.dim, "generation": generation[0] if generation else None,
+                                           "params": json.loads(self.index_params.to_json())}).encode())
+            self._index = TieredIndex.view(self.index_path, self.dim, self.index_params)
         finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            for t in (tmp, tmp_cols):
+                with contextlib.suppress(OSError):
+                    t.unlink()
 
     def persist_index(self) -> None:
-        """Save the index (once per ingest call, not per batch: it is a cache, and a crash before this
-        point only means it is rebuilt from SQLite on the next open)."""
+        """Save the index (once per ingest call, and whenever PERSIST_DELTA rows wait in RAM: it is a
+        cache, and a crash before this point only means those rows are re-read from SQLite on the next open)."""
         with self._lock:
             try:
                 self._save_index()
-            except (OSError, RuntimeError) as e:  # the rows are committed; only the cache could not be saved
-                warnings.warn(f"{self.index_path}: index cache not saved ({e}); it is rebuilt on the next open",
-                              stacklevel=3)
+            except (OSError, RuntimeError, MemoryError) as e:  # the rows are committed; only the cache is not
+                warnings.warn(f"{self.index_path}: index cache not saved ({e}); the rows it lacks are added "
+                              f"again on the next open", stacklevel=3)
 
     # ---- writing ------------------------------------------------------------------------------
     def check_writable(self) -> None:
@@ -641,6 +772,8 @@ class VectorStore:
                                  [(t, *wanted[t]) for t in sorted(present)])
             for record in [source] if isinstance(source, SourceRecord) else source or []:
                 self._record_source(conn, record)
+        if self._index.delta_size >= PERSIST_DELTA:  # bound the rows a crash would leave to re-read
+            self.persist_index()
         return added, len(records) - added
 
     @contextlib.contextmanager
@@ -786,13 +919,12 @@ class VectorStore:
         if q.shape != (self.dim,):
             raise GalleryError(f"a query vector must have {self.dim} values, not {q.size}")
         with self._lock:
-            view = _View(self._ids, self._emb, self._camera, self._time, self._track, self._source,
-                         self._superseded)
+            view = self._view()
             if per_person:
                 view.group = self._person_of
             if len(view.ids) <= self.exact_max and len(view.ids):
                 if self._emb32 is None or len(self._emb32) != len(view.ids):
-                    self._emb32 = self._emb.astype(np.float32)
+                    self._emb32 = self._vectors(view.ids)
                 view.emb32 = self._emb32
         n = len(view.ids)
         if n == 0 or k <= 0:
@@ -808,7 +940,9 @@ class VectorStore:
             return self._top(view, pos, scores if mask is None else scores[pos], k, per_track)
         if mask is not None and selected <= self.filtered_exact_max:  # a selective filter: exact over it
             pos = np.flatnonzero(mask)
-            return self._top(view, pos, view.emb[pos].astype(np.float32) @ q, k, per_track)
+            with self._lock:
+                vectors = self._vectors(view.ids[pos])
+            return self._top(view, pos, vectors @ q, k, per_track)
         fetch = min(n, max(4 * k, 64))
         while True:  # over-fetch from the graph, post-filter, widen until enough survive
             keys, dist = self._batcher.run(("graph", fetch), q, lambda qs, f=fetch: self._graph(qs, f))
@@ -827,16 +961,16 @@ class VectorStore:
     def _graph(self, queries: np.ndarray, fetch: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """One batched HNSW search for the queries of several threads: [(keys, distances)] per query."""
         with self._lock:
-            res = self._index.search(queries, fetch)
-        keys, dist = np.atleast_2d(np.asarray(res.keys, np.int64)), np.atleast_2d(np.asarray(res.distances, np.float32))
-        counts = np.atleast_1d(getattr(res, "counts", [keys.shape[1]]))
-        return [(keys[i, : counts[i]], dist[i, : counts[i]]) for i in range(len(queries))]
+            return self._index.search(queries, fetch)
 
-    @staticmethod
-    def _mask(view: _View, camera, since, until, superseded: bool) -> np.ndarray | None:
+    def _view(self) -> _View:
+        """A snapshot of the columns (call under the lock)."""
+        return _View(self._ids, self._camera, self._time, self._track, self._source, self._superseded)
+
+    def _mask(self, view: _View, camera, since, until, superseded: bool) -> np.ndarray | None:
         mask = None
         if camera is not None:
-            mask = view.camera == camera
+            mask = view.camera == self._cameras.get(camera, -1)  # an unknown camera selects nothing
         if since is not None or until is not None:
             t = view.time
             tmask = ~np.isnan(t)
@@ -886,7 +1020,7 @@ class VectorStore:
         """Every row's key (of one camera when given), in insertion order."""
         self.refresh()
         with self._lock:
-            view = _View(self._ids, self._emb, self._camera, self._time, self._track, self._source, self._superseded)
+            view = self._view()
         mask = self._mask(view, camera, None, None, superseded)
         return [int(k) for k in (view.ids if mask is None else view.ids[mask])]
 
@@ -912,6 +1046,81 @@ class VectorStore:
                                     superseded=bool(r[11]), person=r[12])
         return out
 
+    # ---- index parameters -----------------------------------------------------------------------
+    def tune_index(self, target: float = 0.99, k: int = 10, queries: np.ndarray | None = None,
+                   sample: int = 300, widths=(64, 96, 128, 192, 256, 384, 512), seed: int = 0) -> dict:
+        """Choose the smallest search width (usearch expansion_search) whose recall@k against exact search
+        reaches `target` on this gallery, store it in the gallery and use it from now on (other processes
+        on their next open). `queries`: [m, dim] query embeddings (text queries of your users are best);
+        by default `sample` stored vectors, each asked for its k nearest *other* rows. Recall is that of
+        the graph candidates the gallery ranks (its over-fetch of max(4k, 64) included; a width below the
+        over-fetch is the over-fetch), exact is a scan of every stored vector in chunks. Returns what was
+        measured and chosen."""
+        self.refresh()
+        with self._lock:
+            ids = self._ids.copy()
+        if len(ids) < 2 * k:
+            raise GalleryError(f"tune_index needs at least {2 * k} rows, the gallery holds {len(ids)}")
+        own = None
+        if queries is None:
+            rng = np.random.default_rng(seed)
+            own = np.sort(rng.choice(ids, min(sample, len(ids)), replace=False))
+            with self._lock:
+                queries = self._vectors(own)
+        queries = normalise(np.atleast_2d(queries))
+        if queries.shape[1] != self.dim:
+            raise GalleryError(f"tune_index: queries must be {self.dim}-d, not {queries.shape[1]}-d")
+        extra = 0 if own is None else 1
+        truth = self._exact_topk(ids, queries, k + extra)
+        if own is not None:
+            truth = [[key for key in row if key != q][:k] for row, q in zip(truth, own)]
+        fetch = max(4 * k, 64) + extra
+        measured, chosen = [], None
+        before = self.index_params.expansion_search
+        try:
+            for width in sorted(set(int(w) for w in widths)):
+                with self._lock:
+                    self._index.set_expansion_search(width)
+                    found = self._index.search(queries, fetch)
+                hits = [[key for key in f[0].tolist() if own is None or key != q][:k]
+                        for f, q in zip(found, own if own is not None else [None] * len(found))]
+                r = float(np.mean([len(set(h) & set(t)) / max(len(t), 1) for h, t in zip(hits, truth)]))
+                measured.append({"expansion_search": width, f"recall@{k}": r})
+                if r >= target:
+                    chosen = width
+                    break
+        finally:
+            with self._lock:
+                self._index.set_expansion_search(before)
+        if chosen is None:
+            chosen = measured[-1]["expansion_search"]
+        params = IndexParams(self.index_params.connectivity, self.index_params.expansion_add, chosen)
+        report = {"target": target, "k": k, "queries": len(queries), "query_source": "gallery" if own is not None
+                  else "given", "rows": int(len(ids)), "measured": measured, "chosen": chosen,
+                  "reached": measured[-1][f"recall@{k}"] >= target, "at": time.time()}
+        with self._writing("store index parameters") as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_params', ?)", (params.to_json(),))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_tuning', ?)", (json.dumps(report),))
+        with self._lock:
+            self.index_params = params
+            self._index.set_expansion_search(chosen)
+        return report
+
+    def _exact_topk(self, ids: np.ndarray, queries: np.ndarray, k: int, chunk: int = 50_000) -> list[list[int]]:
+        """Exact top-k keys per query over every stored vector, a chunk of the index at a time."""
+        best_s = np.full((len(queries), 0), -np.inf, np.float32)
+        best_k = np.zeros((len(queries), 0), np.int64)
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            with self._lock:
+                vectors = self._vectors(part)
+            s = np.concatenate([best_s, queries @ vectors.T], axis=1)
+            keys = np.concatenate([best_k, np.broadcast_to(part, (len(queries), len(part)))], axis=1)
+            top = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, :k]
+            best_s, best_k = np.take_along_axis(s, top, 1), np.take_along_axis(keys, top, 1)
+        order = np.argsort(-best_s, axis=1, kind="stable")
+        return np.take_along_axis(best_k, order, 1).tolist()
+
     # ---- identities across cameras --------------------------------------------------------------
     def track_summaries(self) -> list:
         """Every track of a current (not superseded) source as a `identity.TrackSummary`: camera, first and
@@ -920,7 +1129,7 @@ class VectorStore:
 
         self.refresh()
         with self._lock:
-            view = _View(self._ids, self._emb, self._camera, self._time, self._track, self._source, self._superseded)
+            view = self._view()
         mask = self._mask(view, None, None, None, False)
         pos = np.flatnonzero(view.track >= 0) if mask is None else np.flatnonzero(mask & (view.track >= 0))
         if not len(pos):
@@ -942,8 +1151,9 @@ class VectorStore:
             start, end = spans.get(track, (None, None))
             if start is None or end is None:  # images, or videos ingested before spans were kept
                 start, end = (float(known.min()), float(known.max())) if len(known) else (None, None)
-            mean = view.emb[part].astype(np.float64).mean(axis=0)
-            out.append(TrackSummary(track, view.camera[part[0]], start, end,
+            with self._lock:
+                mean = self._vectors(view.ids[part]).astype(np.float64).mean(axis=0)
+            out.append(TrackSummary(track, self._camera_name(int(view.camera[part[0]])), start, end,
                                     (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)))
         return out
 
@@ -988,7 +1198,7 @@ class VectorStore:
             i = int(np.searchsorted(self._ids, key))
             if i >= len(self._ids) or self._ids[i] != key:
                 raise KeyError(key)
-            return self._emb[i].astype(np.float32)
+            return self._vectors(np.array([key]))[0]
 
     def stats(self) -> dict:
         with self._db("read statistics"):
@@ -1004,12 +1214,15 @@ class VectorStore:
                 superseded = conn.execute("SELECT count(*) FROM sources WHERE superseded IS NOT NULL").fetchone()[0]
         return {"rows": n, "sources": sources, "superseded_sources": superseded, "tracks": tracks,
                 "cameras": cameras, "time_span": [t0, t1] if t0 is not None else None,
-                "index_size": len(self._index), "damaged_rows": len(self.damaged)}
+                "index_size": len(self._index), "damaged_rows": len(self.damaged),
+                "index": {"params": json.loads(self.index_params.to_json()), "opened": self.opened,
+                          "unsaved_rows": self._index.delta_size, **self._index.memory()}}
 
     def check(self) -> dict:
-        """A full consistency check, for `info --check`: SQLite's integrity check over every page, rows
-        whose embedding is damaged, and the index against the table (same keys, same vectors up to
-        float16 rounding). Returns {"ok": bool, "problems": [one line each], ...figures}."""
+        """A full consistency check, for `info --check`: SQLite's integrity check over every page, every
+        row's embedding blob (a row damaged after it was indexed is found here, then no longer served),
+        and the index against the table (same keys, a sample of vectors equal up to float16 rounding).
+        Returns {"ok": bool, "problems": [one line each], ...figures}."""
         problems = []
         with self._db("check the database"):
             result = [r[0] for r in self._conn().execute("PRAGMA integrity_check(20)")]
@@ -1017,20 +1230,26 @@ class VectorStore:
         if result != ["ok"]:
             problems += [f"sqlite: {line}" for line in result]
         self.refresh()
+        with self._lock:
+            ids = self._ids
+            sample = set(ids[:: max(1, len(ids) // 1000)].tolist())  # up to ~1,000 vectors compared
+        bad, blobs = self._scan_blobs(sample)
+        if bad:
+            self._forget(bad)
         if self.damaged:
             problems.append(f"{len(self.damaged)} row(s) with a damaged embedding: keys "
                             f"{', '.join(map(str, self.damaged[:10]))}{' ...' if len(self.damaged) > 10 else ''}")
         with self._lock:
-            ids, emb, index = self._ids, self._emb, self._index
+            ids, index = self._ids, self._index
             in_index = len(index)
             present = np.asarray(index.contains(ids), bool) if len(ids) else np.zeros(0, bool)
             missing = [int(k) for k in ids[~present]]
-            sample = ids[:: max(1, len(ids) // 1000)]  # up to ~1,000 vectors compared
-            worst = 0.0
-            if len(sample):
-                got = np.asarray(index.get(sample), np.float32).reshape(len(sample), -1)
-                want = emb[np.searchsorted(ids, sample)].astype(np.float32)
-                worst = float(np.abs(normalise(got) - normalise(want)).max())
+            keys = np.array(sorted(k for k in blobs if k in set(ids[present].tolist())), np.int64)
+            got = index.get(keys) if len(keys) else None
+        worst = 0.0
+        if got is not None:
+            want = np.stack([np.frombuffer(blobs[int(k)], np.float16) for k in keys]).astype(np.float32)
+            worst = float(np.abs(normalise(got) - normalise(want)).max())
         if missing:
             problems.append(f"index lacks {len(missing)} row(s) of the table (keys {missing[:5]}...); "
                             f"it is rebuilt on the next writable open")
@@ -1040,6 +1259,40 @@ class VectorStore:
             problems.append(f"index vectors differ from the table's by up to {worst:.3g}")
         return {"ok": not problems, "problems": problems, "rows": rows, "usable_rows": len(ids),
                 "index_size": in_index, "max_vector_difference": worst}
+
+    def _scan_blobs(self, sample: set, chunk: int = 20_000) -> tuple[list[int], dict]:
+        """Every stored embedding blob checked (size and finite values), in chunks of keys: the damaged
+        keys not yet known, and the blobs of the `sample` keys."""
+        want, bad, blobs, last = 2 * self.dim, [], {}, 0
+        known = set(self.damaged)
+        with self._db("read embeddings"):
+            while True:
+                part = self._conn().execute("SELECT id, embedding FROM crops WHERE id > ? ORDER BY id LIMIT ?",
+                                            (last, chunk)).fetchall()
+                for key, blob in part:
+                    ok = isinstance(blob, bytes) and len(blob) == want and \
+                        bool(np.isfinite(np.frombuffer(blob, np.float16)).all())
+                    if not ok and key not in known:
+                        bad.append(int(key))
+                    elif ok and key in sample:
+                        blobs[int(key)] = blob
+                if len(part) < chunk:
+                    return bad, blobs
+                last = part[-1][0]
+
+    def _forget(self, keys: list[int]) -> None:
+        """Stop serving rows found damaged after they were indexed: out of the columns and the index,
+        listed in `damaged` (the rows stay in SQLite: they are evidence)."""
+        with self._lock:
+            drop = np.isin(self._ids, np.asarray(keys, np.int64))
+            self._buffers = {}  # new arrays: running searches keep their snapshots
+            for name in ("ids", "camera", "time", "track", "source"):
+                setattr(self, f"_{name}", getattr(self, f"_{name}")[~drop].copy())
+            self._emb32 = None
+            self._index.remove(np.asarray(keys, np.int64))
+            self.damaged = sorted(set(self.damaged) | set(keys))
+        warnings.warn(f"{self.db_path}: {len(keys)} indexed row(s) have a damaged embedding in the table and are "
+                      f"no longer served (keys {', '.join(map(str, keys[:10]))})", stacklevel=3)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sen_infer import GalleryError, Row, VectorStore
+from sen_infer.ann import IndexParams
 
 DIM = 32
 FP = "f" * 64
@@ -190,3 +191,98 @@ def test_batched_search_errors_reach_every_waiting_thread():
     for t in threads:
         t.join(timeout=30)
     assert not any(t.is_alive() for t in threads) and results == ["search failed: boom"] * 4
+
+
+# ---- the index at scale: mapped on open, only new rows re-indexed after a crash, tuned per gallery ------
+CRASH = """
+import sys
+import numpy as np
+from sen_infer import Row, VectorStore
+store = VectorStore.open(sys.argv[1], "f" * 64, 32, exact_max=0)
+v = np.random.default_rng(9).standard_normal((30, 32)).astype(np.float32)
+store.add_embeddings(v, [Row("late", "cam9", i, 1000.0 + i, (0, 0, 8, 16)) for i in range(30)])
+import os
+os._exit(0)  # killed after the commit, before the index was saved
+"""
+
+
+def _graph_store(path, **kw):
+    return VectorStore.open(path, FP, DIM, exact_max=0, filtered_exact_max=0, **kw)
+
+
+def test_saved_index_is_mapped_and_a_crash_reindexes_only_the_unsaved_rows(tmp_path):
+    import subprocess
+    import sys
+
+    store = _graph_store(tmp_path / "g")
+    vecs = _vectors(200, 3)
+    store.add_embeddings(vecs, _rows(200))
+    store.persist_index()
+    reopened = _graph_store(tmp_path / "g")
+    assert reopened.opened == {"how": "mapped", "rows_added": 0, "rows": 200}
+    assert reopened.stats()["index"]["mapped_rows"] == 200 and reopened.stats()["index"]["unsaved_rows"] == 0
+    r = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path / "g")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    after = _graph_store(tmp_path / "g")
+    # the last good index is mapped and only the 30 rows committed after it are indexed: no rebuild
+    assert after.opened == {"how": "mapped", "rows_added": 30, "rows": 230}
+    assert after.check()["ok"], after.check()["problems"]
+    late = np.random.default_rng(9).standard_normal((30, 32)).astype(np.float32)
+    assert after.search(late[4], k=1, per_track=False)[0].source == "late"
+    assert after.search(vecs[17], k=1, per_track=False)[0].frame == 17
+    assert {h.camera for h in after.search(late[4], k=5, camera="cam9", per_track=False)} == {"cam9"}
+
+
+def test_index_renamed_without_its_sidecar_and_rows_removed_since_the_save(tmp_path):
+    store = _graph_store(tmp_path / "g")
+    vecs = _vectors(120, 4)
+    store.add_embeddings(vecs, _rows(120))
+    store.persist_index()
+    gone = store.keys()[:5]
+    other = _graph_store(tmp_path / "g")  # holds the mapped file while the first removes rows
+    assert store.remove(gone) == 5
+    (tmp_path / "g" / "index.json").unlink()  # a crash between the index's rename and the sidecar's
+    again = _graph_store(tmp_path / "g")
+    assert again.opened["how"] == "rows_added" and again.opened["rows"] == 115
+    for s in (again, other):
+        found = {h.key for h in s.search(vecs[2], k=120, per_track=False)}
+        assert len(s) == 115 and not found & set(gone) and len(found) == 115
+    assert again.check()["ok"] and other.check()["ok"]
+    (tmp_path / "g" / "index.usearch").write_bytes(b"not an index")
+    rebuilt = _graph_store(tmp_path / "g")
+    assert rebuilt.opened["how"] == "rebuilt" and len(rebuilt) == 115 and rebuilt.check()["ok"]
+
+
+def test_no_second_copy_of_the_vectors_beside_the_index(tmp_path):
+    store = _graph_store(tmp_path / "g")
+    store.add_embeddings(_vectors(300, 5), _rows(300))
+    store.persist_index()
+    reopened = _graph_store(tmp_path / "g")
+    reopened.search(_vectors(1, 6)[0], k=5)
+    held = [name for name, value in vars(reopened).items()
+            if isinstance(value, np.ndarray) and value.ndim == 2 and value.shape[0] >= 300]
+    assert held == []  # vectors live in the mapped index only (a small, exactly searched store keeps a matrix)
+    v = _vectors(300, 5)
+    key = reopened.keys()[10]
+    got = reopened.embedding(key)
+    want = (v[10] / np.linalg.norm(v[10])).astype(np.float16).astype(np.float64)
+    # the index keeps the float16 the table keeps: equal to float16 rounding (2**-11 relative)
+    assert np.abs(got.astype(np.float64) - want).max() <= 2.0 ** -11
+
+
+def test_tune_index_reaches_the_target_and_is_stored_in_the_gallery(tmp_path):
+    store = _graph_store(tmp_path / "g", index_params=IndexParams(connectivity=8, expansion_add=32, expansion_search=16))
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((20, DIM))
+    data = (centres[rng.integers(0, 20, 3000)] + 0.3 * rng.standard_normal((3000, DIM))).astype(np.float32)
+    store.add_embeddings(data, _rows(3000))
+    report = store.tune_index(target=0.99, sample=100)
+    assert report["reached"] and report["measured"][-1]["recall@10"] >= 0.99
+    assert report["chosen"] == report["measured"][-1]["expansion_search"]
+    reopened = _graph_store(tmp_path / "g")
+    assert reopened.index_params == IndexParams(connectivity=8, expansion_add=32, expansion_search=report["chosen"])
+    with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as conn:
+        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    assert '"chosen"' in stored["index_tuning"]
+    with pytest.raises(GalleryError, match="connectivity"):
+        IndexParams(connectivity=0)

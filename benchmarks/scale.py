@@ -1,0 +1,391 @@
+"""The gallery at deployment size (a million rows and more), with FAISS beside it on the same vectors.
+
+    python -m benchmarks.scale [--rows 1000000] [--dim 512] [--engine ENGINE ...] [--faiss]
+                               [--queries 1000] [--work DIR] [--name scale_1m]
+
+Data: clustered unit vectors, the issue's harder set (2,000 centres, noise sigma 0.35; `benchmarks.index.
+clustered`), `--queries` of them held out as queries; exact top-10 by a float32 scan.
+
+Gallery (sen_infer.store.VectorStore with this checkout's defaults), each figure in a fresh process:
+- build: rows/s of `add_embeddings` in transactions of 20,000, the index save, bytes per row on disk;
+- open: seconds to open with a valid saved index (memory-mapped), and after a crash that left 20,000
+  committed rows out of the saved index (the process is killed between commit and save);
+- memory: resident memory of the searching process per row, all included (RssAnon + RssFile after the
+  queries, less the same process before opening the gallery);
+- query: `search` k=10 p50/p99, one query at a time, unfiltered, one camera of 100 (1 % of rows), a time
+  window (10 %); recall@10 of what the gallery returns against exact, before and after `tune_index`;
+- with --engine: `Retriever.query` end to end (tokenise + text tower + search + rows) on a gallery of
+  --rows at the engine's dimension and fingerprint.
+FAISS (--faiss; `pip install faiss-cpu`, a benchmark-only dependency): HNSW32 and IVF-PQ on the same
+vectors, 2 threads: build seconds, batch QPS, recall@10 and bytes per vector, against usearch's own
+batch search of the gallery's index at the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.index import clustered, exact_topk, recall
+from benchmarks.report import write
+from benchmarks.timing import summarise
+
+FP = "5" * 64
+CAMERAS = 100
+BATCH = 20_000
+
+
+def _rss_kb() -> dict:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon", "RssFile", "RssShmem")):
+                key, value = line.split(":")
+                out[key] = int(value.split()[0])
+    return out
+
+
+def _rows(start: int, stop: int, n: int):
+    from sen_infer.store import Row
+
+    # 100 cameras, one day of timestamps, 8 rows per track (video-like)
+    return [Row(f"bench:{i // 5000}", f"cam{i % CAMERAS:03d}", i, 1_700_000_000 + 86_400 * i / n, (0, 0, 64, 128),
+                i // 8) for i in range(start, stop)]
+
+
+# ---- phases, each run in its own process ----------------------------------------------------------
+def phase_build(args) -> dict:
+    from sen_infer.store import VectorStore
+
+    data = np.load(args.data, mmap_mode="r")
+    n = len(data)
+    store = VectorStore.open(args.gallery, args.fingerprint, data.shape[1])
+    t0 = time.perf_counter()
+    for start in range(0, n, BATCH):
+        stop = min(n, start + BATCH)
+        store.add_embeddings(np.asarray(data[start:stop]), _rows(start, stop, n))
+        if start // BATCH % 10 == 0:
+            print(f"  built {stop:,} rows, {stop / (time.perf_counter() - t0):,.0f} rows/s", file=sys.stderr, flush=True)
+    added = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    store.persist_index()
+    saved = time.perf_counter() - t1
+    files = {p.name: p.stat().st_size for p in Path(args.gallery).iterdir() if p.is_file()}
+    return {"rows": n, "build_s": added + saved, "rows_per_s": n / (added + saved), "save_s": saved,
+            "disk_bytes_per_row": sum(files.values()) / n, "files": files}
+
+
+def phase_crash(args) -> dict:
+    """Commit --extra rows and die before the index is saved (as a killed ingest does)."""
+    from sen_infer.store import VectorStore
+
+    data = np.load(args.data, mmap_mode="r")
+    store = VectorStore.open(args.gallery, args.fingerprint, data.shape[1])
+    n = len(store)
+    extra = clustered(args.extra, data.shape[1], seed=7)
+    store.add_embeddings(extra, _rows(n, n + args.extra, n + args.extra))
+    print(json.dumps({"committed": args.extra}), flush=True)
+    os._exit(0)  # no persist_index, no cleanup: the saved index lacks these rows
+
+
+def phase_probe(args) -> dict:
+    """Open time, memory, query latency and recall of the gallery as a searching process sees it."""
+    from sen_infer.store import VectorStore
+
+    data = np.load(args.data, mmap_mode="r")
+    queries = np.load(args.queries)
+    truth = np.load(args.truth)
+    before = _rss_kb()
+    t0 = time.perf_counter()
+    store = VectorStore.open(args.gallery, args.fingerprint, data.shape[1], create=False)
+    open_s = time.perf_counter() - t0
+    out = {"open_s": open_s, "opened": store.opened, "rows": len(store), "params": store.stats()["index"]["params"]}
+    after_open = _rss_kb()
+    n = len(data)
+    window = (1_700_000_000 + 86_400 * 0.45, 1_700_000_000 + 86_400 * 0.55)
+    cases = {"unfiltered": {}, "camera (1 %)": {"camera": "cam042"},
+             "time window (10 %)": {"since": window[0], "until": window[1]}}
+    m = min(len(queries), args.latency_queries)
+    for label, kw in cases.items():
+        for q in queries[:5]:  # warm the mapped pages a first query would fault in
+            store.search(q, 10, per_track=False, **kw)
+        ms = []
+        for q in queries[:m]:
+            t = time.perf_counter()
+            store.search(q, 10, per_track=False, **kw)
+            ms.append((time.perf_counter() - t) * 1e3)
+        out[f"search {label}"] = summarise(ms)
+    # rows committed after the data (the crash phase's) are not in the exact truth: left out
+    found = [[key - 1 for key, _ in store.nearest(q, 40, per_track=False) if key <= n][:10] for q in queries]
+    out["recall@10"] = recall(found, truth) if len(truth) else None
+    final = _rss_kb()
+    out["rss_kb"] = {"before_open": before, "after_open": after_open, "after_queries": final}
+    total = lambda r: r["RssAnon"] + r["RssFile"]  # noqa: E731
+    out["resident_bytes_per_row"] = (total(final) - total(before)) * 1024 / n
+    out["anon_bytes_per_row"] = (final["RssAnon"] - before["RssAnon"]) * 1024 / n
+    return out
+
+
+def phase_tune(args) -> dict:
+    from sen_infer.store import VectorStore
+
+    data = np.load(args.data, mmap_mode="r")
+    store = VectorStore.open(args.gallery, args.fingerprint, data.shape[1], create=False)
+    t0 = time.perf_counter()
+    report = store.tune_index(target=0.99)
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def phase_e2e(args) -> dict:
+    """`Retriever.query` end to end on the gallery (built with the engine's fingerprint)."""
+    from benchmarks.e2e import QUERIES
+    from sen_infer import Retriever
+
+    t0 = time.perf_counter()
+    r = Retriever(args.engine, gallery=args.gallery)
+    open_s = time.perf_counter() - t0
+    out = {"open_s": open_s, "rows": len(r.gallery), "backend": getattr(r.encoders, "backend", None)}
+    texts = [f"{q} {i}" for i in range(args.latency_queries // len(QUERIES) + 1) for q in QUERIES]
+    for label, kw in {"unfiltered": {}, "camera (1 %)": {"camera": "cam042"}}.items():
+        for t in texts[:3]:
+            r.query(t, k=10, **kw)
+        ms = []
+        for t in texts[: args.latency_queries]:
+            t1 = time.perf_counter()
+            r.query(t, k=10, **kw)
+            ms.append((time.perf_counter() - t1) * 1e3)
+        out[f"query {label}"] = summarise(ms)
+    return out
+
+
+PHASES = {"build": phase_build, "crash": phase_crash, "probe": phase_probe, "tune": phase_tune, "e2e": phase_e2e}
+
+
+class quiet_machine:
+    """With $SEN_BENCH_LOCK set (a lock file other heavy jobs on a shared machine also take with flock),
+    hold it while timing, waiting at most `wait_s`; the load average is recorded with each result
+    either way, so a figure measured under load says so."""
+
+    def __init__(self, wait_s: float = 900.0):
+        self.path, self.wait_s, self.file, self.locked = os.environ.get("SEN_BENCH_LOCK"), wait_s, None, False
+
+    def __enter__(self):
+        if self.path:
+            import fcntl
+
+            self.file = open(self.path, "a")
+            deadline = time.monotonic() + self.wait_s
+            while time.monotonic() < deadline:
+                try:
+                    fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self.locked = True
+                    break
+                except BlockingIOError:
+                    time.sleep(2)
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()  # releases the lock
+
+
+def run_phase(name: str, timed: bool = True, **kw) -> dict:
+    """A phase in a fresh interpreter (open time and memory are a new process's), its JSON result back;
+    `timed` phases run holding the machine (see quiet_machine)."""
+    argv = [sys.executable, "-m", "benchmarks.scale", "--phase", name]
+    for key, value in kw.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    with quiet_machine() if timed else contextlib.nullcontext() as q:
+        r = subprocess.run(argv, capture_output=True, text=True)
+        load = os.getloadavg()[0]
+    sys.stderr.write(r.stderr[-2000:])
+    if r.returncode != 0:
+        raise RuntimeError(f"phase {name} failed ({r.returncode}): {r.stderr[-500:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["load_average_1min"] = load
+    if timed and q.path:
+        out["held_machine"] = q.locked
+    return out
+
+
+# ---- FAISS and raw usearch, same vectors ------------------------------------------------------------
+def batch_qps(search, queries: np.ndarray, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        search(queries)
+        best = min(best, time.perf_counter() - t)
+    return len(queries) / best
+
+
+def faiss_rows(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path) -> list[dict]:
+    import faiss
+
+    faiss.omp_set_num_threads(2)
+    n, dim = data.shape
+    rows = []
+    t = time.perf_counter()
+    hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 40  # FAISS's default
+    for i in range(0, n, 100_000):
+        hnsw.add(np.ascontiguousarray(data[i : i + 100_000]))
+    build = time.perf_counter() - t
+    faiss.write_index(hnsw, str(work / "faiss_hnsw.index"))
+    size = (work / "faiss_hnsw.index").stat().st_size
+    for ef in (64, 128, 256):
+        hnsw.hnsw.efSearch = ef
+        found = hnsw.search(queries, 10)[1]
+        rows.append({"index": "FAISS HNSW32 flat f32", "setting": f"efSearch {ef}", "build_s": build,
+                     "qps": batch_qps(lambda q: hnsw.search(q, 10), queries), "recall@10": recall(found, truth),
+                     "bytes_per_vector": size / n})
+    hnsw = None  # freed before the next index is built
+    t = time.perf_counter()
+    nlist = 4096 if n >= 500_000 else max(64, int(4 * np.sqrt(n)))
+    quantizer = faiss.IndexFlatIP(dim)
+    m = 64 if dim % 64 == 0 else max(d for d in (32, 16, 8, 4, 2, 1) if dim % d == 0)  # 8 dims per code at 512
+    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    ivf.train(np.ascontiguousarray(data[np.sort(rng.choice(n, min(n, 100 * nlist // 2), replace=False))]))
+    for i in range(0, n, 100_000):
+        ivf.add(np.ascontiguousarray(data[i : i + 100_000]))
+    build = time.perf_counter() - t
+    faiss.write_index(ivf, str(work / "faiss_ivfpq.index"))
+    size = (work / "faiss_ivfpq.index").stat().st_size
+    for nprobe in (16, 64, 256):
+        ivf.nprobe = nprobe
+        found = ivf.search(queries, 10)[1]
+        rows.append({"index": f"FAISS IVF{nlist}-PQ{m}x8", "setting": f"nprobe {nprobe}", "build_s": build,
+                     "qps": batch_qps(lambda q: ivf.search(q, 10), queries), "recall@10": recall(found, truth),
+                     "bytes_per_vector": size / n})
+    return rows
+
+
+def usearch_rows(gallery: Path, dim: int, queries: np.ndarray, truth: np.ndarray, build_s: float) -> list[dict]:
+    """The gallery's own index file, mapped, searched in batches as FAISS is (keys are row ids = i + 1)."""
+    from sen_infer.ann import IndexParams, TieredIndex
+    from sen_infer.store import VectorStore
+
+    store = VectorStore.open(gallery, FP, dim, create=False)
+    params = store.index_params
+    size = (gallery / "index.usearch").stat().st_size
+    rows = []
+    for ef in (64, 128, 256):
+        ix = TieredIndex.view(gallery / "index.usearch", dim, IndexParams(params.connectivity, params.expansion_add, ef))
+        base = ix.base
+
+        def search(q, base=base):
+            return base.search(q, 10, threads=2)
+
+        found = np.asarray(search(queries).keys, np.int64) - 1
+        rows.append({"index": f"usearch HNSW{params.connectivity} f16 (the gallery's)", "setting":
+                     f"expansion_search {ef}", "build_s": build_s, "qps": batch_qps(search, queries),
+                     "recall@10": recall(found, truth), "bytes_per_vector": size / len(base)})
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
+    ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    ap.add_argument("--gallery", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--truth", help=argparse.SUPPRESS)
+    ap.add_argument("--extra", type=int, default=20_000, help=argparse.SUPPRESS)
+    ap.add_argument("--fingerprint", default=FP, help=argparse.SUPPRESS)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--queries", default="1000", help="held-out queries (a number)")
+    ap.add_argument("--latency-queries", type=int, default=300)
+    ap.add_argument("--engine", action="append", default=[], help="also time Retriever.query with this engine")
+    ap.add_argument("--faiss", action="store_true", help="FAISS HNSW and IVF-PQ on the same vectors")
+    ap.add_argument("--work", help="where the data and galleries go (default: a temp dir, removed after)")
+    ap.add_argument("--name", default=None, help="results name (default scale_<rows>)")
+    args = ap.parse_args(argv)
+    if args.phase:
+        print(json.dumps(PHASES[args.phase](args), default=str))
+        return 0
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sen-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    n, dim, nq = args.rows, args.dim, int(args.queries)
+    print(f"data: {n:,} x {dim} clustered vectors + {nq} queries", file=sys.stderr)
+    data = clustered(n + nq, dim, seed=0, clusters=2000, spread=0.35)
+    np.save(work / "data.npy", data[:n])
+    np.save(work / "queries.npy", data[n:])
+    t = time.perf_counter()
+    truth = exact_topk(data[:n], data[n:])
+    np.save(work / "truth.npy", truth)
+    print(f"exact top-10 in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    del data
+    common = {"data": work / "data.npy", "queries": work / "queries.npy", "truth": work / "truth.npy",
+              "latency_queries": args.latency_queries}
+    gallery = work / "gallery"
+    shutil.rmtree(gallery, ignore_errors=True)
+    figures: dict = {"rows": n, "dim": dim, "queries": nq}
+    figures["build"] = build = run_phase("build", timed=False, gallery=gallery, **common)
+    print(f"build: {build['rows_per_s']:,.0f} rows/s", file=sys.stderr)
+    figures["probe_default"] = run_phase("probe", gallery=gallery, **common)
+    figures["tune"] = run_phase("tune", timed=False, gallery=gallery, **common)
+    figures["probe_tuned"] = run_phase("probe", gallery=gallery, **common)
+    run_phase("crash", timed=False, gallery=gallery, **common)
+    figures["probe_after_crash"] = run_phase("probe", gallery=gallery, **common)
+    rows = [{"index": "gallery (VectorStore)", "setting": f"{label}", "open_s": p["open_s"], "opened": p["opened"]["how"],
+             "rows_added_on_open": p["opened"]["rows_added"], "search_p50_ms": p["search unfiltered"]["p50_ms"],
+             "search_p99_ms": p["search unfiltered"]["p99_ms"],
+             "camera_p50_ms": p["search camera (1 %)"]["p50_ms"], "time_p50_ms": p["search time window (10 %)"]["p50_ms"],
+             "recall@10": p["recall@10"], "resident_B_per_row": p["resident_bytes_per_row"],
+             "anon_B_per_row": p["anon_bytes_per_row"]}
+            for label, p in (("default params", figures["probe_default"]),
+                             (f"tuned (expansion_search {figures['tune']['chosen']})", figures["probe_tuned"]),
+                             ("after a crash (20k rows unsaved)", figures["probe_after_crash"]))]
+    name = args.name or (f"scale_{n // 1000}k" if n < 1_000_000 else f"scale_{n // 1_000_000}m")
+    columns = ["index", "setting", "open_s", "opened", "rows_added_on_open", "search_p50_ms", "search_p99_ms",
+               "camera_p50_ms", "time_p50_ms", "recall@10", "resident_B_per_row", "anon_B_per_row"]
+    write(name, figures, rows, columns)
+    with quiet_machine():
+        side = usearch_rows(gallery, dim, np.load(work / "queries.npy"), np.load(work / "truth.npy"), build["build_s"])
+        if args.faiss:
+            side += faiss_rows(np.load(work / "data.npy", mmap_mode="r"), np.load(work / "queries.npy"),
+                               np.load(work / "truth.npy"), work)
+    figures["side_by_side"] = side
+    write(f"{name}_vs_faiss", {"rows": n, "dim": dim, "load_average_1min": os.getloadavg()[0]}, side,
+          ["index", "setting", "build_s", "qps", "recall@10", "bytes_per_vector"], plot=("setting", "qps"))
+    for engine in args.engine:  # last: a gallery at the engine's dimension is another build
+        from sen_infer.encoders import Encoders
+
+        enc = Encoders(engine, backend="onnx-cpu")
+        fp, edim = enc.manifest.fingerprint, enc.dim
+        del enc
+        egallery = work / f"gallery_{edim}_{fp[:8]}"
+        if not egallery.exists():
+            edata = work / "data.npy" if edim == dim else work / f"data_{edim}.npy"
+            if edim != dim:
+                np.save(edata, clustered(n, edim, seed=0, clusters=2000, spread=0.35))
+            figures[f"build {engine}"] = run_phase("build", timed=False, gallery=egallery, data=edata, fingerprint=fp,
+                                                   truth=work / "truth.npy", queries=work / "queries.npy",
+                                                   latency_queries=args.latency_queries)
+        figures[f"e2e {engine}"] = e = run_phase("e2e", gallery=egallery, engine=engine, data=work / "data.npy",
+                                                 latency_queries=args.latency_queries)
+        rows.append({"index": f"Retriever.query ({Path(engine).name}, {edim}-d)", "setting": e.get("backend"),
+                     "open_s": e["open_s"], "search_p50_ms": e["query unfiltered"]["p50_ms"],
+                     "search_p99_ms": e["query unfiltered"]["p99_ms"],
+                     "camera_p50_ms": e["query camera (1 %)"]["p50_ms"]})
+        write(name, figures, rows, columns)
+    print(f"results: benchmarks/results/{name}.md and {name}_vs_faiss.md", file=sys.stderr)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
