@@ -9,11 +9,17 @@ round-robin (`benchmarks.timing.interleaved`), so machine noise hits them alike;
 variant's throughput over the SDK setting's in the same round-robin. The image tower is timed at
 each batch, the text tower at a 12-token query, batch 1. The embeddings of every variant are
 compared with the SDK setting's (max |difference|) so a faster setting that changes results shows.
+
+`--busy N` times everything again while N other processes spin on the CPU (what a box that also
+decodes video, or runs anything else, looks like): onnxruntime pins its threads to cores when the
+thread count is left at its default, which costs most when those cores are shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,22 +95,41 @@ def _cases(engine: Path, batches: list[int], repeats: int, log=print) -> list[di
     return rows
 
 
+def _spin(stop) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10000))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.session_options", description=__doc__.split("\n")[0])
     ap.add_argument("--engine", nargs="+", required=True)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--name", default="session_options")
+    ap.add_argument("--busy", type=int, default=0, help="other processes spinning on the CPU while timing")
     args = ap.parse_args(argv)
     rows = []
-    for engine in args.engine:
-        rows += _cases(Path(engine), args.batches, args.repeats)
+    stop = mp.Event()
+    spinners = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.busy)]
+    for p in spinners:
+        p.start()
+    time.sleep(0.5 if spinners else 0)
+    try:
+        for engine in args.engine:
+            rows += _cases(Path(engine), args.batches, args.repeats)
+    finally:
+        stop.set()
+        for p in spinners:
+            p.join()
+    for r in rows:
+        r["busy_processes"] = args.busy
     winners = {}
     for r in rows:
         key = f"{r['model']} {r['precision']} {r['tower']} b{r['batch']}"
         if key not in winners or r["vs_sdk"] > winners[key]["vs_sdk"]:
             winners[key] = {"options": r["options"], "vs_sdk": r["vs_sdk"], "p50_ms": r["p50_ms"]}
     figures = {"sdk_setting": SDK.label, "variants": [o.label for o in VARIANTS], "repeats": args.repeats,
+               "busy_processes": args.busy,
                "winners": winners}
     for r in rows:
         r["label"] = f"{r['model']} {r['precision']} {r['tower']} b{r['batch']} {r['options']}"

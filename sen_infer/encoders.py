@@ -100,6 +100,9 @@ class _OrtTower:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        # ALL (and EXTENDED) fuse the int8 QDQ pairs into int8 kernels; BASIC runs them as fp32 and was
+        # 2-7x slower for int8 (benchmarks.session_options). Threads and arena stay at onnxruntime's
+        # defaults: no other setting was measured better consistently (docs/benchmarks.md).
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # onnxruntime's own warnings are not for end users
         self.path = path
