@@ -135,6 +135,33 @@ def cmd_timeline(args) -> int:
     return 0
 
 
+def cmd_tune_index(args) -> int:
+    queries = None
+    if args.queries:
+        try:
+            queries = [line.strip() for line in Path(args.queries).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise QueryError(f"cannot read queries file {args.queries}: {getattr(e, 'strerror', None) or e}") from None
+        if not queries:
+            raise QueryError(f"queries file {args.queries} holds no query (one text per line)")
+    if not 0 < args.target <= 1:
+        raise QueryError(f"--target must be a recall in (0, 1], not {args.target}")
+    r = _retriever(args)
+    r.open_gallery(create=False).store.check_writable()
+    result = r.tune_index(queries, target=args.target)
+    if args.json:
+        _print_json(result)
+    else:
+        key = f"recall@{result['k']}"
+        for m in result["measured"]:
+            print(f"expansion_search {m['expansion_search']:>4}: {key} {m[key]:.4f}")
+        verdict = "reached" if result["reached"] else "NOT reached (the widest tried is kept)"
+        print(f"target {result['target']:g} {verdict}: expansion_search {result['chosen']} stored in the gallery "
+              f"({result['queries']} {'of your' if result['query_source'] == 'given' else 'of its own'} queries, "
+              f"{result['rows']} rows)")
+    return 0 if result["reached"] else 1
+
+
 def cmd_query(args) -> int:
     from sen_infer.retriever import check_filters
 
@@ -309,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also return rows of files that were later replaced by new content (marked superseded)")
     p.add_argument("--sheet", help="write a contact sheet of the hits (.jpg, .png, .bmp or .webp)")
     p.set_defaults(fn=cmd_query)
+
+    p = sub.add_parser("tune-index", help="set the gallery's search width by measured recall against exact search")
+    common(p)
+    p.add_argument("--target", type=_finite_float, default=0.99, help="recall@10 to reach (default 0.99)")
+    p.add_argument("--queries", help="a text file of your users' queries, one per line (default: 300 of the "
+                                     "gallery's own crops as queries)")
+    p.set_defaults(fn=cmd_tune_index)
 
     p = sub.add_parser("info", help="engine and gallery: model, backend, counts, cameras, time span")
     common(p)

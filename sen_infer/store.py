@@ -772,7 +772,9 @@ class VectorStore:
                                  [(t, *wanted[t]) for t in sorted(present)])
             for record in [source] if isinstance(source, SourceRecord) else source or []:
                 self._record_source(conn, record)
-        if self._index.delta_size >= PERSIST_DELTA:  # bound the rows a crash would leave to re-read
+        if self._index.delta_size >= max(PERSIST_DELTA, len(self._index) // 4):
+            # bounds what a crash leaves to re-index; growing with the gallery, so that a bulk import
+            # rewrites the index file a logarithmic number of times, not once per 50,000 rows
             self.persist_index()
         return added, len(records) - added
 

@@ -565,3 +565,29 @@ def test_stress_threads_processes_and_queries(engine, video, synth_learn, tmp_pa
     assert rows == sum(added) and images == 12
     hits = Retriever(engine, gallery=g).query("a person", k=rows)
     assert len([h for h in hits if h.track is not None]) == sum(map(len, tracks.values()))
+
+
+def test_tune_index_from_the_cli_stores_the_width_and_refuses_bad_input(engine, synth_learn, tmp_path):
+    import json
+
+    g = tmp_path / "g"
+    images = [str(p) for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:40]]
+    Retriever(engine, gallery=g).gallery.add_images(images)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a man in a red shirt\n\na woman with a black backpack\na person in blue jeans\n")
+    r = _cli("tune-index", "--engine", engine, "--gallery", g, "--queries", queries, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["queries"] == 3 and out["query_source"] == "given" and out["reached"]
+    with sqlite3.connect(g / "gallery.sqlite") as conn:
+        params = json.loads(conn.execute("SELECT value FROM meta WHERE key='index_params'").fetchone()[0])
+    assert params["expansion_search"] == out["chosen"]
+    info = json.loads(_cli("info", "--engine", engine, "--gallery", g, "--json").stdout)
+    assert info["index"]["params"]["expansion_search"] == out["chosen"]
+    for bad, message in ((tmp_path / "missing.txt", "cannot read queries file"), (tmp_path / "empty.txt", "no query")):
+        if bad.name == "empty.txt":
+            bad.write_text("\n \n")
+        r = _cli("tune-index", "--engine", engine, "--gallery", g, "--queries", bad)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _cli("tune-index", "--engine", engine, "--gallery", tmp_path / "nothing")
+    assert r.returncode == 2 and "no gallery" in r.stderr
