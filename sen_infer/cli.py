@@ -154,7 +154,8 @@ def cmd_tune_index(args) -> int:
     else:
         key = f"recall@{result['k']}"
         for m in result["measured"]:
-            print(f"expansion_search {m['expansion_search']:>4}: {key} {m[key]:.4f}")
+            print(f"expansion_search {m['expansion_search']:>4}: {key} {m[key]:.4f} (95 % lower bound "
+                  f"{m['lower_95']:.4f})")
         verdict = "reached" if result["reached"] else "NOT reached (the widest tried is kept)"
         print(f"target {result['target']:g} {verdict}: expansion_search {result['chosen']} stored in the gallery "
               f"({result['queries']} {'of your' if result['query_source'] == 'given' else 'of its own'} queries, "

@@ -1050,9 +1050,10 @@ class VectorStore:
 
     # ---- index parameters -----------------------------------------------------------------------
     def tune_index(self, target: float = 0.99, k: int = 10, queries: np.ndarray | None = None,
-                   sample: int = 300, widths=(64, 96, 128, 192, 256, 384, 512), seed: int = 0) -> dict:
+                   sample: int = 300, widths=(64, 96, 128, 192, 256, 384, 512, 768, 1024), seed: int = 0) -> dict:
         """Choose the smallest search width (usearch expansion_search) whose recall@k against exact search
-        reaches `target` on this gallery, store it in the gallery and use it from now on (other processes
+        reaches `target` (with 95 % confidence over the sampled queries) on this gallery, store it in the
+        gallery and use it from now on (other processes
         on their next open). `queries`: [m, dim] query embeddings (text queries of your users are best);
         by default `sample` stored vectors, each asked for its k nearest *other* rows. Recall is that of
         the graph candidates the gallery ranks (its over-fetch of max(4k, 64) included; a width below the
@@ -1087,8 +1088,11 @@ class VectorStore:
                 hits = [[key for key in f[0].tolist() if own is None or key != q][:k]
                         for f, q in zip(found, own if own is not None else [None] * len(found))]
                 r = float(np.mean([len(set(h) & set(t)) / max(len(t), 1) for h, t in zip(hits, truth)]))
-                measured.append({"expansion_search": width, f"recall@{k}": r})
-                if r >= target:
+                # reached only with 95 % confidence: a measured 0.993 on 3,000 neighbours may be 0.989 on
+                # other queries (seen at 1M rows), so the sampling error is taken off before comparing
+                low = r - 1.96 * np.sqrt(max(r * (1 - r), 1e-12) / (len(queries) * k))
+                measured.append({"expansion_search": width, f"recall@{k}": r, "lower_95": float(low)})
+                if low >= target:
                     chosen = width
                     break
         finally:
@@ -1099,7 +1103,7 @@ class VectorStore:
         params = IndexParams(self.index_params.connectivity, self.index_params.expansion_add, chosen)
         report = {"target": target, "k": k, "queries": len(queries), "query_source": "gallery" if own is not None
                   else "given", "rows": int(len(ids)), "measured": measured, "chosen": chosen,
-                  "reached": measured[-1][f"recall@{k}"] >= target, "at": time.time()}
+                  "reached": measured[-1]["lower_95"] >= target, "at": time.time()}
         with self._writing("store index parameters") as conn:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_params', ?)", (params.to_json(),))
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_tuning', ?)", (json.dumps(report),))
