@@ -160,6 +160,9 @@ def cmd_tune_index(args) -> int:
         print(f"target {result['target']:g} {verdict}: expansion_search {result['chosen']} stored in the gallery "
               f"({result['queries']} {'of your' if result['query_source'] == 'given' else 'of its own'} queries, "
               f"{result['rows']} rows)")
+        exact_max = r.open_gallery().exact_max
+        if result["rows"] <= exact_max:
+            print(f"note: up to {exact_max:,} rows the gallery is searched exactly; the width applies beyond that")
     return 0 if result["reached"] else 1
 
 
