@@ -285,41 +285,44 @@ def faiss_rows(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: P
 
     faiss.omp_set_num_threads(2)
     n, dim = data.shape
-    rows = []
-    t = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = 40  # FAISS's default
-    for i in range(0, n, 100_000):
-        hnsw.add(np.ascontiguousarray(data[i : i + 100_000]))
-    build = time.perf_counter() - t
-    faiss.write_index(hnsw, str(work / "faiss_hnsw.index"))
-    size = (work / "faiss_hnsw.index").stat().st_size
-    for ef in (64, 128, 256):
-        hnsw.hnsw.efSearch = ef
-        found = hnsw.search(queries, 10)[1]
-        rows.append({"index": "FAISS HNSW32 flat f32", "setting": f"efSearch {ef}", "build_s": build,
-                     "qps": batch_qps(lambda q: hnsw.search(q, 10), queries), "recall@10": recall(found, truth),
-                     "bytes_per_vector": size / n})
-    hnsw = None  # freed before the next index is built
-    t = time.perf_counter()
+
+    def measure(label: str, make, knob: str, values) -> list[dict]:
+        """Build `make()` over the data in chunks, save it (its size), then batch QPS and recall@10 per
+        value of the search knob."""
+        t = time.perf_counter()
+        index = make()
+        for i in range(0, n, 100_000):
+            index.add(np.ascontiguousarray(data[i : i + 100_000]))
+        build = time.perf_counter() - t
+        path = work / "faiss.index"
+        faiss.write_index(index, str(path))
+        size = path.stat().st_size
+        path.unlink()
+        out = []
+        for value in values:
+            faiss.ParameterSpace().set_index_parameter(index, knob, value)
+            found = index.search(queries, 10)[1]
+            out.append({"index": label, "setting": f"{knob} {value}", "build_s": build,
+                        "qps": batch_qps(lambda q: index.search(q, 10), queries), "recall@10": recall(found, truth),
+                        "bytes_per_vector": size / n})
+        return out
+
+    def hnsw():
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 40  # FAISS's default
+        return index
+
     nlist = 4096 if n >= 500_000 else max(64, int(4 * np.sqrt(n)))
-    quantizer = faiss.IndexFlatIP(dim)
     m = 64 if dim % 64 == 0 else max(d for d in (32, 16, 8, 4, 2, 1) if dim % d == 0)  # 8 dims per code at 512
-    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(0)
-    ivf.train(np.ascontiguousarray(data[np.sort(rng.choice(n, min(n, 100 * nlist // 2), replace=False))]))
-    for i in range(0, n, 100_000):
-        ivf.add(np.ascontiguousarray(data[i : i + 100_000]))
-    build = time.perf_counter() - t
-    faiss.write_index(ivf, str(work / "faiss_ivfpq.index"))
-    size = (work / "faiss_ivfpq.index").stat().st_size
-    for nprobe in (16, 64, 256):
-        ivf.nprobe = nprobe
-        found = ivf.search(queries, 10)[1]
-        rows.append({"index": f"FAISS IVF{nlist}-PQ{m}x8", "setting": f"nprobe {nprobe}", "build_s": build,
-                     "qps": batch_qps(lambda q: ivf.search(q, 10), queries), "recall@10": recall(found, truth),
-                     "bytes_per_vector": size / n})
-    return rows
+
+    def ivfpq():
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+        sample = np.sort(np.random.default_rng(0).choice(n, min(n, 100 * nlist // 2), replace=False))
+        index.train(np.ascontiguousarray(data[sample]))
+        return index
+
+    return (measure("FAISS HNSW32 flat f32", hnsw, "efSearch", (64, 128, 256))
+            + measure(f"FAISS IVF{nlist}-PQ{m}x8", ivfpq, "nprobe", (16, 64, 256)))
 
 
 def usearch_rows(gallery: Path, dim: int, queries: np.ndarray, truth: np.ndarray, build_s: float) -> list[dict]:
