@@ -15,6 +15,7 @@ import pytest
 from sen_infer import Gallery, GalleryError, Retriever
 from sen_infer.encoders import Encoders
 from sen_infer.video import frame_times
+from videos import looped_avi
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
@@ -446,30 +447,13 @@ def test_long_video_commits_in_chunks_and_a_kill_loses_at_most_one(engine, video
         r.gallery.close()
 
 
-def _looped_avi(video_dir: Path, out: Path, times: int) -> Path:
-    """cam1 played `times` times over in one MJPG AVI: a long recording built from the short one."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(video_dir / "cam1.mp4"))
-    frames = []
-    while (got := cap.read())[0]:
-        frames.append(got[1])
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
-    for _ in range(times):
-        for frame in frames:
-            writer.write(frame)
-    writer.release()
-    return out
-
-
 def test_repeated_kills_on_a_long_video_lose_no_committed_chunk(engine, video, tmp_path):
     """The 20-kill test of image ingest, for a long video: killed again and again mid-chunk (8 kills at
     seeded random points), the committed rows never shrink and never repeat, the resume point only moves
     forward, and the run that finally completes holds exactly the rows of an uninterrupted ingest."""
     import random
 
-    src = _looped_avi(video, tmp_path / "long.avi", 4)  # 320 frames, 16 chunks of 20
+    src = looped_avi(video, tmp_path / "long.avi", 4)  # 320 frames, 16 chunks of 20
     whole = Retriever(engine, gallery=tmp_path / "whole").gallery.add_video(src, camera="cam1", chunk_seconds=2.0)
     g, rng = tmp_path / "g", random.Random(12)
     resume, stored = 0, 0

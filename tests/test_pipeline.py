@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sen_infer import Retriever
+from videos import looped_avi
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
@@ -227,23 +228,6 @@ def test_bad_videos_are_reported_and_the_others_stored(engine, video, tmp_path):
     gallery.close()
 
 
-def _looped(video_dir: Path, camera: str, out: Path, times: int) -> Path:
-    """A camera's clip played `times` times over in one MJPG AVI: a longer recording (80 x times frames)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(video_dir / f"{camera}.mp4"))
-    frames = []
-    while (got := cap.read())[0]:
-        frames.append(got[1])
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
-    for _ in range(times):
-        for frame in frames:
-            writer.write(frame)
-    writer.release()
-    return out
-
-
 KILLED = """
 import os, signal, sys
 from sen_infer import Retriever
@@ -260,7 +244,7 @@ r.gallery.add_videos(sys.argv[4:], workers=2, chunk_seconds=2.0, progress=progre
 @pytest.fixture(scope="module")
 def long_videos(video, tmp_path_factory):
     out = tmp_path_factory.mktemp("long")
-    return [_looped(video, cam, out / f"{cam}.avi", 3) for cam in ("cam1", "cam2")]  # 240 frames each
+    return [looped_avi(video, out / f"{cam}.avi", 3, cam) for cam in ("cam1", "cam2")]  # 240 frames each
 
 
 @pytest.fixture(scope="module")
