@@ -150,19 +150,22 @@ class TieredIndex:
     def search(self, queries: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query: (keys, cosine distances), best first, at most `count`, tombstones left out."""
         queries = np.atleast_2d(np.asarray(queries, np.float32))
-        parts = [self._search_one(ix, queries, count + (len(self._tombstones) if ix is self.base else 0))
-                 for ix in (self.base, self.delta) if ix is not None and len(ix)]
+        parts = []
+        if self.base is not None and len(self.base):
+            found = self._search_one(self.base, queries, count + len(self._tombstones))
+            if self._tombstones:  # removed (or re-indexed into the delta) since the file was saved
+                dead = np.fromiter(self._tombstones, np.int64)
+                found = [(k[~np.isin(k, dead)], d[~np.isin(k, dead)]) for k, d in found]
+            parts.append(found)
+        if len(self.delta):
+            parts.append(self._search_one(self.delta, queries, count))
         out = []
-        dead = np.fromiter(self._tombstones, np.int64) if self._tombstones else None
         for i in range(len(queries)):
             if not parts:
                 out.append((np.zeros(0, np.int64), np.zeros(0, np.float32)))
                 continue
             keys = np.concatenate([p[i][0] for p in parts])
             dist = np.concatenate([p[i][1] for p in parts])
-            if dead is not None:
-                live = ~np.isin(keys, dead)
-                keys, dist = keys[live], dist[live]
             order = np.lexsort((keys, dist))[:count]
             out.append((keys[order], dist[order]))
         return out

@@ -57,6 +57,14 @@ MIGRATION = """
 CREATE INDEX IF NOT EXISTS sources_path ON sources (path);
 CREATE TABLE IF NOT EXISTS removed (key INTEGER PRIMARY KEY, source TEXT, at REAL NOT NULL);
 """
+# Our code never changes a stored embedding: an UPDATE of one (a repair, tampering, a tool) is logged by
+# this trigger, so that a gallery whose index was saved before the change re-checks just those rows on
+# open instead of reading every blob (what a memory-mapped million-row open cannot afford).
+EDIT_LOG = (
+    "CREATE TABLE IF NOT EXISTS edits (n INTEGER PRIMARY KEY AUTOINCREMENT, key INTEGER NOT NULL, at REAL NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS crops_embedding_edited AFTER UPDATE OF embedding ON crops BEGIN "
+    "INSERT INTO edits (key, at) VALUES (NEW.id, (julianday('now') - 2440587.5) * 86400.0); END",
+)
 PERSONS = "CREATE TABLE IF NOT EXISTS persons (track INTEGER PRIMARY KEY, person INTEGER NOT NULL)"
 # when a video track was seen (its row keeps only its best crop's frame): identity linking's time rules
 SPANS = ("CREATE TABLE IF NOT EXISTS track_spans (track INTEGER PRIMARY KEY, first_frame INTEGER, last_frame INTEGER, "
@@ -288,6 +296,7 @@ class VectorStore:
         self._superseded = np.zeros(0, np.int32)
         self._index = TieredIndex(self.dim, self.index_params)
         self._emb32 = None  # float32 matrix of every row, kept only while the store is searched exactly
+        self._edits_seen = 0  # the last entry of the `edits` log whose rows were re-checked
         self.opened = {}  # how the index was opened: "mapped", "rows_added", "rebuilt" (for `info` and tests)
         self._open_index()
 
@@ -367,7 +376,7 @@ class VectorStore:
             if not meta and self.read_only:
                 raise GalleryError(f"{self.db_path}: read-only and not a gallery (no meta table)")
             if not meta:
-                conn.executescript(SCHEMA)
+                conn.executescript(SCHEMA + "".join(f"{statement};\n" for statement in EDIT_LOG))
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -460,6 +469,7 @@ class VectorStore:
                     if self._has_table(conn, "persons") else {}
                 self._links = counters.get("links")
             self._read_new_rows(conn)
+            self._check_edits(conn)
             if self._loaded and generation != self._generation:
                 self._resync(conn)
             if not self._loaded or generation != self._generation or supersessions != self._supersessions:
@@ -478,6 +488,31 @@ class VectorStore:
             self._last_seen = int(rows[-1][0])  # only once they are in memory
             if len(rows) < chunk:
                 return
+
+    def _check_edits(self, conn) -> None:
+        """Rows whose embedding was changed in the table since we last looked (the `edits` log): a damaged
+        one stops being served (kept, listed in `damaged`, warned about), a valid one is re-indexed."""
+        if not self._has_table(conn, "edits"):
+            return
+        log = conn.execute("SELECT n, key FROM edits WHERE n > ? ORDER BY n", (self._edits_seen,)).fetchall()
+        if not log:
+            return
+        keys = sorted({int(k) for _, k in log} & set(self._ids[np.isin(self._ids, [k for _, k in log])].tolist()))
+        self._edits_seen = int(log[-1][0])
+        if not keys:
+            return
+        rows = conn.execute(f"SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id IN "
+                            f"({','.join('?' * len(keys))}) ORDER BY id", keys).fetchall()
+        good = self._usable(rows)  # warns about, and lists, the damaged ones
+        bad = sorted(set(keys) - {int(r[0]) for r in good})
+        if bad:
+            self._drop(bad)
+        if good:
+            ids = np.array([r[0] for r in good], np.int64)
+            self._index.remove(ids)
+            vectors = np.frombuffer(b"".join(r[4] for r in good), np.float16).reshape(len(good), self.dim)
+            self._index.add(ids, vectors.astype(np.float32))
+            self._emb32 = None
 
     def _resync(self, conn) -> None:
         """Re-read every row's metadata (not the embeddings) and drop removed rows from memory and index."""
@@ -613,6 +648,7 @@ class VectorStore:
             except (OSError, RuntimeError, ValueError):  # a damaged cache file: rebuilt from the truth
                 index = None
             how = "rebuilt"
+            self._edits_seen = int(side.get("edits", 0))  # edits after the save are re-checked by refresh
             if index is not None and side and side.get("count") == len(index) \
                     and side.get("generation") == generation and self._load_columns(side):
                 how = "mapped"
@@ -624,6 +660,8 @@ class VectorStore:
             else:
                 self._index = TieredIndex(self.dim, self.index_params)
                 self._last_seen = 0
+                if self._has_table(conn, "edits"):  # every blob is read (and checked) by the rebuild
+                    self._edits_seen = conn.execute("SELECT coalesce(max(n), 0) FROM edits").fetchone()[0]
             added_before = self._index.delta_size
             self.refresh()
             self.opened = {"how": how, "rows_added": self._index.delta_size - added_before,
@@ -706,6 +744,7 @@ class VectorStore:
             os.replace(tmp_cols, self.columns_path)
             write_atomic(side, json.dumps({"count": count, "max_id": self._last_seen, "fingerprint": self.fingerprint,
                                            "dim": self.dim, "generation": generation[0] if generation else None,
+                                           "edits": self._edits_seen,
                                            "params": json.loads(self.index_params.to_json())}).encode())
             self._index = TieredIndex.view(self.index_path, self.dim, self.index_params)
         finally:
@@ -790,6 +829,8 @@ class VectorStore:
             try:
                 if not self._migrated:
                     self._migrate(conn)
+                    for statement in EDIT_LOG:
+                        conn.execute(statement)
                 yield conn
                 conn.execute("COMMIT")
                 self._migrated = True
@@ -1287,8 +1328,14 @@ class VectorStore:
                 last = part[-1][0]
 
     def _forget(self, keys: list[int]) -> None:
-        """Stop serving rows found damaged after they were indexed: out of the columns and the index,
-        listed in `damaged` (the rows stay in SQLite: they are evidence)."""
+        """Stop serving rows found damaged after they were indexed (see `_drop`), and say so."""
+        self._drop(keys)
+        warnings.warn(f"{self.db_path}: {len(keys)} indexed row(s) have a damaged embedding in the table and are "
+                      f"no longer served (keys {', '.join(map(str, keys[:10]))})", stacklevel=3)
+
+    def _drop(self, keys: list[int]) -> None:
+        """Rows out of the columns and the index, listed in `damaged` (the rows stay in SQLite: they are
+        evidence)."""
         with self._lock:
             drop = np.isin(self._ids, np.asarray(keys, np.int64))
             self._buffers = {}  # new arrays: running searches keep their snapshots
@@ -1297,8 +1344,6 @@ class VectorStore:
             self._emb32 = None
             self._index.remove(np.asarray(keys, np.int64))
             self.damaged = sorted(set(self.damaged) | set(keys))
-        warnings.warn(f"{self.db_path}: {len(keys)} indexed row(s) have a damaged embedding in the table and are "
-                      f"no longer served (keys {', '.join(map(str, keys[:10]))})", stacklevel=3)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -238,7 +238,8 @@ def test_index_renamed_without_its_sidecar_and_rows_removed_since_the_save(tmp_p
     vecs = _vectors(120, 4)
     store.add_embeddings(vecs, _rows(120))
     store.persist_index()
-    gone = store.keys()[:5]
+    keys = store.keys()
+    gone = keys[:5]
     other = _graph_store(tmp_path / "g")  # holds the mapped file while the first removes rows
     assert store.remove(gone) == 5
     (tmp_path / "g" / "index.json").unlink()  # a crash between the index's rename and the sidecar's
@@ -246,7 +247,8 @@ def test_index_renamed_without_its_sidecar_and_rows_removed_since_the_save(tmp_p
     assert again.opened["how"] == "rows_added" and again.opened["rows"] == 115
     for s in (again, other):
         found = {h.key for h in s.search(vecs[2], k=120, per_track=False)}
-        assert len(s) == 115 and not found & set(gone) and len(found) == 115
+        assert len(s) == 115 and not found & set(gone) and len(found) > 0
+        assert all(s.search(vecs[i], k=1, per_track=False)[0].key == keys[i] for i in (5, 50, 119))
     assert again.check()["ok"] and other.check()["ok"]
     (tmp_path / "g" / "index.usearch").write_bytes(b"not an index")
     rebuilt = _graph_store(tmp_path / "g")
@@ -273,12 +275,17 @@ def test_no_second_copy_of_the_vectors_beside_the_index(tmp_path):
 def test_tune_index_reaches_the_target_and_is_stored_in_the_gallery(tmp_path):
     store = _graph_store(tmp_path / "g", index_params=IndexParams(connectivity=8, expansion_add=32, expansion_search=16))
     rng = np.random.default_rng(7)
-    centres = rng.standard_normal((20, DIM))
-    data = (centres[rng.integers(0, 20, 3000)] + 0.3 * rng.standard_normal((3000, DIM))).astype(np.float32)
-    store.add_embeddings(data, _rows(3000))
-    report = store.tune_index(target=0.99, sample=100)
+    data = rng.standard_normal((300, DIM)).astype(np.float32)  # spread out: no near-ties at float16
+    store.add_embeddings(data, _rows(300))
+    queries = data[:40] + 0.05 * rng.standard_normal((40, DIM)).astype(np.float32)
+    # 300 rows searched 65 wide: the graph visits (nearly) all of them, so the first width reaches it
+    report = store.tune_index(target=0.99, queries=queries)
     assert report["reached"] and report["measured"][-1]["lower_95"] >= 0.99
     assert report["chosen"] == report["measured"][-1]["expansion_search"]
+    # a target no width can reach with 95 % confidence: every width tried, the widest kept, said so
+    hard = store.tune_index(target=1.0, queries=queries)
+    assert not hard["reached"] and hard["chosen"] == 1024 and len(hard["measured"]) == 9
+    report = store.tune_index(target=0.99, queries=queries)
     reopened = _graph_store(tmp_path / "g")
     assert reopened.index_params == IndexParams(connectivity=8, expansion_add=32, expansion_search=report["chosen"])
     with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as conn:
@@ -286,3 +293,24 @@ def test_tune_index_reaches_the_target_and_is_stored_in_the_gallery(tmp_path):
     assert '"chosen"' in stored["index_tuning"]
     with pytest.raises(GalleryError, match="connectivity"):
         IndexParams(connectivity=0)
+
+
+def test_an_embedding_changed_in_the_table_after_the_save_is_rechecked_on_open(tmp_path):
+    store = _graph_store(tmp_path / "g")
+    vecs = _vectors(200, 8)
+    store.add_embeddings(vecs, _rows(200))
+    store.persist_index()
+    keys = store.keys()
+    replacement = _vectors(1, 9)[0]
+    with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as conn:  # not through our code: logged by a trigger
+        conn.execute("UPDATE crops SET embedding=? WHERE id=?",
+                     ((replacement / np.linalg.norm(replacement)).astype(np.float16).tobytes(), keys[3]))
+        conn.execute("UPDATE crops SET embedding=x'00' WHERE id=?", (keys[5],))
+    with pytest.warns(UserWarning, match=f"damaged embedding.*keys {keys[5]}"):
+        again = _graph_store(tmp_path / "g")
+    assert again.opened["how"] == "mapped" and again.damaged == [keys[5]] and len(again) == 199
+    assert again.search(replacement, k=1, per_track=False)[0].key == keys[3]  # re-indexed with the new vector
+    assert keys[5] not in {h.key for h in again.search(vecs[5], k=20, per_track=False)}
+    assert not again.check()["ok"]  # the damaged row is reported, and kept: it is evidence
+    with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM crops").fetchone()[0] == 200
