@@ -420,9 +420,11 @@ def main(argv=None) -> int:
         if args.faiss:
             side += faiss_rows(np.load(work / "data.npy", mmap_mode="r"), np.load(work / "queries.npy"),
                                np.load(work / "truth.npy"), work)
+    for row in side:  # the chart's label: which index, which setting, at what recall
+        row["label"] = f"{row['index'].split(' (')[0]}, {row['setting']} (recall {row['recall@10']:.3f})"
     figures["side_by_side"] = side
     write(f"{name}_vs_faiss", {"rows": n, "dim": dim, "load_average_1min": os.getloadavg()[0]}, side,
-          ["index", "setting", "build_s", "qps", "recall@10", "bytes_per_vector"], plot=("setting", "qps"))
+          ["index", "setting", "build_s", "qps", "recall@10", "bytes_per_vector"], plot=("label", "qps"))
     run_phase("crash", timed=False, gallery=gallery, **common)
     figures["probe_after_crash"] = run_phase("probe", gallery=gallery, **common)
     run_phase("persist", timed=False, gallery=gallery, **common)  # the crash's rows saved: clean opens after
