@@ -77,6 +77,7 @@ FILTERED_EXACT_MAX = 5_000  # a filter leaving at most this many rows is searche
 PERSIST_DELTA = 50_000  # a writer saves the index whenever this many rows wait in the in-RAM delta (what a
 # crash leaves to re-index on the next open: ~25 s of 512-d inserts on 2 cores)
 COLUMNS_FILE = "columns.npz"
+REMAP_DELTA = 20_000  # a reader holding this many rows in RAM maps a newer index file saved by a writer
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,8 @@ class VectorStore:
         self._index = TieredIndex(self.dim, self.index_params)
         self._emb32 = None  # float32 matrix of every row, kept only while the store is searched exactly
         self._edits_seen = 0  # the last entry of the `edits` log whose rows were re-checked
+        self.remap_delta = REMAP_DELTA
+        self._side_mtime = None
         self.opened = {}  # how the index was opened: "mapped", "rows_added", "rebuilt" (for `info` and tests)
         self._open_index()
 
@@ -470,6 +473,7 @@ class VectorStore:
                 self._links = counters.get("links")
             self._read_new_rows(conn)
             self._check_edits(conn)
+            self._maybe_remap(generation)
             if self._loaded and generation != self._generation:
                 self._resync(conn)
             if not self._loaded or generation != self._generation or supersessions != self._supersessions:
@@ -488,6 +492,35 @@ class VectorStore:
             self._last_seen = int(rows[-1][0])  # only once they are in memory
             if len(rows) < chunk:
                 return
+
+    def _maybe_remap(self, generation) -> None:
+        """A process that only reads (a search service) while another ingests would hold every new row in
+        its in-RAM delta until reopened. When the writer has saved a newer index file that covers rows we
+        hold in RAM, map it instead and keep in RAM only the rows it lacks. One stat per refresh."""
+        if self._index.delta_size < self.remap_delta:
+            return
+        side_path = self.index_path.with_suffix(".json")
+        try:
+            mtime = side_path.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._side_mtime:
+            return
+        self._side_mtime = mtime
+        side = self._read_sidecar()
+        # the same rows removed and the same edits seen as ours, and nothing we have not read yet
+        if not side or side.get("generation") != generation or side.get("edits", 0) != self._edits_seen \
+                or not 0 < side.get("max_id", 0) <= self._last_seen:
+            return
+        try:
+            newer = TieredIndex.view(self.index_path, self.dim, self.index_params)
+        except (OSError, RuntimeError, ValueError):
+            return
+        if len(newer) != side.get("count"):  # replaced again between the sidecar and the index: next time
+            return
+        later = self._ids[self._ids > side["max_id"]]
+        newer.add(later, self._index.get(later))
+        self._index = newer
 
     def _check_edits(self, conn) -> None:
         """Rows whose embedding was changed in the table since we last looked (the `edits` log): a damaged

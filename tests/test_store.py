@@ -314,3 +314,22 @@ def test_an_embedding_changed_in_the_table_after_the_save_is_rechecked_on_open(t
     assert not again.check()["ok"]  # the damaged row is reported, and kept: it is evidence
     with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM crops").fetchone()[0] == 200
+
+
+def test_a_reader_maps_the_writers_newer_index_instead_of_holding_its_rows_in_ram(tmp_path):
+    writer = _graph_store(tmp_path / "g")
+    vecs = _vectors(450, 10)
+    writer.add_embeddings(vecs[:100], _rows(100))
+    writer.persist_index()
+    reader = _graph_store(tmp_path / "g")
+    reader.remap_delta = 100  # (20,000 by default)
+    writer.add_embeddings(vecs[100:400], _rows(300, 100))
+    assert len(reader) == 400 and reader.stats()["index"]["unsaved_rows"] == 300  # held in RAM until...
+    writer.persist_index()  # ...the writer saves a file covering them
+    writer.add_embeddings(vecs[400:], _rows(50, 400))
+    assert len(reader) == 450
+    index = reader.stats()["index"]
+    assert index["mapped_rows"] == 400 and index["unsaved_rows"] == 50
+    keys = reader.keys()
+    assert all(reader.search(vecs[i], k=1, per_track=False)[0].key == keys[i] for i in (0, 150, 399, 420))
+    assert reader.check()["ok"]
