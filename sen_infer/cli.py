@@ -51,6 +51,10 @@ def cmd_ingest(args) -> int:
                                       progress=bar.update))
     video_args = dict(camera=args.camera, start_time=args.start_time, detector=args.detector, stride=args.stride,
                       chunk_seconds=args.chunk_seconds, tracker=args.tracker)
+    if args.workers is None:
+        from sen_infer.pipeline import recommended_workers
+
+        args.workers = recommended_workers()
     if videos and args.workers == 0:  # one video after another, decoding and embedding in turn
         for v in videos:
             with tqdm(desc=v.name, unit="frame", disable=args.quiet) as bar:
@@ -92,9 +96,7 @@ def _ingest_videos(g, videos, args, video_args) -> IngestReport:
     decoded per second, and crops embedded (count and per second) beside it."""
     import time
 
-    from sen_infer.pipeline import default_workers
-
-    workers = default_workers() if args.workers is None else args.workers
+    workers = args.workers
     t0, crops = time.perf_counter(), [0]
     with tqdm(desc=f"{len(videos)} videos, {min(workers, len(videos))} at once", unit="frame",
               disable=args.quiet) as bar:
@@ -301,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="commit a video every this many seconds of footage (a crash loses at most one chunk)")
     p.add_argument("--workers", type=_non_negative_int,
                    help="videos decoded, detected and tracked at once while one encoder thread embeds the crops of "
-                        "all of them in batches (default: one per 4 CPU cores, at least 1); 0: one video after "
-                        "another, without overlap")
+                        "all of them in batches (default: one per 4 CPU cores; 0 below 4 cores, where overlap was "
+                        "measured slower); 0: one video after another, without overlap")
     p.add_argument("--no-link", action="store_true",
                    help="do not relink identities across cameras after ingesting videos (run `link` later)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

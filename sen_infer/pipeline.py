@@ -42,6 +42,14 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1) // 4)
 
 
+def recommended_workers() -> int:
+    """What `ingest` uses when --workers is not given: 0 (one video after another, no overlap) below 4
+    cores, where the producers and the encoder only compete for the same two cores (measured on 2 cores:
+    the pipeline ran at 0.97x the sequential path for `small` int8, 1.03x for ViT-B/16 fp32 and 0.75-0.85x
+    for ViT-B/16 static int8; docs/benchmarks.md), else `default_workers()`."""
+    return 0 if (os.cpu_count() or 1) < 4 else default_workers()
+
+
 @dataclass
 class PipelineConfig:
     """How the pipeline is laid out. The defaults suit a small CPU box; more workers help while the
