@@ -298,6 +298,7 @@ class VectorStore:
         self._index = TieredIndex(self.dim, self.index_params)
         self._emb32 = None  # float32 matrix of every row, kept only while the store is searched exactly
         self._edits_seen = 0  # the last entry of the `edits` log whose rows were re-checked
+        self._edit_log = False  # whether the gallery has the `edits` table
         self.remap_delta = REMAP_DELTA
         self._side_mtime = None
         self.opened = {}  # how the index was opened: "mapped", "rows_added", "rebuilt" (for `info` and tests)
@@ -525,8 +526,10 @@ class VectorStore:
     def _check_edits(self, conn) -> None:
         """Rows whose embedding was changed in the table since we last looked (the `edits` log): a damaged
         one stops being served (kept, listed in `damaged`, warned about), a valid one is re-indexed."""
-        if not self._has_table(conn, "edits"):
-            return
+        if not self._edit_log:  # looked up until found (it never goes away), not on every query after
+            self._edit_log = self._has_table(conn, "edits")
+            if not self._edit_log:
+                return
         log = conn.execute("SELECT n, key FROM edits WHERE n > ? ORDER BY n", (self._edits_seen,)).fetchall()
         if not log:
             return
@@ -1324,7 +1327,8 @@ class VectorStore:
             in_index = len(index)
             present = np.asarray(index.contains(ids), bool) if len(ids) else np.zeros(0, bool)
             missing = [int(k) for k in ids[~present]]
-            keys = np.array(sorted(k for k in blobs if k in set(ids[present].tolist())), np.int64)
+            indexed = set(ids[present].tolist())  # once, not per sampled key
+            keys = np.array(sorted(k for k in blobs if k in indexed), np.int64)
             got = index.get(keys) if len(keys) else None
         worst = 0.0
         if got is not None:

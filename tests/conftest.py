@@ -49,3 +49,14 @@ def tiny_engine(tiny_run, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("engines") / "tiny"
     return out, export_engine_dir(tiny_run[1] / "best", out, int8=True, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def video(synth_learn, tmp_path_factory):
+    """Two synthetic cameras (8 s at 10 fps) of SynthPEDES test identities, made once per test module."""
+    from sen_train.data.synth_video import VideoConfig, generate, identities_from_dataset
+
+    out = tmp_path_factory.mktemp("video")
+    people = identities_from_dataset(synth_learn, "test")
+    generate(VideoConfig(cameras=2, seconds=8, seed=5, fps=10), out, people, progress=False)
+    return out

@@ -26,16 +26,6 @@ def engine(tiny_engine):
     return tiny_engine[0]
 
 
-@pytest.fixture(scope="module")
-def video(synth_learn, tmp_path_factory):
-    from sen_train.data.synth_video import VideoConfig, generate, identities_from_dataset
-
-    out = tmp_path_factory.mktemp("video")
-    people = identities_from_dataset(synth_learn, "test")
-    generate(VideoConfig(cameras=2, seconds=8, seed=5, fps=10), out, people, progress=False)
-    return out
-
-
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "sen_infer", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, env=ENV, timeout=300)

@@ -33,16 +33,6 @@ def engine(tiny_run, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def video(synth_learn, tmp_path_factory):
-    from sen_train.data.synth_video import VideoConfig, generate, identities_from_dataset
-
-    out = tmp_path_factory.mktemp("video")
-    people = identities_from_dataset(synth_learn, "test")
-    generate(VideoConfig(cameras=2, seconds=8, seed=5, fps=10), out, people, progress=False)
-    return out
-
-
 def _rows(gallery_dir: Path) -> dict:
     """(source, frame, bbox) -> (camera, timestamp, crop file name, track rank within its source,
     float16 embedding as float64). Keys and gallery-wide track ids depend on the order in which the
