@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test bench bench-vitb clean
+.PHONY: install demo serve test browser bench bench-vitb clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,export,dev]"
+	$(PY) -m pip install --quiet -e ".[train,export,dev,serve]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -20,7 +20,21 @@ install: $(STAMP)
 demo: install
 	$(PY) scripts/demo.py
 
-test: install
+serve: install  # the demo's gallery in a browser: http://127.0.0.1:8080/ (run `make demo` first)
+	$(PY) -m sen_infer serve --engine demo_out/engine --port 8080
+
+# The search page's browser test drives Debian's Chromium; installed here when it is missing and apt can
+# (as root or with sudo); otherwise that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	    if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing chromium for the browser test (apt-get)"; \
+	      ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null) || \
+	      echo "could not install chromium: the browser test will be skipped"; \
+	    else echo "no chromium and no way to install it here: the browser test will be skipped"; fi; }
+
+test: install browser
 	$(PY) -m pytest -q
 
 bench: install

@@ -155,6 +155,8 @@ def main() -> int:
 
     print(format_table(results["test"]))
     print(f"\ndone in {time.perf_counter() - t_start:.0f} s: outputs under {OUT.resolve()}")
+    print(f"\nsearch the demo's gallery in a browser: make serve   (that is: python -m sen_infer serve --engine {engine} "
+          f"--port 8080, then open http://127.0.0.1:8080/)")
     return 0
 
 

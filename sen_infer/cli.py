@@ -1,4 +1,4 @@
-"""`python -m sen_infer ingest|query|info` — errors are one line on stderr (`error: ...`) and exit 2.
+"""`python -m sen_infer ingest|query|info|serve|keys` — errors are one line on stderr (`error: ...`) and exit 2.
 
 Every error on bad input is a `SenInferError` raised by the SDK (or an argument rejected here); the
 CLI catches exactly that. Anything else that escapes is a bug and shows its traceback.
@@ -239,6 +239,52 @@ def cmd_info(args) -> int:
 
 
 # ---- arguments -------------------------------------------------------------------------------------
+def cmd_serve(args) -> int:
+    try:
+        from sen_infer.serve.app import ServeConfig
+        from sen_infer.serve.run import serve
+    except ImportError as e:
+        raise SenInferError(f"the search service needs the serve extra: pip install 'sen-person-search[serve]' "
+                            f"({e})") from None
+    for name in ("engine", "gallery", "keys", "audit"):
+        if getattr(args, name) is not None:
+            require_utf8(getattr(args, name), f"--{name} path", EngineDirError if name == "engine" else GalleryError)
+    serve(ServeConfig(engine=Path(args.engine), gallery=Path(args.gallery) if args.gallery else None, host=args.host,
+                      port=args.port, keys=Path(args.keys) if args.keys else None,
+                      audit=Path(args.audit) if args.audit else None, backend=args.backend,
+                      verify=not args.skip_verify), log_level="warning" if args.quiet else "info")
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from sen_infer.serve.auth import KeyFile
+
+    keys = KeyFile(args.file)
+    if args.action in ("add", "remove") and not args.name:
+        raise SenInferError(f"keys {args.action}: name whose key it is (python -m sen_infer keys {args.action} NAME "
+                            f"--file {args.file})")
+    if args.action == "add":
+        secret = keys.add(args.name, args.role)
+        print(f"added {args.role} key {args.name!r} to {args.file}; it is shown only now:", file=sys.stderr)
+        print(secret)
+    elif args.action == "remove":
+        keys.remove(args.name)
+        print(f"removed key {args.name!r} from {args.file}", file=sys.stderr)
+    else:
+        import time
+
+        for k in keys.load().values():
+            print(f"{k.name}\t{k.role}\tcreated {time.strftime('%Y-%m-%d %H:%M', time.gmtime(k.created))} UTC")
+    return 0
+
+
+def _port(text: str) -> int:
+    port = _int_at_least(text, 0)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0-65535)")
+    return port
+
+
 def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
@@ -330,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", default="")
     p.add_argument("--image", help="query by example image instead of text")
     p.add_argument("-k", type=_positive_int, default=10)
-    p.add_argument("--camera")
+    p.add_argument("--camera", action="append", help="only this camera (repeat for any of several)")
     p.add_argument("--since", type=_finite_float)
     p.add_argument("--until", type=_finite_float)
     p.add_argument("--all-crops", action="store_true", help="do not collapse results to one per track")
@@ -347,6 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", help="a text file of your users' queries, one per line (default: 300 of the "
                                      "gallery's own crops as queries)")
     p.set_defaults(fn=cmd_tune_index)
+
+    p = sub.add_parser("serve", help="the search service: HTTP API under /api/v1 and a search page at / (needs "
+                                      "the serve extra)")
+    common(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other needs --keys)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080; 0 picks a free one)")
+    p.add_argument("--keys", help="API key file (python -m sen_infer keys add); required off loopback")
+    p.add_argument("--audit", help="audit log, one JSON line per search (default: GALLERY/audit.jsonl)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("keys", help="API keys of the search service: add, list, remove (stored hashed)")
+    p.add_argument("action", choices=("add", "list", "remove"))
+    p.add_argument("name", nargs="?", help="who the key is for (add, remove)")
+    p.add_argument("--role", default="viewer", choices=("viewer", "admin"),
+                   help="viewer: search and see evidence; admin: also read the audit log")
+    p.add_argument("--file", required=True, help="the key file (created by the first add)")
+    p.set_defaults(fn=cmd_keys)
 
     p = sub.add_parser("info", help="engine and gallery: model, backend, counts, cameras, time span")
     common(p)

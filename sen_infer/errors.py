@@ -43,6 +43,13 @@ class QueryError(SenInferError, ValueError):
     """A query that cannot be answered (empty or non-UTF-8 text, bad filter, unwritable sheet)."""
 
 
+class UnknownKey(QueryError, KeyError):
+    """A row key that is not in the gallery (never stored, removed, or damaged and no longer served)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class IngestError(SenInferError, ValueError):
     """Ingest arguments that cannot work for any source (stride, timestamps, camera name)."""
 

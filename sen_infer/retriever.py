@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sen_infer.encoders import Encoders
-from sen_infer.errors import QueryError, require_utf8
+from sen_infer.errors import QueryError, UnknownKey, require_utf8
 from sen_infer.gallery import Gallery
 from sen_infer.store import Hit
 from sen_infer.preprocess import read_bgr
@@ -51,11 +51,12 @@ class Retriever:
     def encode_images(self, images) -> np.ndarray:
         return self.encoders.encode_images(images)
 
-    def query(self, text: str, k: int = 10, camera: str | None = None, since: float | None = None,
+    def query(self, text: str, k: int = 10, camera: str | list[str] | None = None, since: float | None = None,
               until: float | None = None, per_track: bool = True, superseded: bool = False,
               per_person: bool = False) -> list[Hit]:
         """The k best crops for `text`, best first (ties by key); one per track unless per_track=False,
         one per person linked across cameras with per_person=True (after `gallery.link_identities()`).
+        `camera`: one camera's name, or a list of names (rows of any of them).
         Rows of a file that was later replaced are left out unless superseded=True."""
         if not isinstance(text, str) or not text.strip():
             raise QueryError("query text is empty")
@@ -92,6 +93,19 @@ class Retriever:
         return self._search(self.encoders.encode_images([img])[0], k, camera, since, until, per_track, superseded,
                             per_person)
 
+    def query_similar(self, key: int, k: int = 10, camera: str | list[str] | None = None,
+                      since: float | None = None, until: float | None = None, per_track: bool = True,
+                      superseded: bool = False, per_person: bool = False) -> list[Hit]:
+        """More like a stored crop ("find similar"): row `key`'s stored embedding is the query, so the
+        answer does not depend on re-encoding a JPEG. UnknownKey when the gallery has no such row."""
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+            raise QueryError(f"key must be an integer row key, not {key!r}")
+        try:
+            q = self.open_gallery().embedding(int(key))
+        except KeyError:
+            raise UnknownKey(f"no row with key {key} in the gallery") from None
+        return self._search(q, k, camera, since, until, per_track, superseded, per_person)
+
     def _search(self, q: np.ndarray, k, camera, since, until, per_track, superseded, per_person=False) -> list[Hit]:
         check_filters(k, camera, since, until)
         return self.open_gallery().search(q, k, camera, since, until, per_track, bool(superseded), bool(per_person))
@@ -102,9 +116,13 @@ def check_filters(k, camera, since, until) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise QueryError(f"k must be an integer >= 1, not {k!r}")
     if camera is not None:
-        if not isinstance(camera, str):
-            raise QueryError(f"camera must be a string, not {camera!r}")
-        require_utf8(camera, "camera name")
+        names = [camera] if isinstance(camera, str) else camera
+        if not isinstance(names, (list, tuple)) or not names:
+            raise QueryError(f"camera must be a camera name or a non-empty list of names, not {camera!r}")
+        for name in names:
+            if not isinstance(name, str):
+                raise QueryError(f"camera must be a string, not {name!r}")
+            require_utf8(name, "camera name")
     for name, value in (("since", since), ("until", until)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):

@@ -965,6 +965,53 @@ class VectorStore:
                                                        (source, limit))]
         return list(self.rows(keys).values())
 
+    def source_record(self, source: str) -> dict | None:
+        """The stored record of the source key `source` (path, content identity, kind), None if it has none."""
+        with self._db("read sources"):
+            cur = self._conn().execute("SELECT * FROM sources WHERE source=?", (source,))
+            row = cur.fetchone()
+            return None if row is None else dict(zip([d[0] for d in cur.description], row))
+
+    def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
+        """What surrounds row `key`: the keys of its track (time order) and of up to `nearby` other rows of
+        its camera nearest to it in time. From the in-memory columns, so it costs no table scan.
+        KeyError for a key not in the gallery."""
+        self.refresh()
+        with self._lock:
+            view = self._view()
+        n = len(view.ids)
+        i = int(np.searchsorted(view.ids, key))
+        if i >= n or view.ids[i] != key:
+            raise KeyError(key)
+        track = int(view.track[i])
+        same_track = np.flatnonzero(view.track == track) if track >= 0 else np.array([i])
+        same_track = same_track[np.lexsort((view.ids[same_track], np.nan_to_num(view.time[same_track], nan=np.inf)))]
+        others = np.flatnonzero((view.camera == view.camera[i]) & (view.track != track if track >= 0 else True))
+        others = others[others != i]
+        t = view.time[i]
+        gap = np.abs(view.time[others] - t) if not np.isnan(t) else np.abs(others - i).astype(np.float64)
+        gap = np.nan_to_num(gap, nan=np.inf)
+        pick = others[np.lexsort((view.ids[others], gap))[:nearby]]
+        pick = pick[np.lexsort((view.ids[pick], np.nan_to_num(view.time[pick], nan=np.inf)))]
+        return [int(k) for k in view.ids[same_track]], [int(k) for k in view.ids[pick]]
+
+    def camera_summary(self) -> list[dict]:
+        """Each camera (None for rows without one) with its row count and first and last time, by name."""
+        self.refresh()
+        with self._lock:
+            view = self._view()
+        out = []
+        if len(view.ids):
+            order = np.argsort(view.camera, kind="stable")
+            codes = view.camera[order]
+            cuts = np.flatnonzero(np.diff(codes)) + 1
+            for part in np.split(order, cuts):
+                t = view.time[part]
+                t = t[~np.isnan(t)]
+                out.append({"name": self._camera_name(int(view.camera[part[0]])), "rows": int(len(part)),
+                            "first": float(t.min()) if len(t) else None, "last": float(t.max()) if len(t) else None})
+        return sorted(out, key=lambda c: (c["name"] is None, c["name"] or ""))
+
     def has_row(self, source: str, frame: int, bbox) -> bool:
         with self._db("read rows"):
             return self._conn().execute("SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? "
@@ -1048,8 +1095,10 @@ class VectorStore:
 
     def _mask(self, view: _View, camera, since, until, superseded: bool) -> np.ndarray | None:
         mask = None
-        if camera is not None:
+        if isinstance(camera, str):
             mask = view.camera == self._cameras.get(camera, -1)  # an unknown camera selects nothing
+        elif camera is not None:  # any of several cameras
+            mask = np.isin(view.camera, [self._cameras.get(c, -1) for c in camera])
         if since is not None or until is not None:
             t = view.time
             tmask = ~np.isnan(t)
@@ -1277,6 +1326,8 @@ class VectorStore:
         return sorted(out, key=lambda a: (a.start is None, a.start or 0.0, a.track))
 
     def embedding(self, key: int) -> np.ndarray:
+        """Row `key`'s stored (unit) vector; KeyError when the gallery has no such row."""
+        self.refresh()
         with self._lock:
             i = int(np.searchsorted(self._ids, key))
             if i >= len(self._ids) or self._ids[i] != key:

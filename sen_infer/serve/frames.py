@@ -1,0 +1,109 @@
+"""The full frame behind a hit, with its box drawn: decoded on demand from the source, cached.
+
+A frame is evidence, so it is only shown when it is certainly the frame the crop came from: a video
+whose bytes changed since it was ingested (replaced, not grown) is refused rather than decoded, and
+the decoded position is checked after seeking.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sen_infer.errors import SenInferError, VideoReadError
+from sen_infer.preprocess import read_bgr
+from sen_infer.store import Row
+
+BOX_COLOUR = (0, 200, 255)  # BGR amber: visible on both dark and light scenes
+
+
+class FrameUnavailable(SenInferError):
+    """The source of a row can no longer give its frame (moved, deleted, replaced, undecodable)."""
+
+
+def draw_box(frame: np.ndarray, bbox, label: str | None = None) -> np.ndarray:
+    x, y, w, h = (int(v) for v in bbox)
+    thick = max(2, round(min(frame.shape[:2]) / 240))
+    cv2.rectangle(frame, (x, y), (x + w - 1, y + h - 1), BOX_COLOUR, thick)
+    if label:
+        cv2.putText(frame, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, BOX_COLOUR, 1, cv2.LINE_AA)
+    return frame
+
+
+def read_video_frame(path: str, frame: int) -> np.ndarray:
+    """Frame number `frame` (0-based, in decode order, as the ingest counted) of the video at `path`.
+    Seeks, then checks the decoder's position; a container that cannot seek exactly is read from the
+    start instead (slow but right)."""
+    from sen_infer.video import open_video
+
+    cap, _, _ = open_video(path)
+    try:
+        if frame > 0 and cap.set(cv2.CAP_PROP_POS_FRAMES, frame) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == frame:
+            ok, img = cap.read()
+            if ok:
+                return img
+        cap.release()
+        cap, _, _ = open_video(path)
+        for _ in range(frame):
+            if not cap.grab():
+                raise VideoReadError(f"the video ends before frame {frame}")
+        ok, img = cap.read()
+        if not ok:
+            raise VideoReadError(f"cannot decode frame {frame}")
+        return img
+    finally:
+        cap.release()
+
+
+class FrameRenderer:
+    """`render(row, source_record) -> JPEG bytes`, the last `capacity` frames kept (LRU, thread-safe)."""
+
+    def __init__(self, capacity: int = 64, quality: int = 85):
+        self.capacity, self.quality = capacity, quality
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def render(self, row: Row, record: dict | None) -> bytes:
+        with self._lock:
+            if row.key in self._cache:
+                self._cache.move_to_end(row.key)
+                return self._cache[row.key]
+        jpeg = self._encode(draw_box(self._frame(row, record), row.bbox, f"track {row.track}"
+                                     if row.track is not None else None))
+        with self._lock:
+            self._cache[row.key] = jpeg
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return jpeg
+
+    def _encode(self, img: np.ndarray) -> bytes:
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            raise FrameUnavailable("cannot encode the frame as JPEG")
+        return buf.tobytes()
+
+    @staticmethod
+    def _frame(row: Row, record: dict | None) -> np.ndarray:
+        if row.frame < 0:  # a picture: the gallery's own copy of it is the frame
+            img = read_bgr(row.crop_path) if row.crop_path else None
+            if img is None:
+                raise FrameUnavailable("the gallery's copy of this picture is missing or unreadable")
+            return img
+        from sen_infer.gallery import _same_beginning  # the ingest's own content identity
+
+        path = (record or {}).get("path")
+        if not path or not Path(path).is_file():
+            raise FrameUnavailable("the source video of this row is no longer where it was ingested from")
+        if record.get("superseded") is not None:
+            raise FrameUnavailable("the source video was replaced by a newer file since this row was ingested")
+        head = record.get("head")
+        if not head or not _same_beginning(path, head, Path(path).stat().st_size):
+            raise FrameUnavailable("the source video's content changed since this row was ingested")
+        try:
+            return read_video_frame(path, row.frame)
+        except VideoReadError as e:
+            raise FrameUnavailable(f"the source video cannot give frame {row.frame}: {e}") from None

@@ -1,0 +1,43 @@
+"""Running the service: bind the socket ourselves (so `--port 0` can say which port it got), then hand
+it to uvicorn. SIGINT / SIGTERM stop it gracefully: requests in flight finish, nothing is half-written
+(the service never writes to the gallery; the audit log is appended line by line)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+from sen_infer.serve.app import ServeConfig, create_app
+from sen_infer.serve.auth import AccessError
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise AccessError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServeConfig, log_level: str = "info") -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config)  # opens the engine and gallery before the port opens
+    sock = bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"sen_infer serve: listening on http://{shown}:{port}", flush=True)
+    if not app.app.state.service.gate.enabled:
+        print("sen_infer serve: no access keys (loopback only); every local user can search", file=sys.stderr,
+              flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, proxy_headers=False,
+                                           timeout_graceful_shutdown=10))
+    server.run(sockets=[sock])
