@@ -388,26 +388,32 @@ _CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; scrip
 def _form_filters(form) -> Filters:
     """The filters of a multipart upload (text fields) as Filters, one 422 line when one is malformed."""
     raw: dict = {}
-    try:
-        if form.get("k") not in (None, ""):
-            raw["k"] = int(form.get("k"))
-        cams = [c for c in form.getlist("camera") if isinstance(c, str) and c]
-        if cams:
-            raw["camera"] = cams
-        for name in ("since", "until"):
-            if form.get(name) not in (None, ""):
-                raw[name] = float(form.get(name))
-        if form.get("per_track") not in (None, ""):
-            value = str(form.get("per_track")).lower()
-            if value not in ("true", "false", "1", "0", "on", "off"):
-                raise ValueError(f"per_track must be true or false, not {value!r}")
-            raw["per_track"] = value in ("true", "1", "on")
-    except (TypeError, ValueError) as e:
-        raise UploadError(422, f"form field: {e}") from None
+    convert = {"k": int, "since": float, "until": float, "per_track": _form_bool}
+    for name, kind in convert.items():
+        value = form.get(name)
+        if value in (None, ""):
+            continue
+        try:
+            raw[name] = kind(value)
+        except (TypeError, ValueError):
+            raise UploadError(422, f"form field {name}: {str(value)[:40]!r} is not {_KIND[name]}") from None
+    cams = [c for c in form.getlist("camera") if isinstance(c, str) and c]
+    if cams:
+        raw["camera"] = cams
     try:
         return Filters.model_validate(raw)
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None
+
+
+_KIND = {"k": "an integer", "since": "a number", "until": "a number", "per_track": "true or false"}
+
+
+def _form_bool(value) -> bool:
+    text = str(value).lower()
+    if text not in ("true", "false", "1", "0", "on", "off"):
+        raise ValueError(text)
+    return text in ("true", "1", "on")
 
 
 def _mount_docs(app: FastAPI) -> None:

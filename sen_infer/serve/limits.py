@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from starlette.exceptions import HTTPException
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -17,11 +19,15 @@ class Limits:
     max_audit: int = 1000  # audit lines per GET /audit
 
 
-class BodyTooLarge(Exception):
-    """Raised while a body streams in past its limit; the app answers it with a 413."""
+class BodyTooLarge(HTTPException):
+    """Raised while a body streams in past its limit: a 413. An HTTPException, because FastAPI turns any
+    other exception raised while it reads a body into a 400."""
 
     def __init__(self, limit: int, path: str):
-        super().__init__(f"request body over the limit of {limit} bytes for {path}")
+        super().__init__(413, f"request body over the limit of {limit} bytes for {path}")
+
+    def __str__(self) -> str:
+        return str(self.detail)
 
 
 class BodyLimit:
