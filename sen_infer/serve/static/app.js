@@ -139,10 +139,11 @@
   function fmtTime(t) {
     if (t === null || t === undefined) return "no time";
     if (state.unix || t > UNIX_MIN) {
-      const d = new Date(t * 1000);
+      const tenthsTotal = Math.round(t * 10); // to the tenth of a second, rounded once
+      const d = new Date(Math.floor(tenthsTotal / 10) * 1000);
       if (isNaN(d.getTime())) return String(t);
-      const tenths = Math.floor((t * 10) % 10);
-      const frac = Math.abs(t - Math.round(t)) > 1e-6 ? "." + tenths : "";
+      const tenths = ((tenthsTotal % 10) + 10) % 10;
+      const frac = tenths ? "." + tenths : "";
       return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
         pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()) + frac + " UTC";
     }
@@ -306,9 +307,22 @@
       q: el.q.value.trim(),
       k: isFinite(k) ? k : 20,
       cameras: [...el.cameraList.querySelectorAll("input[type=checkbox]:checked")].map((b) => b.value),
-      since: fromInputValue(el.since.value),
-      until: fromInputValue(el.until.value),
+      since: readTime(el.since),
+      until: readTime(el.until),
     };
+  }
+
+  // A time from the URL keeps its exact value while its input still shows it (the datetime input
+  // holds whole seconds); once the operator edits the input, the input's value counts.
+  function readTime(input) {
+    const exact = input.dataset.exact;
+    if (exact !== undefined && exact !== "" && toInputValue(Number(exact)) === input.value) return Number(exact);
+    return fromInputValue(input.value);
+  }
+
+  function writeTime(input, t) {
+    input.value = toInputValue(t);
+    if (t === null) delete input.dataset.exact; else input.dataset.exact = String(t);
   }
 
   function paramsFor(search) {
@@ -336,8 +350,8 @@
       if (!boxes.some((b) => b.value === name)) addCameraBox(name).checked = true;
     }
     const num = (v) => (v === null || v === "" || !isFinite(Number(v)) ? null : Number(v));
-    el.since.value = toInputValue(num(p.get("since")));
-    el.until.value = toInputValue(num(p.get("until")));
+    writeTime(el.since, num(p.get("since")));
+    writeTime(el.until, num(p.get("until")));
     if (!run) return;
     const filters = readForm();
     const similar = similarRaw !== null && /^\d+$/.test(similarRaw) ? Number(similarRaw) : null;
@@ -609,7 +623,7 @@
 
   function fmtClock(t) {
     if (t === null || t === undefined) return "\u2014";
-    const d = new Date(t * 1000);
+    const d = new Date(Math.round(t * 10) * 100);
     return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds());
   }
 
