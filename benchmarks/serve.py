@@ -248,7 +248,7 @@ def main(argv=None) -> int:
         if base_row and not row["mode"].startswith("sdk") and base_row["requests_per_s"] > 0:
             row["throughput_vs_sdk"] = row["requests_per_s"] / base_row["requests_per_s"]
             row["p50_vs_sdk"] = row["p50_ms"] / base_row["p50_ms"]
-        row["case"] = f"{row['mode']}, {row['clients']} clients"
+        row["case"] = f"{row['mode']}, {row['clients']} client{'s' if row['clients'] > 1 else ''}"
     figures = {"queries": len(load_queries.cache), "k": args.k, "seconds_per_level": args.seconds,
                "gallery_rows": table_rows(gallery), "ingest": lost,
                "errors_total": sum(row["errors"] for row in rows)}

@@ -126,3 +126,23 @@ def test_identity_benchmark_and_video_retrieval_pipelines(tiny_engine, synth_lea
                           "mog2+iou,mog2-split+motion", "--name", "pipelines"])
     rows = _load(results_in_tmp, "pipelines")["rows"]
     assert [r["pipeline"] for r in rows] == ["mog2 + iou", "mog2-split + motion"]
+
+
+def test_serve_load(tiny_engine, video, results_in_tmp, tmp_path):
+    """The load benchmark on a small gallery for a second per level: no request fails and every row the
+    concurrent ingest committed is in the table and served (its figures are not asserted)."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from benchmarks import serve
+    from sen_infer import Retriever
+
+    gallery = tmp_path / "gallery"
+    Retriever(tiny_engine[0], gallery=gallery).gallery.add_video(video / "cam1.mp4", camera="cam1")
+    serve.main(["--engine", str(tiny_engine[0]), "--gallery", str(gallery), "--video-dir", str(video),
+                "--data", str(tmp_path / "no data"), "--seconds", "1", "--clients", "1", "3",
+                "--work", str(tmp_path / "work")])
+    doc = _load(results_in_tmp, "serve")
+    assert [(r["mode"], r["clients"]) for r in doc["rows"]] == [
+        (m, c) for m in ("sdk (in process)", "server", "server + ingest") for c in (1, 3)]
+    assert doc["errors_total"] == 0 and all(r["requests"] > 0 for r in doc["rows"])
+    assert doc["ingest"]["rows_lost"] == 0 and doc["ingest"]["videos_ingested"] >= 1
+    assert doc["ingest"]["rows_in_table"] == doc["ingest"]["rows_before"] + doc["ingest"]["rows_committed_by_ingest"]
