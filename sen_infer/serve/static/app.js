@@ -247,6 +247,7 @@
     if (info.time_span && info.time_span.length === 2 && info.time_span[0] !== null) {
       parts.push(fmtTime(info.time_span[0]) + " \u2013 " + fmtTime(info.time_span[1]));
     }
+    if (info.damaged_rows) parts.push(fmtInt(info.damaged_rows) + " damaged rows (not served)");
     if (info.version) parts.push("v" + info.version);
     el.info.textContent = parts.join(" \u00b7 ");
   }
@@ -254,14 +255,12 @@
   function setTimeMode(span) {
     for (const [input, label, name] of [[el.since, el.sinceLabel, "Since"], [el.until, el.untilLabel, "Until"]]) {
       if (state.unix) {
+        // no min/max: a gallery that is still ingesting grows past the span it had when the page loaded
         input.type = "datetime-local";
         input.step = "1";
         input.removeAttribute("min");
+        input.removeAttribute("placeholder");
         label.textContent = name + " (UTC)";
-        if (span) {
-          input.min = toInputValue(Math.floor(span[0]));
-          input.max = toInputValue(Math.ceil(span[1]));
-        }
       } else {
         input.type = "number";
         input.step = "any";
