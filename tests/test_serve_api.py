@@ -77,6 +77,9 @@ def test_probes_info_cameras_and_docs(server, site):
     assert all(START <= c["first"] <= c["last"] for c in cams)
     status, _, page = call(server, "/")
     assert status == 200 and b"<html" in page.lower()
+    for asset in ("/static/app.js", "/static/app.css", "/static/favicon.svg"):
+        status, headers, _ = call(server, asset)
+        assert status == 200 and headers["cache-control"] == "no-cache", asset  # no stale script after an upgrade
     status, _, docs = call(server, "/docs")
     assert status == 200 and b"/docs-static/swagger-ui-bundle.js" in docs  # served here, not from a CDN
     assert call(server, "/docs-static/swagger-ui-bundle.js")[0] == 200

@@ -375,9 +375,19 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html", media_type="text/html",
                             headers={"Cache-Control": "no-cache", "Content-Security-Policy": _CSP})
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", RevalidatedFiles(directory=STATIC), name="static")
     _mount_docs(app)
     return BodyLimit(app, limits, upload_paths=(f"{API}/query/image",))
+
+
+class RevalidatedFiles(StaticFiles):
+    """The page's script and style, revalidated on every load (ETag: a 304 costs nothing), so a browser
+    never pairs a new index.html with an old app.js after an upgrade."""
+
+    def file_response(self, *args, **kwargs):
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 # The page loads its own script and style only; images are blob: URLs made from authorised fetches.
