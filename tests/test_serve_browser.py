@@ -345,3 +345,21 @@ def test_search_page_with_access_keys(site, browser, artifacts):
             page.screenshot(path=str(artifacts / "serve_keys.png"))
         finally:
             p.close()
+
+
+def test_api_docs_render_offline(site, browser, artifacts):
+    """/docs renders the API's operations from files the service serves itself (no CDN: the browser
+    here reaches nothing else). swagger-ui 4 showed "Unable to render this definition" for the
+    OpenAPI 3.1 that FastAPI writes; this catches that."""
+    with served(site["engine"], gallery=site["gallery"]) as base:
+        page = Page(browser)
+        outside: list[str] = []
+        page.page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((base, "data:", "blob:"))
+                     else None)
+        page.page.goto(base + "/docs")
+        page.until("document.querySelectorAll('.opblock').length >= 9", "the docs list the operations")
+        text = page.js("document.body.innerText")
+        assert "Unable to render" not in text and "/api/v1/query/image" in text
+        page.page.screenshot(path=str(artifacts / "serve_docs.png"))
+        assert outside == []
+        page.close()

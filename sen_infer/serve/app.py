@@ -427,15 +427,17 @@ def _form_bool(value) -> bool:
 
 
 def _mount_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs from the swagger-ui-bundle package (offline sites have no CDN)."""
+    """Swagger UI at /docs from the fastapi-offline package's copy of swagger-ui 5 (OpenAPI 3.1, which
+    FastAPI writes; swagger-ui 4 cannot render it), served here: offline sites have no CDN."""
     from fastapi.openapi.docs import get_swagger_ui_html
 
     try:
-        from swagger_ui_bundle import swagger_ui_path
+        import fastapi_offline
+        files = Path(fastapi_offline.__file__).parent / "static"
     except ImportError:
-        swagger_ui_path = None
-    if swagger_ui_path is not None:
-        app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+        files = None
+    if files is not None and (files / "swagger-ui-bundle.js").is_file():
+        app.mount("/docs-static", StaticFiles(directory=files), name="docs-static")
         js, css = "/docs-static/swagger-ui-bundle.js", "/docs-static/swagger-ui.css"
     else:  # FastAPI's defaults (a CDN): works where the browser has internet access
         js, css = ("https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js",
