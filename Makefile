@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,export,dev,serve]"
+	$(PY) -m pip install --quiet -e ".[train,export,dev,serve,cluster]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -18,7 +18,7 @@ from sen_infer.preprocess import read_bgr
 class Retriever:
     """`Retriever(engine_dir).query("a man in a grey hoodie with a red backpack", k=10)`.
 
-    The gallery defaults to `engine_dir/gallery`. `r.gallery` (for ingest) creates it on first use;
+    The gallery defaults to `engine_dir/gallery`; a sharded root (`sen_infer.sharded`) opens alike. `r.gallery` (for ingest) creates it on first use;
     queries never do: querying a path without a gallery is a GalleryError naming the path.
     The engine dir is verified against its manifest on open (`verify=False` skips the sha256 step).
     """
@@ -42,7 +42,9 @@ class Retriever:
     def open_gallery(self, create: bool = False) -> Gallery:
         """The gallery; with create=False a missing gallery is an error rather than a new empty one."""
         if self._gallery is None:
-            self._gallery = Gallery.open(self.gallery_path, encoders=self.encoders, create=create)
+            from sen_infer.sharded import open_gallery_at  # a sharded root (catalogue.sqlite) or one gallery
+
+            self._gallery = open_gallery_at(self.gallery_path, self.encoders, create=create)
         return self._gallery
 
     def encode_text(self, texts: list[str]) -> np.ndarray:

@@ -1,0 +1,178 @@
+"""Scaling out: video ingest on a local Ray cluster with 1 vs 2 workers (the same videos, a fresh sharded
+root each), beside the sequential in-process ingest; and query latency over 1, 10 and 100 shards holding
+the same rows in total (what fanning a query out costs).
+
+    python -m benchmarks.cluster                       # after `make demo`; a few minutes
+    python -m benchmarks.cluster --videos 4 --rows 50000
+
+Ray adds process start-up and object-store copies; on this 2-core machine 2 workers also share the cores
+with the encoder actor and the driver, so the ratio says what a second worker buys here, not on a node
+with free cores. The ingest times include starting the encoder actor (loading the model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import report
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / "work" / "cluster"
+START = 1_700_000_000.0
+
+
+def copies(video_dir: Path, n: int, work: Path) -> list[Path]:
+    """`n` videos: the demo's cameras copied under new names (each a new recording to the gallery)."""
+    src = sorted(video_dir.glob("*.mp4"))
+    if not src:
+        raise SystemExit(f"no .mp4 in {video_dir}: run `make demo` or pass --video-dir")
+    out = work / "videos"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = out / f"cam{i:02d}.mp4"
+        shutil.copy(src[i % len(src)], p)
+        paths.append(p)
+    return paths
+
+
+def ingest_rows(engine: Path, videos: list[Path], work: Path, chunk_s: float) -> list[dict]:
+    import ray
+
+    from sen_infer import Retriever
+    from sen_infer.cluster import IngestConfig, connect, start_ingest
+    from sen_infer.gallery import VideoOptions
+    from sen_infer.sharded import make_sharded
+
+    rows = []
+    root = work / "sequential"
+    make_sharded(root)
+    g = Retriever(engine, gallery=root).open_gallery()
+    t0 = time.perf_counter()
+    added = sum(g.add_video(v, start_time=START, chunk_seconds=chunk_s).added for v in videos)
+    rows.append({"case": "sequential, in process", "workers": 0, "seconds": time.perf_counter() - t0, "rows": added})
+    frames = sum(int(__import__("cv2").VideoCapture(str(v)).get(7)) for v in videos)
+    for workers in (1, 2):
+        connect(f"local:{workers}")
+        root = work / f"ray{workers}"
+        job_cfg = IngestConfig(str(engine), str(root), VideoOptions(start_time=START, chunk_seconds=chunk_s),
+                               embedder_cpus=0.0)
+        t0 = time.perf_counter()
+        rep = start_ingest(job_cfg, videos).wait()
+        rows.append({"case": f"Ray, {workers} worker{'s' if workers > 1 else ''}", "workers": workers,
+                     "seconds": time.perf_counter() - t0, "rows": rep.added})
+        ray.shutdown()
+    for r in rows:
+        r["frames_per_s"] = frames / r["seconds"]
+    base = next(r for r in rows if r["workers"] == 1)["seconds"]
+    for r in rows:
+        r["speedup_vs_1_worker"] = base / r["seconds"]
+    return rows
+
+
+def fanout_rows(total: int, dim: int, queries: int, k: int, work: Path) -> list[dict]:
+    """The same `total` random clustered rows split into 1, 10 and 100 shards; p50/p99 of a k-query."""
+    from sen_infer.sharded import Catalogue, ShardedGallery, make_sharded
+    from sen_infer.store import Row, VectorStore
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((max(8, total // 50), dim)).astype(np.float32)
+    data = centres[rng.integers(0, len(centres), total)] + 0.35 * rng.standard_normal((total, dim)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    qs = data[rng.integers(0, total, queries)] + 0.2 * rng.standard_normal((queries, dim)).astype(np.float32)
+    out = []
+    for shards in (1, 10, 100):
+        root = work / f"fanout{shards}"
+        make_sharded(root)
+        cat = Catalogue(root)
+        per = total // shards
+        t_build = time.perf_counter()
+        for s in range(shards):
+            info = cat.shard_for(f"cam{s:03d}", "2023-11-14")
+            cat.widen(info["no"], START, START + 86_399)
+            store = VectorStore.open(root / info["path"], "bench", dim, create=True)
+            part = data[s * per:(s + 1) * per]
+            rows = [Row(f"v{s}", f"cam{s:03d}", i, START + i % 86_399, (0, 0, 8, 16), None) for i in range(len(part))]
+            for a in range(0, len(part), 20_000):
+                store.add_embeddings(part[a:a + 20_000], rows[a:a + 20_000])
+            store.persist_index()
+            store.close()
+        build = time.perf_counter() - t_build
+        g = ShardedGallery(root, encoders=_Dim(dim))
+        t0 = time.perf_counter()
+        g.search(qs[0], k)
+        first = (time.perf_counter() - t0) * 1000
+        ms = []
+        for q in qs:
+            t0 = time.perf_counter()
+            g.search(q, k)
+            ms.append((time.perf_counter() - t0) * 1000)
+        one_cam = []
+        for q in qs[: max(10, queries // 4)]:
+            t0 = time.perf_counter()
+            g.search(q, k, camera="cam000")
+            one_cam.append((time.perf_counter() - t0) * 1000)
+        g.close()
+        out.append({"case": f"{shards} shard{'s' if shards > 1 else ''} x {per:,} rows", "shards": shards,
+                    "rows_per_shard": per, "first_query_ms (opens shards)": first,
+                    "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                    "one_camera_p50_ms": float(np.percentile(one_cam, 50)), "build_s": build})
+    base = out[0]["p50_ms"]
+    for r in out:
+        r["p50_vs_1_shard"] = r["p50_ms"] / base
+    return out
+
+
+class _Dim:
+    """Stands in for encoders where only vectors are searched (no model)."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.manifest = type("M", (), {"fingerprint": "bench", "embed_dim": dim})()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engine", default="demo_out/engine")
+    ap.add_argument("--video-dir", default="demo_out/video")
+    ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--chunk-seconds", type=float, default=60.0)
+    ap.add_argument("--rows", type=int, default=50_000, help="rows in total for the fan-out figures")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--work", default=str(WORK))
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    rows = []
+    if not args.skip_ingest:
+        videos = copies(Path(args.video_dir), args.videos, work)
+        for r in ingest_rows(Path(args.engine), videos, work, args.chunk_seconds):
+            rows.append({"part": "ingest", **r})
+            print(rows[-1], flush=True)
+    for r in fanout_rows(args.rows, args.dim, args.queries, args.k, work):
+        rows.append({"part": "query fan-out", **r})
+        print(rows[-1], flush=True)
+    figures = {"videos": args.videos, "rows_total": args.rows, "dim": args.dim, "k": args.k}
+    path = report.write("cluster", figures, rows, ["part", "case", "seconds", "frames_per_s", "speedup_vs_1_worker",
+                                                   "rows", "p50_ms", "p99_ms", "p50_vs_1_shard", "one_camera_p50_ms",
+                                                   "first_query_ms (opens shards)"])
+    fan = [r for r in rows if r["part"] == "query fan-out"]
+    report.plot_bars(path.with_suffix(".png"), f"query p50 over shards, {args.rows:,} rows in total",
+                     [r["case"] for r in fan] + [r["case"] for r in rows if r["part"] == "ingest"],
+                     [r["p50_ms"] for r in fan] + [r["seconds"] for r in rows if r["part"] == "ingest"],
+                     "query p50 (ms) for shard rows; ingest wall time (s) for ingest rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""Camera archives ingested on a Ray cluster into a sharded gallery (`python -m sen_infer.cluster`).
+
+Needs the `cluster` extra (`pip install 'sen-person-search[cluster]'`: Ray); the base SDK never imports
+this package. See docs/scale.md.
+"""
+
+from sen_infer.cluster.ingest import ClusterJob, IngestConfig, connect, start_ingest
+
+__all__ = ["ClusterJob", "IngestConfig", "connect", "start_ingest"]

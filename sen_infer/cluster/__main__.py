@@ -1,0 +1,101 @@
+"""`python -m sen_infer.cluster ingest|retain` — errors are one line on stderr (`error: ...`), exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import json
+import sys
+import time
+
+from sen_infer.cli import _finite_float, _Parser, _positive_int
+from sen_infer.errors import SenInferError
+
+
+def cmd_ingest(args) -> int:
+    from tqdm import tqdm
+
+    from sen_infer.cluster.ingest import IngestConfig, connect, start_ingest
+    from sen_infer.gallery import VideoOptions
+    from sen_infer.manifest import read_manifest
+
+    read_manifest(args.engine)  # a wrong engine dir is one line here, before a cluster is started
+
+    options = VideoOptions(None, args.start_time, args.detector, args.stride, chunk_seconds=args.chunk_seconds,
+                           tracker=args.tracker)
+    config = IngestConfig(args.engine, args.gallery, options, embedders=args.embedders,
+                          embedder_cpus=args.embedder_cpus, task_cpus=args.task_cpus, backend=args.backend)
+    connect(args.address)
+    job = start_ingest(config, args.paths, camera=args.camera)
+    with tqdm(total=job.total_frames or None, unit="frame", desc=f"{len(job.refs)} videos",
+              disable=args.quiet) as bar:
+        report = job.wait(bar)
+    out = {"added": report.added, "skipped_existing": report.skipped_existing, "tracks": report.tracks,
+           "videos": len(job.refs), "seconds": round(report.seconds, 1), "unreadable": report.reasons,
+           "failed": report.failed, "incomplete": report.incomplete}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{report.added} rows added from {len(job.refs)} videos in {report.seconds:.1f} s "
+              f"({report.skipped_existing} already there)")
+        for name, why in {**report.reasons, **report.failed}.items():
+            print(f"  not ingested: {name}: {why}")
+    return 1 if report.failed else 0
+
+
+def cmd_retain(args) -> int:
+    from sen_infer.sharded import Catalogue, ShardedGallery
+
+    Catalogue(args.gallery)  # a clear error when ROOT is not a sharded gallery
+    today = args.today or time.strftime("%Y-%m-%d", time.gmtime())
+    try:
+        day = calendar.timegm(time.strptime(today, "%Y-%m-%d"))
+    except ValueError:
+        raise SenInferError(f"--today {today!r}: use YYYY-MM-DD") from None
+    cutoff = time.strftime("%Y-%m-%d", time.gmtime(day - 86400 * (args.keep_days - 1)))
+    gone = ShardedGallery(args.gallery, encoders=None).drop_days_before(cutoff)
+    print(f"kept days from {cutoff}; removed {len(gone)} shards" + "".join(f"\n  {g}" for g in gone))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m sen_infer.cluster", description="Ingest on a Ray cluster into a sharded gallery.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("ingest", help="ingest videos (files or folders) on Ray")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--address", default="local", help="auto (a running cluster), local[:N] (this machine, N CPUs), "
+                                                      "or a Ray address (ray://head:10001)")
+    p.add_argument("--engine", required=True, help="engine dir, on a path every node can read")
+    p.add_argument("--gallery", required=True, help="sharded root, on a path every node can write (made if missing)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--camera", help="camera name (default: each video's file name)")
+    p.add_argument("--start-time", type=_finite_float, help="unix time of the videos' first frame (picks the day shard)")
+    p.add_argument("--detector", default="mog2")
+    p.add_argument("--tracker", default="motion", choices=("iou", "motion"))
+    p.add_argument("--stride", type=_positive_int, default=2)
+    p.add_argument("--chunk-seconds", type=_finite_float, default=60.0)
+    p.add_argument("--embedders", type=_positive_int, default=1, help="encoder actors (default 1)")
+    p.add_argument("--embedder-cpus", type=float, default=1.0, help="CPUs each encoder actor reserves")
+    p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs each video task reserves")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_ingest)
+    p = sub.add_parser("retain", help="delete whole days older than the retention period")
+    p.add_argument("--gallery", required=True)
+    p.add_argument("--keep-days", type=_positive_int, required=True, help="days to keep, today included")
+    p.add_argument("--today", help="YYYY-MM-DD (default: today, UTC)")
+    p.set_defaults(fn=cmd_retain)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except SenInferError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

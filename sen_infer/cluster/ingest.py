@@ -1,0 +1,270 @@
+"""Ingest on Ray: one task per video (decode -> detect -> track, on CPU workers), crops embedded by a
+pool of actors that hold the encoders, rows committed by one writer actor per shard.
+
+Exactly once: a shard's writer keeps each video's plan (where it resumes, under which source key) and
+commits chunk by chunk with the resume point, as the local ingest does. A task whose worker dies is
+retried by Ray and asks the writer for a fresh plan, which starts after the last committed chunk; the
+writer runs its calls one at a time, in the order sent, so the retry's plan is made after any commit the
+dead task had already sent. Re-running a whole job finds every video done and adds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import ray
+
+from sen_infer.errors import IngestError, SenInferError
+from sen_infer.gallery import IngestReport, VideoOptions, chunk_tracks, default_camera, expand_inputs
+from sen_infer.sharded import Catalogue, day_of, frame_count, is_sharded, make_sharded
+
+
+@dataclass
+class IngestConfig:
+    engine: str
+    gallery: str  # the sharded root (made when missing)
+    options: VideoOptions = field(default_factory=VideoOptions)
+    embedders: int = 1  # actors holding the encoders
+    embedder_cpus: float = 1.0  # CPUs each embedder reserves (0 lets it share the tasks' CPUs)
+    embedder_gpus: float | None = None  # None: 1 per embedder where the cluster has GPUs, else 0
+    task_cpus: float = 1.0  # CPUs a video task reserves (decode + detect + track)
+    max_retries: int = 3  # retries of a video whose worker died
+    backend: str = "auto"
+
+
+def connect(address: str = "local", **kw) -> None:
+    """Join or start Ray: "auto" (a running cluster), "local" / "local:N" (a cluster of this machine with
+    N CPUs), or an address ("ray://head:10001", "head:6379")."""
+    if ray.is_initialized():
+        return
+    if address == "local" or address.startswith("local:"):
+        cpus = int(address.split(":", 1)[1]) if ":" in address else None
+        if cpus is not None and cpus < 1:
+            raise IngestError(f"--address {address}: a local cluster needs at least 1 CPU")
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, **kw)
+    else:
+        ray.init(address=address, log_to_driver=False, **kw)
+
+
+class _ManifestOnly:
+    """What a shard writer's Gallery needs of the encoders: the model's identity and size, no sessions."""
+
+    def __init__(self, engine_dir: str):
+        from sen_infer.manifest import read_manifest
+
+        self.manifest = read_manifest(engine_dir)
+        self.dim = self.manifest.embed_dim
+
+
+@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
+class ShardWriter:
+    """The one writer of one shard: plans videos and commits their chunks, in the order asked."""
+
+    def __init__(self, engine_dir: str, root: str, shard_path: str):
+        from sen_infer.gallery import Gallery
+        from sen_infer.store import VectorStore
+
+        enc = _ManifestOnly(engine_dir)
+        store = VectorStore.open(Path(root) / shard_path, enc.manifest.fingerprint, enc.dim, create=True)
+        self.gallery = Gallery(store, enc)
+        self.plans: dict[str, object] = {}
+
+    def begin(self, path: str, options: VideoOptions) -> tuple | None:
+        """(start frame, source key) of a video, or None when it is done (or unusable: then with why)."""
+        report = IngestReport()
+        plan = self.gallery.plan_video(path, options, report)
+        if plan is None:
+            return None if not report.unreadable else ("skip", report.reasons)
+        self.plans[path] = plan
+        return plan.start_frame, plan.key
+
+    def commit(self, path: str, video, tracks: list, embeddings: list) -> dict:
+        report = IngestReport()
+        self.gallery.commit_chunk(self.plans[path], video, tracks, embeddings, report)
+        return {"added": report.added, "existing": report.skipped_existing, "tracks": report.tracks,
+                "incomplete": report.incomplete, "notes": report.notes}
+
+    def end(self, path: str) -> None:
+        self.plans.pop(path, None)
+        self.gallery.store.persist_index()
+
+    def close(self) -> None:
+        self.gallery.store.persist_index()
+        self.gallery.close()
+
+
+@ray.remote(max_restarts=3, max_task_retries=3)
+class Embedder:
+    """Holds the encoders; embeds the crops of a chunk's tracks (one array of inputs per track)."""
+
+    def __init__(self, engine_dir: str, backend: str):
+        from sen_infer.encoders import Encoders
+
+        self.encoders = Encoders(engine_dir, backend)
+
+    def embed(self, inputs: list) -> list:
+        return [self.encoders.encode_inputs(x) for x in inputs]
+
+
+@ray.remote(num_cpus=0)
+class Progress:
+    """Frames decoded across the cluster, and which worker process runs which video (for the driver)."""
+
+    def __init__(self):
+        self.frames, self.running, self.attempts = 0, {}, {}
+
+    def start(self, path: str, pid: int) -> None:
+        self.running[path] = pid
+        self.attempts[path] = self.attempts.get(path, 0) + 1
+
+    def add(self, frames: int) -> None:
+        self.frames += frames
+
+    def done(self, path: str) -> None:
+        self.running.pop(path, None)
+
+    def state(self) -> dict:
+        return {"frames": self.frames, "running": dict(self.running), "attempts": dict(self.attempts)}
+
+
+def _slim(video, tracks: list) -> tuple:
+    """A chunk as the writer needs it: each track's id, first and last observation (no crops), and its
+    chosen crops; the chunk's timing. Keeps what crosses the object store small."""
+    from sen_infer.tracking import Observation, Track
+
+    light = []
+    for n, track, crops in tracks:
+        ends = [replace(o, crop=None) for o in (track.observations[0], track.observations[-1])]
+        light.append((n, Track(track.id, ends, track.last_frame), crops[:1] + [replace(c, crop=None) for c in crops[1:]]))
+    return replace(video, tracks=[]), light
+
+
+def _ingest_video(path: str, options: VideoOptions, engine: str, writer, embedders: list, progress) -> dict:
+    """One video: plan with its shard's writer, then decode, track and commit chunk by chunk."""
+    from sen_infer.manifest import read_manifest
+    from sen_infer.preprocess import to_input
+    from sen_infer.video import iter_chunks
+
+    import numpy as np
+
+    progress.start.remote(path, os.getpid())
+    got = ray.get(writer.begin.remote(path, options))
+    if got is None:
+        return {"path": path, "skipped_existing": 1}
+    if got[0] == "skip":
+        return {"path": path, "unreadable": got[1]}
+    start_frame, _ = got
+    m = read_manifest(engine)
+    embedder = embedders[hash(path) % len(embedders)]
+    out = {"path": path, "added": 0, "existing": 0, "tracks": 0, "frames": 0, "incomplete": {}, "notes": []}
+    pending = [0]
+
+    def tick(n):
+        pending[0] += n
+        if pending[0] >= 50:
+            progress.add.remote(pending[0])
+            pending[0] = 0
+
+    from sen_infer.errors import SourceConflict, VideoReadError
+
+    try:
+        for video in iter_chunks(path, **options.chunk_args(start_frame), progress=tick):
+            tracks = chunk_tracks(video)
+            inputs = [np.stack([to_input(c.crop, m.image_size, m.mean, m.std) for c in crops]) for _, _, crops in tracks]
+            embeddings = ray.get(embedder.embed.remote(inputs)) if inputs else []
+            slim_video, slim_tracks = _slim(video, tracks)
+            got = ray.get(writer.commit.remote(path, slim_video, slim_tracks, embeddings))
+            for name in ("added", "existing", "tracks"):
+                out[name] += got[name]
+            out["incomplete"].update(got["incomplete"])
+            out["notes"] += [n for n in got["notes"] if n not in out["notes"]]
+            out["frames"] = video.frames
+    except (VideoReadError, SourceConflict, OSError) as e:
+        out["failed"] = f"{type(e).__name__}: {e}"
+    finally:
+        progress.add.remote(pending[0])
+    ray.get(writer.end.remote(path))
+    progress.done.remote(path)
+    return out
+
+
+@dataclass
+class ClusterJob:
+    """A running ingest: `state()` while it runs, `wait()` for its report."""
+    refs: dict  # ObjectRef -> path
+    progress: object
+    writers: dict
+    total_frames: int
+    started: float = field(default_factory=time.perf_counter)
+
+    def state(self) -> dict:
+        return ray.get(self.progress.state.remote())
+
+    def wait(self, bar=None) -> IngestReport:
+        report = IngestReport()
+        left = list(self.refs)
+        shown = 0
+        while left:
+            ready, left = ray.wait(left, num_returns=len(left), timeout=0.5)
+            for ref in ready:
+                got = ray.get(ref)
+                report.added += got.get("added", 0)
+                report.skipped_existing += got.get("existing", 0) + got.get("skipped_existing", 0)
+                report.tracks += got.get("tracks", 0)
+                report.frames += got.get("frames", 0)
+                report.incomplete.update(got.get("incomplete", {}))
+                report.notes += got.get("notes", [])
+                if "unreadable" in got:
+                    for name, why in got["unreadable"].items():
+                        report.skip(name, why)
+                if "failed" in got:
+                    report.fail(got["path"], got["failed"])
+            if bar is not None:
+                frames = self.state()["frames"]
+                bar.update(max(0, frames - shown))
+                shown = max(shown, frames)
+        for w in self.writers.values():
+            ray.get(w.close.remote())
+        report.seconds = time.perf_counter() - self.started
+        return report
+
+
+def start_ingest(config: IngestConfig, sources: list, camera: str | None = None) -> ClusterJob:
+    """Start ingesting `sources` (videos or folders of videos) into the sharded root; Ray must be
+    connected (`connect`). Each video goes to the shard of its camera and the UTC day it starts."""
+    pre = IngestReport()
+    _, videos = expand_inputs([str(s) for s in sources], pre)
+    if pre.unreadable and not videos:
+        raise IngestError("nothing to ingest: " + "; ".join(f"{k}: {v}" for k, v in pre.reasons.items()))
+    root = Path(config.gallery)
+    if not is_sharded(root):
+        make_sharded(root)
+    catalogue = Catalogue(root)
+    options = replace(config.options, camera=None)
+    gpus = config.embedder_gpus
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    embedders = [Embedder.options(num_cpus=config.embedder_cpus, num_gpus=gpus).remote(config.engine, config.backend)
+                 for _ in range(max(1, config.embedders))]
+    progress = Progress.remote()
+    writers, refs, total = {}, {}, 0
+    task = ray.remote(_ingest_video).options(num_cpus=config.task_cpus, max_retries=config.max_retries)
+    for video in videos:
+        path = str(Path(video).resolve())
+        cam = camera if camera is not None else default_camera(path)
+        info = catalogue.shard_for(cam, day_of(options.start_time))
+        try:
+            frames, fps = frame_count(path)
+        except SenInferError:  # an unreadable video: its task reports why
+            frames, fps = 0, 25.0
+        if options.start_time is not None:  # before any row of it can be committed (see Catalogue.widen)
+            catalogue.widen(info["no"], options.start_time, options.start_time + frames / fps + 1.0)
+        if info["no"] not in writers:
+            writers[info["no"]] = ShardWriter.remote(config.engine, str(root), info["path"])
+        total += frames
+        refs[task.remote(path, replace(options, camera=cam), config.engine, writers[info["no"]], embedders,
+                         progress)] = path
+    return ClusterJob(refs, progress, writers, total)

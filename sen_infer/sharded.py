@@ -1,0 +1,370 @@
+"""A sharded gallery: many ordinary galleries under one root, searched as one.
+
+    ROOT/catalogue.sqlite          which shards exist: (camera, UTC day) -> folder, and the time span
+                                   of each shard's rows (widened before rows are committed, never narrowed)
+    ROOT/shards/<camera>/<day>/    an ordinary gallery (gallery.sqlite + index + crops)
+
+Why (camera, day): one camera's recordings are ingested by one writer at a time, so each shard has one
+writer; a camera filter and a time window select shards without opening them; and retention (footage
+kept 30 days in many jurisdictions) drops whole days at once (`drop_days_before`). A video belongs to
+the shard of the day it starts, so a track never spans two shards, and per-track collapsing per shard
+then merging gives exactly what one gallery holding the same rows gives.
+
+Keys are global: shard number << 32 | the shard's own row key (safe as a JSON number up to 2M shards
+of 4G rows each).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from sen_infer.errors import GalleryError, QueryError, UnknownKey, require_utf8
+from sen_infer.gallery import Gallery, IngestReport, default_camera
+from sen_infer.store import Row, normalise
+
+CATALOGUE = "catalogue.sqlite"
+SHIFT = 32
+LOCAL_MASK = (1 << SHIFT) - 1
+UNDATED = "undated"  # rows without a clock (no start time): their own shard per camera
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shards (
+    no INTEGER PRIMARY KEY AUTOINCREMENT,
+    camera TEXT NOT NULL,
+    day TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    t_min REAL, t_max REAL,
+    created REAL NOT NULL,
+    UNIQUE (camera, day)
+);
+"""
+
+
+def is_sharded(path) -> bool:
+    return (Path(path) / CATALOGUE).is_file()
+
+
+def day_of(timestamp: float | None) -> str:
+    """The UTC day a timestamp falls in ("YYYY-MM-DD"), or "undated"."""
+    if timestamp is None or not math.isfinite(timestamp):
+        return UNDATED
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+def _slug(camera: str) -> str:
+    """A folder name for a camera: readable, and unique per name (a hash suffix when it had to change)."""
+    import hashlib
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", camera).strip("._") or "camera"
+    return safe[:60] if safe == camera else f"{safe[:48]}-{hashlib.sha1(camera.encode()).hexdigest()[:8]}"
+
+
+def global_key(shard: int, local: int) -> int:
+    return (int(shard) << SHIFT) | int(local)
+
+
+def split_key(key: int) -> tuple[int, int]:
+    return int(key) >> SHIFT, int(key) & LOCAL_MASK
+
+
+class Catalogue:
+    """The root's list of shards (SQLite: many writers of different shards update it safely)."""
+
+    def __init__(self, root: Path, create: bool = False):
+        self.root = Path(root)
+        self.path = self.root / CATALOGUE
+        if not self.path.is_file() and not create:
+            raise GalleryError(f"no sharded gallery at {root} ({CATALOGUE} is missing)")
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with self._conn() as conn:
+                conn.executescript(SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', 'sen-sharded/1')")
+
+    @contextmanager
+    def _conn(self):
+        try:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error as e:
+            raise GalleryError(f"{self.path}: cannot open the catalogue: {e}") from None
+        try:
+            yield conn
+        except sqlite3.DatabaseError as e:
+            raise GalleryError(f"{self.path}: {e}") from None
+        finally:
+            conn.close()
+
+    def shards(self) -> list[dict]:
+        with self._conn() as conn:
+            cur = conn.execute("SELECT no, camera, day, path, t_min, t_max FROM shards ORDER BY no")
+            return [dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r)) for r in cur]
+
+    def shard_for(self, camera: str, day: str) -> dict:
+        """The shard of (camera, day), made (catalogue row + folder name) if it does not exist yet."""
+        path = f"shards/{_slug(camera)}/{day}"
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR IGNORE INTO shards (camera, day, path, created) VALUES (?, ?, ?, ?)",
+                         (camera, day, path, time.time()))
+            conn.execute("COMMIT")
+            r = conn.execute("SELECT no, camera, day, path, t_min, t_max FROM shards WHERE camera=? AND day=?",
+                             (camera, day)).fetchone()
+        return dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r))
+
+    def widen(self, no: int, t_min: float | None, t_max: float | None) -> None:
+        """Widen a shard's recorded time span to cover [t_min, t_max]; called BEFORE rows with those
+        times are committed, so a crash in between leaves the span too wide (harmless), never too narrow
+        (which would hide rows from a time-filtered search)."""
+        if t_min is None or t_max is None:
+            return
+        with self._conn() as conn:
+            conn.execute("UPDATE shards SET t_min = min(coalesce(t_min, ?), ?), t_max = max(coalesce(t_max, ?), ?) "
+                         "WHERE no=?", (t_min, t_min, t_max, t_max, no))
+
+    def forget(self, no: int) -> None:
+        with self._conn() as conn:
+            conn.execute("DELETE FROM shards WHERE no=?", (no,))
+
+
+class ShardedGallery:
+    """The `Gallery` reading surface over a sharded root (`Retriever` opens one when ROOT holds a
+    catalogue), plus ingest routed to the (camera, day) shard. Shards are opened when a query first
+    needs them; at most `max_open` stay open."""
+
+    def __init__(self, root: Path, encoders, create: bool = False, max_open: int = 256, workers: int = 8):
+        require_utf8(str(root), "gallery path", GalleryError)
+        self.root = Path(root)
+        self.catalogue = Catalogue(self.root, create=create)
+        self.encoders = encoders
+        self.max_open, self.workers = max_open, workers
+        self._open: OrderedDict[int, Gallery] = OrderedDict()
+        self._lock = threading.Lock()
+        self.opened = 0  # shards opened since this object was made (what pruning saves is counted here)
+        self.last_searched: list[int] = []  # the shards the last search looked in
+
+    @classmethod
+    def open(cls, root, encoders, create: bool = False) -> "ShardedGallery":
+        return cls(Path(root), encoders, create=create)
+
+    # ---- shards -----------------------------------------------------------------------------------
+    def shard(self, no: int, info: dict | None = None, create: bool = False) -> Gallery:
+        with self._lock:
+            g = self._open.get(no)
+            if g is not None:
+                self._open.move_to_end(no)
+                return g
+        info = info or next((s for s in self.catalogue.shards() if s["no"] == no), None)
+        if info is None:
+            raise UnknownKey(f"no shard {no} in {self.root}")
+        g = Gallery.open(self.root / info["path"], encoders=self.encoders, create=create)
+        with self._lock:
+            if no in self._open:  # opened meanwhile by another thread
+                g.close()
+                return self._open[no]
+            self._open[no] = g
+            self.opened += 1
+            while len(self._open) > self.max_open:
+                _, old = self._open.popitem(last=False)
+                old.close()
+        return g
+
+    def shard_for(self, camera: str, timestamp: float | None) -> tuple[dict, Gallery]:
+        info = self.catalogue.shard_for(camera, day_of(timestamp))
+        return info, self.shard(info["no"], info, create=True)
+
+    def select(self, camera=None, since=None, until=None) -> list[dict]:
+        """The shards a filter can match: by camera name, and by each shard's recorded time span (a shard
+        with no recorded span holds undated rows, which a time window never selects)."""
+        names = None if camera is None else ({camera} if isinstance(camera, str) else set(camera))
+        out = []
+        for s in self.catalogue.shards():
+            if names is not None and s["camera"] not in names:
+                continue
+            if since is not None or until is not None:
+                if s["t_min"] is None:
+                    continue
+                if (since is not None and s["t_max"] < since) or (until is not None and s["t_min"] > until):
+                    continue
+            out.append(s)
+        return out
+
+    # ---- search -----------------------------------------------------------------------------------
+    def search(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
+               superseded: bool = False, per_person: bool = False) -> list[Row]:
+        """Each matching shard's top k, merged: sorted by score, then global key."""
+        if per_person:
+            raise QueryError("per_person is not available on a sharded gallery: identities are linked "
+                             "within one gallery")
+        shards = self.select(camera, since, until)
+        self.last_searched = [s["no"] for s in shards]
+        q = normalise(np.asarray(query, np.float32).reshape(-1))
+
+        def one(s):
+            hits = self.shard(s["no"], s).search(q, k, camera, since, until, per_track, superseded)
+            return [_rekey(h, s["no"]) for h in hits]
+
+        if len(shards) <= 1:
+            results = [one(s) for s in shards]
+        else:
+            with ThreadPoolExecutor(min(self.workers, len(shards))) as pool:
+                results = list(pool.map(one, shards))
+        merged = [h for part in results for h in part]
+        merged.sort(key=lambda h: (-h.score, h.key))
+        return merged[:k]
+
+    def rows(self, keys) -> dict[int, Row]:
+        by_shard: dict[int, list[int]] = {}
+        for key in keys:
+            no, local = split_key(key)
+            by_shard.setdefault(no, []).append(local)
+        out = {}
+        for no, locals_ in by_shard.items():
+            try:
+                g = self.shard(no)
+            except UnknownKey:
+                continue
+            for local, row in g.rows(locals_).items():
+                out[global_key(no, local)] = _rekey(row, no)
+        return out
+
+    def keys(self, camera: str | None = None, superseded: bool = True) -> list[int]:
+        return [global_key(s["no"], k) for s in self.select(camera) for k in
+                self.shard(s["no"], s).keys(camera, superseded)]
+
+    def embedding(self, key: int) -> np.ndarray:
+        no, local = split_key(key)
+        try:
+            return self.shard(no).embedding(local)
+        except UnknownKey:
+            raise KeyError(key) from None
+
+    def stats(self) -> dict:
+        parts = [(s, self.shard(s["no"], s).stats()) for s in self.catalogue.shards()]
+        spans = [p["time_span"] for _, p in parts if p["time_span"]]
+        return {"rows": sum(p["rows"] for _, p in parts), "sources": sum(p["sources"] for _, p in parts),
+                "superseded_sources": sum(p["superseded_sources"] for _, p in parts),
+                "tracks": sum(p["tracks"] for _, p in parts),
+                "cameras": sorted({c for _, p in parts for c in p["cameras"]}),
+                "time_span": [min(a for a, _ in spans), max(b for _, b in spans)] if spans else None,
+                "index_size": sum(p["index_size"] for _, p in parts),
+                "damaged_rows": sum(p["damaged_rows"] for _, p in parts), "shards": len(parts)}
+
+    def __len__(self) -> int:
+        return sum(len(self.shard(s["no"], s)) for s in self.catalogue.shards())
+
+    @property
+    def dir(self) -> Path:
+        return self.root
+
+    @property
+    def dim(self) -> int:
+        return self.encoders.dim
+
+    def close(self) -> None:
+        with self._lock:
+            for g in self._open.values():
+                g.close()
+            self._open.clear()
+
+    # ---- ingest -----------------------------------------------------------------------------------
+    def add_video(self, path, camera: str | None = None, start_time: float | None = None, **kw) -> IngestReport:
+        """Ingest one video into the shard of its camera and the UTC day it starts."""
+        camera = camera if camera is not None else default_camera(str(Path(path).resolve()))
+        info, g = self.shard_for(camera, start_time)
+        self._widen_for_video(info, path, start_time)
+        return g.add_video(path, camera=camera, start_time=start_time, **kw)
+
+    def add_videos(self, paths, camera: str | None = None, start_time: float | None = None, workers=None,
+                   batch_size=None, max_wait=None, **kw) -> IngestReport:
+        """One video after another, each into its shard (the pipeline's overlap is for one gallery; on a
+        cluster, `python -m sen_infer.cluster ingest` spreads videos over workers instead)."""
+        report = IngestReport()
+        for p in paths:
+            report.merge(self.add_video(p, camera=camera, start_time=start_time, **kw))
+        return report
+
+    def add_images(self, items, camera: str | None = None, timestamp: float | None = None, **kw) -> IngestReport:
+        """Pictures into the shard of `camera` (default "images") and the day of `timestamp`."""
+        info, g = self.shard_for(camera if camera is not None else "images", timestamp)
+        if timestamp is not None:
+            self.catalogue.widen(info["no"], timestamp, timestamp)
+        return g.add_images(items, camera=camera, timestamp=timestamp, **kw)
+
+    def _widen_for_video(self, info: dict, path, start_time: float | None) -> None:
+        """Record the span a video's rows can take (its start to start + its announced or decodable
+        duration, with slack) before any of them is committed."""
+        if start_time is None:
+            return
+        self.catalogue.widen(info["no"], start_time, start_time + video_duration(path) + 1.0)
+
+    def drop_days_before(self, day: str) -> list[str]:
+        """Retention: delete every dated shard of a day before `day` ("YYYY-MM-DD"), catalogue entry first
+        (a search no longer sees it), then its folder. Returns the removed shards' paths."""
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+            raise QueryError(f"day must be YYYY-MM-DD, not {day!r}")
+        gone = []
+        for s in self.catalogue.shards():
+            if s["day"] != UNDATED and s["day"] < day:
+                with self._lock:
+                    g = self._open.pop(s["no"], None)
+                if g is not None:
+                    g.close()
+                self.catalogue.forget(s["no"])
+                shutil.rmtree(self.root / s["path"], ignore_errors=True)
+                gone.append(s["path"])
+        return gone
+
+
+def frame_count(path) -> tuple[int, float]:
+    """(frames, fps) of a video: the container's count, or decoded to count when it states none."""
+    from sen_infer.video import open_video
+
+    cap, fps, count = open_video(str(path))
+    try:
+        if count <= 0:
+            while cap.grab():
+                count += 1
+        return count, fps
+    finally:
+        cap.release()
+
+
+def video_duration(path) -> float:
+    """Seconds of footage a video holds; bounds the time span its rows can take."""
+    frames, fps = frame_count(path)
+    return frames / fps
+
+
+def _rekey(row: Row, shard: int) -> Row:
+    from dataclasses import replace
+
+    track = None if row.track is None else global_key(shard, row.track)
+    person = None if row.person is None else global_key(shard, row.person)
+    return replace(row, key=global_key(shard, row.key), track=track, person=person)
+
+
+def open_gallery_at(path, encoders, create: bool = False):
+    """A `Gallery` or a `ShardedGallery`, whichever `path` holds (`create` makes a single gallery)."""
+    if is_sharded(path):
+        return ShardedGallery.open(path, encoders)
+    return Gallery.open(path, encoders=encoders, create=create)
+
+
+def make_sharded(root) -> None:
+    """Make an empty sharded root at `root` (refused where a single gallery already is)."""
+    if (Path(root) / "gallery.sqlite").is_file():
+        raise GalleryError(f"{root} holds a single gallery; a sharded root must be a new folder")
+    Catalogue(Path(root), create=True)
+    os.makedirs(Path(root) / "shards", exist_ok=True)

@@ -1,0 +1,130 @@
+"""Ingest on a real local Ray cluster (2 CPUs) into a sharded gallery: the same rows as the sequential
+ingest, exactly once when a worker is killed mid-video, and nothing added by a re-run."""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the cluster extra is not installed (pip install -e '.[cluster]')")
+
+from videos import looped_avi  # noqa: E402
+
+from sen_infer import Retriever  # noqa: E402
+from sen_infer.cluster import IngestConfig, connect, start_ingest  # noqa: E402
+from sen_infer.gallery import VideoOptions  # noqa: E402
+from sen_infer.sharded import make_sharded  # noqa: E402
+
+START = 1_700_000_000.0
+CHUNK_S = 2.0  # short chunks: a killed video has committed some and not others
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    connect("local:2")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def footage(video, tmp_path_factory):
+    """Three recordings: the two cameras' clips and a long one (the first clip played 4 times)."""
+    long = looped_avi(video, tmp_path_factory.mktemp("long") / "lobby camera.avi", 4)
+    return [video / "cam1.mp4", video / "cam2.mp4", long]
+
+
+@pytest.fixture(scope="module")
+def sequential(tiny_engine, footage, tmp_path_factory):
+    """The reference: the same videos ingested one after another in this process into a sharded root."""
+    root = tmp_path_factory.mktemp("seq") / "root"
+    make_sharded(root)
+    g = Retriever(tiny_engine[0], gallery=root).open_gallery()
+    for path in footage:
+        g.add_video(path, start_time=START, chunk_seconds=CHUNK_S)
+    return table(g)
+
+
+def table(g) -> dict:
+    """Every row by what it is (source, frame, box), with its camera, time and embedding."""
+    rows = g.rows(g.keys())
+    return {(r.source, r.frame, tuple(r.bbox)): (r.camera, round(r.timestamp, 6), g.embedding(k))
+            for k, r in rows.items()}
+
+
+def assert_same_rows(got: dict, want: dict) -> None:
+    """Row for row. Embeddings are stored as float16 (relative step 2**-11 ≈ 5e-4 per value); the two
+    ingests may run the encoder with different thread counts, a float32 difference far below that step,
+    so stored values agree to within one float16 step of a unit vector's largest entries (< 1e-3)."""
+    assert sorted(got) == sorted(want)
+    for ident, (camera, t, emb) in want.items():
+        assert got[ident][:2] == (camera, t), ident
+        assert np.abs(got[ident][2] - emb).max() < 1e-3, ident
+
+
+def config(engine, root) -> IngestConfig:
+    return IngestConfig(str(engine), str(root), VideoOptions(start_time=START, chunk_seconds=CHUNK_S),
+                        embedder_cpus=0.0)
+
+
+def test_ray_ingest_equals_sequential_and_reruns_add_nothing(cluster, tiny_engine, footage, sequential, tmp_path):
+    root = tmp_path / "root"
+    report = start_ingest(config(tiny_engine[0], root), footage).wait()
+    assert report.added == len(sequential) and not report.failed and not report.unreadable
+    g = Retriever(tiny_engine[0], gallery=root).open_gallery()
+    assert_same_rows(table(g), sequential)
+    assert sorted(s["camera"] for s in g.catalogue.shards()) == ["cam1", "cam2", "lobby camera"]
+
+    again = start_ingest(config(tiny_engine[0], root), footage).wait()
+    assert again.added == 0 and again.skipped_existing == len(footage)
+    g.close()
+    assert_same_rows(table(Retriever(tiny_engine[0], gallery=root).open_gallery()), sequential)
+
+
+def test_a_killed_worker_s_video_is_ingested_exactly_once(cluster, tiny_engine, footage, sequential, tmp_path):
+    root = tmp_path / "root"
+    long = str(footage[2].resolve())
+    job = start_ingest(config(tiny_engine[0], root), [footage[2]])
+    deadline = time.monotonic() + 120
+    victim = None
+    while time.monotonic() < deadline:  # bounded: wait until the long video has committed a chunk or two
+        state = job.state()
+        if long in state["running"] and state["frames"] >= 60:
+            victim = state["running"][long]
+            break
+        time.sleep(0.05)
+    assert victim is not None, f"the long video never started: {job.state()}"
+    os.kill(victim, signal.SIGKILL)
+    report = job.wait()
+    state = job.state()
+    assert state["attempts"][long] >= 2  # Ray ran it again after the kill
+    assert not report.failed
+    g = Retriever(tiny_engine[0], gallery=root).open_gallery()
+    want = {k: v for k, v in sequential.items() if k[0] == long}
+    assert_same_rows(table(g), want)  # every row once: nothing lost, nothing twice
+
+    again = start_ingest(config(tiny_engine[0], root), [footage[2]]).wait()
+    assert again.added == 0
+
+
+def test_cli(tiny_engine, footage, tmp_path, cluster):
+    """The command line joins the running local cluster (auto) and reports in one JSON line."""
+    import json
+    import subprocess
+    import sys
+
+    from serving import ROOT
+
+    root = tmp_path / "root"
+    done = subprocess.run([sys.executable, "-m", "sen_infer.cluster", "ingest", "--address", "auto", "--engine",
+                           str(tiny_engine[0]), "--gallery", str(root), "--start-time", str(START), "--embedder-cpus",
+                           "0", "--json", "--quiet", str(footage[0])], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["added"] > 0 and out["videos"] == 1
+    bad = subprocess.run([sys.executable, "-m", "sen_infer.cluster", "ingest", "--engine", str(tmp_path / "nope"),
+                          "--gallery", str(root), str(footage[0])], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1

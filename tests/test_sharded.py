@@ -1,0 +1,133 @@
+"""A sharded gallery (one ordinary gallery per camera and UTC day under a catalogue) answers exactly as
+one gallery holding the same rows, and opens only the shards a filter can match."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from sen_infer import Retriever
+from sen_infer.errors import QueryError
+from sen_infer.sharded import ShardedGallery, make_sharded, split_key
+
+DAY = 86_400.0
+START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: a 20 s clip stays within that day
+QUERIES = ["a woman in a red coat carrying a black backpack", "a man in a grey hoodie and blue jeans",
+           "a person in a white shirt and black trousers", "a man wearing a green t-shirt and a red cap"]
+
+
+@pytest.fixture(scope="module")
+def twin(tiny_engine, video, tmp_path_factory):
+    """The same three recordings (two cameras on day 1, camera 1 again on day 2) in one gallery and in a
+    sharded root."""
+    root = tmp_path_factory.mktemp("sharded")
+    day2 = root / "cam1 next day.mp4"
+    shutil.copy(video / "cam1.mp4", day2)
+    jobs = [(video / "cam1.mp4", "cam1", START), (video / "cam2.mp4", "cam2", START), (day2, "cam1", START + DAY)]
+    single = Retriever(tiny_engine[0], gallery=root / "single")
+    make_sharded(root / "sharded")
+    sharded = Retriever(tiny_engine[0], gallery=root / "sharded")
+    for path, camera, t in jobs:
+        single.gallery.add_video(path, camera=camera, start_time=t)
+        sharded.gallery.add_video(path, camera=camera, start_time=t)
+    return single, sharded, root
+
+
+def identity(hit):
+    return hit.source, hit.frame, tuple(hit.bbox)
+
+
+def assert_same(a: list, b: list, tol: float = 3e-5) -> None:
+    """Same hits with the same scores, in the same order, up to float32 rounding. Both score with float32
+    products of the same float16-stored vectors, but over matrices of different sizes, where BLAS may sum
+    in another order: 512 products of unit vectors differ by at most ~512 * 2**-24 ≈ 3e-5 (the
+    tolerance). So rows whose scores lie within it of each other (here often exactly equal: the day-2
+    video is a copy of the day-1 one) may swap places, or trade the last place, between the two."""
+    assert len(a) == len(b)
+    assert np.allclose([h.score for h in a], [h.score for h in b], atol=tol)
+    if not a:
+        return
+    last = min(h.score for h in a)
+    scores_b = {identity(h): h.score for h in b}
+    for h in a:  # a hit clearly inside the top k of one is in the other, with its score
+        if h.score > last + tol:
+            assert identity(h) in scores_b and abs(scores_b[identity(h)] - h.score) < tol
+    clear = [identity(h) for h in a if h.score > last + tol and
+             all(abs(h.score - o.score) > tol for o in a if o is not h)]
+    assert [identity(h) for h in b if identity(h) in clear] == clear
+
+
+def test_sharded_answers_as_one_gallery(twin):
+    single, sharded, _ = twin
+    g = sharded.open_gallery()
+    assert isinstance(g, ShardedGallery)
+    shards = g.catalogue.shards()
+    assert sorted((s["camera"], s["day"]) for s in shards) == [("cam1", "2023-11-14"), ("cam1", "2023-11-15"),
+                                                               ("cam2", "2023-11-14")]
+    assert len(g) == len(single.gallery) > 0
+    assert g.stats()["rows"] == single.gallery.stats()["rows"]
+    filters = [{}, {"camera": "cam1"}, {"camera": ["cam2", "cam1"]}, {"since": START + 3, "until": START + 12},
+               {"since": START + DAY - 1}, {"per_track": False}, {"camera": "nowhere"}]
+    for text in QUERIES:
+        for f in filters:
+            for k in (1, 5, 50):
+                assert_same(single.query(text, k=k, **f), sharded.query(text, k=k, **f))
+    key = sharded.query(QUERIES[0], k=1)[0].key
+    assert_same(single.query_similar(single.query(QUERIES[0], k=1)[0].key, k=10), sharded.query_similar(key, k=10))
+
+
+def test_global_keys_resolve_to_their_shard(twin):
+    _, sharded, _ = twin
+    g = sharded.open_gallery()
+    keys = g.keys()
+    assert len(set(keys)) == len(keys) == len(g)
+    rows = g.rows(keys)
+    assert sorted(rows) == sorted(keys)
+    cameras = {s["no"]: s["camera"] for s in g.catalogue.shards()}
+    for key, row in rows.items():
+        assert row.key == key and cameras[split_key(key)[0]] == row.camera
+        assert split_key(row.track)[0] == split_key(key)[0]  # tracks are the shard's own
+        assert np.isclose(np.linalg.norm(g.embedding(key)), 1.0, atol=1e-2)
+    with pytest.raises(KeyError):
+        g.embedding(max(keys) + (1 << 40))
+    with pytest.raises(QueryError, match="per_person"):
+        sharded.query(QUERIES[0], per_person=True)
+
+
+def test_a_filter_opens_only_matching_shards(twin, tiny_engine):
+    _, _, root = twin
+    fresh = Retriever(tiny_engine[0], gallery=root / "sharded")
+    g = fresh.open_gallery()
+    assert g.opened == 0
+    hits = fresh.query(QUERIES[1], k=5, camera="cam2")
+    assert hits and {h.camera for h in hits} == {"cam2"}
+    assert g.opened == 1 and len(g.last_searched) == 1
+    fresh.query(QUERIES[1], k=5, since=START + DAY, until=START + DAY + 60)  # day 2: camera 1 only
+    assert g.opened == 2 and [s["day"] for s in g.catalogue.shards() if s["no"] in g.last_searched] == ["2023-11-15"]
+    fresh.query(QUERIES[1], k=5, camera="cam2", since=START + DAY)  # cam2 has nothing on day 2: no shard
+    assert g.last_searched == [] and g.opened == 2
+    fresh.query(QUERIES[1], k=5)
+    assert g.opened == 3 and len(g.last_searched) == 3
+
+
+def test_retention_drops_whole_days(twin, tiny_engine, tmp_path):
+    _, _, root = twin
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "sharded", copy)
+    r = Retriever(tiny_engine[0], gallery=copy)
+    before = len(r.open_gallery())
+    gone = r.open_gallery().drop_days_before("2023-11-15")
+    assert sorted(gone) == ["shards/cam1/2023-11-14", "shards/cam2/2023-11-14"]
+    assert not (copy / "shards" / "cam2" / "2023-11-14").exists()
+    left = r.query(QUERIES[0], k=50)
+    assert left and all(h.timestamp >= START + DAY for h in left) and len(r.open_gallery()) < before
+    with pytest.raises(QueryError):
+        r.open_gallery().drop_days_before("last week")
+
+
+def test_a_single_gallery_is_not_turned_into_a_root(twin):
+    single, _, root = twin
+    from sen_infer.errors import GalleryError
+
+    with pytest.raises(GalleryError, match="single gallery"):
+        make_sharded(root / "single")
