@@ -74,7 +74,7 @@ def test_ray_ingest_equals_sequential_and_reruns_add_nothing(cluster, tiny_engin
     assert report.added == len(sequential) and not report.failed and not report.unreadable
     g = Retriever(tiny_engine[0], gallery=root).open_gallery()
     assert_same_rows(table(g), sequential)
-    assert sorted(s["camera"] for s in g.catalogue.shards()) == ["cam1", "cam2", "lobby camera"]
+    assert sorted(s["camera"] for s in g.catalogue.shards()) == ["cam1.mp4", "cam2.mp4", "lobby camera.avi"]
 
     again = start_ingest(config(tiny_engine[0], root), footage).wait()
     assert again.added == 0 and again.skipped_existing == len(footage)
