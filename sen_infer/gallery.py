@@ -245,6 +245,17 @@ class Gallery:
     def embedding(self, key: int) -> np.ndarray:
         return self.store.embedding(key)
 
+    def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
+        """Keys of row `key`'s track and of its camera's rows nearest in time (`VectorStore.context`)."""
+        return self.store.context(key, nearby)
+
+    def source_record(self, row: Row) -> dict | None:
+        """The ingest record of the source `row` came from (path, content identity)."""
+        return self.store.source_record(row.source)
+
+    def camera_summary(self) -> list[dict]:
+        return self.store.camera_summary()
+
     def stats(self) -> dict:
         return self.store.stats()
 

@@ -250,6 +250,29 @@ class ShardedGallery:
         except UnknownKey:
             raise KeyError(key) from None
 
+    def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
+        no, local = split_key(key)
+        try:
+            track, near = self.shard(no).context(local, nearby)
+        except UnknownKey:
+            raise KeyError(key) from None
+        return [global_key(no, k) for k in track], [global_key(no, k) for k in near]
+
+    def source_record(self, row: Row) -> dict | None:
+        no, _ = split_key(row.key)
+        return self.shard(no).store.source_record(row.source)
+
+    def camera_summary(self) -> list[dict]:
+        by_name: dict = {}
+        for s in self.catalogue.shards():
+            for c in self.shard(s["no"], s).camera_summary():
+                got = by_name.setdefault(c["name"], {"name": c["name"], "rows": 0, "first": None, "last": None})
+                got["rows"] += c["rows"]
+                if c["first"] is not None:
+                    got["first"] = c["first"] if got["first"] is None else min(got["first"], c["first"])
+                    got["last"] = c["last"] if got["last"] is None else max(got["last"], c["last"])
+        return sorted(by_name.values(), key=lambda c: (c["name"] is None, c["name"] or ""))
+
     def stats(self) -> dict:
         parts = [(s, self.shard(s["no"], s).stats()) for s in self.catalogue.shards()]
         spans = [p["time_span"] for _, p in parts if p["time_span"]]

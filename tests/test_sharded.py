@@ -131,3 +131,27 @@ def test_a_single_gallery_is_not_turned_into_a_root(twin):
 
     with pytest.raises(GalleryError, match="single gallery"):
         make_sharded(root / "single")
+
+
+def test_the_search_service_serves_a_sharded_root(twin):
+    """The HTTP service over a sharded root: the same hits as the SDK, and each hit's evidence found in
+    its own shard by its global key."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from serving import call, served
+
+    _, sharded, root = twin
+    with served(sharded.engine_dir, gallery=root / "sharded") as base:
+        status, _, got = call(base, "/api/v1/query", {"text": QUERIES[0], "k": 6})
+        from types import SimpleNamespace
+
+        assert status == 200  # the server encodes the text in its own process: scores agree to ~1e-6
+        assert_same([SimpleNamespace(**{**h, "bbox": tuple(h["bbox"])}) for h in got["hits"]],
+                    sharded.query(QUERIES[0], k=6), tol=1e-4)
+        hit = got["hits"][0]
+        assert call(base, hit["crop_url"])[0] == 200 and call(base, hit["frame_url"])[0] == 200
+        ctx = call(base, f"/api/v1/rows/{hit['key']}")[2]
+        assert hit["key"] in [t["key"] for t in ctx["track"]]
+        cams = call(base, "/api/v1/cameras")[2]["cameras"]
+        assert {c["name"]: c["rows"] for c in cams} == {"cam1": len(sharded.open_gallery().keys("cam1")),
+                                                      "cam2": len(sharded.open_gallery().keys("cam2"))}
+        assert call(base, "/api/v1/info")[2]["rows"] == len(sharded.open_gallery())

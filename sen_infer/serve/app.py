@@ -320,7 +320,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
              summary="The full frame of a row, its box drawn")
     def frame(key: int, key_: Key | None = viewer):
         row = svc.row(key)
-        record = svc.gallery.store.source_record(row.source) if row.frame >= 0 else None
+        record = svc.gallery.source_record(row) if row.frame >= 0 else None
         jpeg = svc.frames.render(row, record)
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
@@ -328,7 +328,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     def row_context(key: int, key_: Key | None = viewer):
         row = svc.row(key)
         try:
-            track, nearby = svc.gallery.store.context(key)
+            track, nearby = svc.gallery.context(key)
         except KeyError:
             raise UnknownKey(f"no row with key {key} in the gallery") from None
         rows = svc.gallery.rows(track + nearby)
@@ -338,7 +338,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     # ---- the gallery -------------------------------------------------------------------------------
     @app.get(f"{API}/cameras", tags=["gallery"], summary="Cameras with their row counts and time spans")
     def cameras(key_: Key | None = viewer):
-        return {"cameras": svc.gallery.store.camera_summary()}
+        return {"cameras": svc.gallery.camera_summary()}
 
     @app.get(f"{API}/info", tags=["gallery"], summary="Model, backend, gallery size and limits")
     def info(key_: Key | None = viewer):
