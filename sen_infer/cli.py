@@ -420,13 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv=None) -> int:
+    """Parse and run a subcommand with the CLI's error contract: a SenInferError is one line, exit 2."""
+    args = parser.parse_args(argv)
     try:
         return args.fn(args)
     except SenInferError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+
+
+def main(argv=None) -> int:
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

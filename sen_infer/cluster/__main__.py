@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from sen_infer.cli import _finite_float, _Parser, _positive_int
+from sen_infer.cli import _finite_float, _Parser, _positive_int, run
 from sen_infer.errors import SenInferError
 
 
@@ -89,12 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except SenInferError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":
