@@ -231,6 +231,8 @@ def test_a_replaced_video_shows_no_frame(server, site, video):
     "/api/v1/rows/..%2Fsecret.txt",
     "/api/v1/crops/-1.jpg",
     "/api/v1/crops/1e3.jpg",
+    "/api/v1/frames/99999999999999999999999.jpg",  # past SQLite's INTEGER: was a 500 before it was bounded
+    "/api/v1/rows/18446744073709551616",
     "/static/../../../secret.txt",
     "/static/..%2F..%2F..%2Fsecret.txt",
     "/static/%2e%2e/%2e%2e/store.py",
@@ -251,6 +253,7 @@ def test_find_similar_and_upload(server, site, synth_learn):
     same_hits(got["hits"], r.query_similar(key, k=5))
     assert call(server, "/api/v1/query/image", {"key": 10**9})[0] == 404
     assert call(server, "/api/v1/query/image", {"key": "7"})[0] == 422
+    assert call(server, "/api/v1/query/image", {"key": 10**30})[0] == 422
 
     picture = sorted((synth_learn / "imgs").rglob("*.jpg"))[5]
     status, _, got = upload(server, picture.read_bytes(), fields={"k": "4", "camera": ["cam1", "cam2"]})

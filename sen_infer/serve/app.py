@@ -13,10 +13,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -35,6 +36,8 @@ from sen_infer.serve.limits import BodyLimit, BodyTooLarge, Limits
 from sen_infer.store import Row
 
 log = logging.getLogger("sen_infer.serve")
+MAX_KEY = (1 << 63) - 1  # SQLite's INTEGER; a larger number is a 422, not an overflow deep inside
+RowKey = Annotated[int, PathParam(ge=0, le=MAX_KEY, description="a row's key (a hit's `key`)")]
 STATIC = Path(__file__).parent / "static"
 API = "/api/v1"
 
@@ -68,7 +71,7 @@ class TextQuery(Filters):
 
 
 class SimilarQuery(Filters):
-    key: int = Field(..., description="a stored row's key: find people who look like it")
+    key: int = Field(..., ge=0, le=(1 << 63) - 1, description="a stored row's key: find people who look like it")
 
 
 class HitOut(BaseModel):
@@ -305,7 +308,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     # ---- evidence: files by key only ---------------------------------------------------------------
     @app.get(f"{API}/crops/{{key}}.jpg", tags=["evidence"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}}, summary="A row's stored crop")
-    def crop(key: int, key_: Key | None = viewer):
+    def crop(key: RowKey, key_: Key | None = viewer):
         path = svc.crop_file(svc.row(key))
         if path.suffix.lower() in (".jpg", ".jpeg"):
             return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -318,14 +321,14 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     @app.get(f"{API}/frames/{{key}}.jpg", tags=["evidence"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}, 410: {"description": "the source is gone or changed"}},
              summary="The full frame of a row, its box drawn")
-    def frame(key: int, key_: Key | None = viewer):
+    def frame(key: RowKey, key_: Key | None = viewer):
         row = svc.row(key)
         record = svc.gallery.source_record(row) if row.frame >= 0 else None
         jpeg = svc.frames.render(row, record)
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get(f"{API}/rows/{{key}}", tags=["evidence"], summary="A row with its track and camera neighbours")
-    def row_context(key: int, key_: Key | None = viewer):
+    def row_context(key: RowKey, key_: Key | None = viewer):
         row = svc.row(key)
         try:
             track, nearby = svc.gallery.context(key)
