@@ -210,8 +210,7 @@ def main(argv=None) -> int:
     for c in args.clients:
         rows.append({"mode": "sdk (in process)", **drive(c, args.seconds, sdk)})
         print(rows[-1], flush=True)
-    r.gallery.close()
-    del r
+    r.gallery.close()  # the server opens it next
 
     lost = None
     with served(engine, gallery=gallery, cwd=ROOT) as base:

@@ -133,7 +133,7 @@ class Progress:
 def _slim(video, tracks: list) -> tuple:
     """A chunk as the writer needs it: each track's id, first and last observation (no crops), and its
     chosen crops; the chunk's timing. Keeps what crosses the object store small."""
-    from sen_infer.tracking import Observation, Track
+    from sen_infer.tracking import Track
 
     light = []
     for n, track, crops in tracks:
