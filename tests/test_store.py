@@ -273,21 +273,27 @@ def test_no_second_copy_of_the_vectors_beside_the_index(tmp_path):
 
 
 def test_tune_index_reaches_the_target_and_is_stored_in_the_gallery(tmp_path):
-    store = _graph_store(tmp_path / "g", index_params=IndexParams(connectivity=8, expansion_add=32, expansion_search=16))
+    # usearch builds the graph with several threads, so the graph varies from run to run, and its float16
+    # distances round otherwise than the exact reference does, so a near-tie at 10th place can go either
+    # way: measured over 40 builds, recall@10 here is 0.98-1.0 even at width 1024, and a target of 0.99
+    # (whose 95 % lower bound over 400 results needs all 400 found) failed in 14 of 25 builds. The target
+    # is 0.9: recall 0.98 has a lower bound of 0.963; what is tested is choosing and storing a width.
+    store = _graph_store(tmp_path / "g", index_params=IndexParams(connectivity=16, expansion_add=128,
+                                                                   expansion_search=16))
     rng = np.random.default_rng(7)
     data = rng.standard_normal((300, DIM)).astype(np.float32)  # spread out: no near-ties at float16
     store.add_embeddings(data, _rows(300))
     queries = data[:40] + 0.05 * rng.standard_normal((40, DIM)).astype(np.float32)
-    # 300 rows searched 65 wide: the graph visits (nearly) all of them, so the first width reaches it
-    report = store.tune_index(target=0.99, queries=queries)
-    assert report["reached"] and report["measured"][-1]["lower_95"] >= 0.99
+    # 300 rows searched 64 wide or more: the graph visits (nearly) all of them
+    report = store.tune_index(target=0.9, queries=queries)
+    assert report["reached"] and report["measured"][-1]["lower_95"] >= 0.9
     assert report["chosen"] == report["measured"][-1]["expansion_search"]
     # a target no width can reach with 95 % confidence: every width tried, the widest kept, said so
     hard = store.tune_index(target=1.0, queries=queries)
     assert not hard["reached"] and hard["chosen"] == 1024 and len(hard["measured"]) == 9
-    report = store.tune_index(target=0.99, queries=queries)
+    report = store.tune_index(target=0.9, queries=queries)
     reopened = _graph_store(tmp_path / "g")
-    assert reopened.index_params == IndexParams(connectivity=8, expansion_add=32, expansion_search=report["chosen"])
+    assert reopened.index_params == IndexParams(connectivity=16, expansion_add=128, expansion_search=report["chosen"])
     with sqlite3.connect(tmp_path / "g" / "gallery.sqlite") as conn:
         stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     assert '"chosen"' in stored["index_tuning"]
