@@ -146,3 +146,18 @@ def test_serve_load(tiny_engine, video, results_in_tmp, tmp_path):
     assert doc["errors_total"] == 0 and all(r["requests"] > 0 for r in doc["rows"])
     assert doc["ingest"]["rows_lost"] == 0 and doc["ingest"]["videos_ingested"] >= 1
     assert doc["ingest"]["rows_in_table"] == doc["ingest"]["rows_before"] + doc["ingest"]["rows_committed_by_ingest"]
+
+
+def test_cluster(tiny_engine, video, results_in_tmp, tmp_path):
+    """The scale-out benchmark, small: Ray with 1 and 2 workers stores the rows the sequential ingest
+    stores, and the fan-out rows cover 1, 10 and 100 shards (figures not asserted)."""
+    pytest.importorskip("ray", reason="the cluster extra is not installed")
+    from benchmarks import cluster
+
+    cluster.main(["--engine", str(tiny_engine[0]), "--video-dir", str(video), "--videos", "2", "--rows", "3000",
+                  "--dim", "32", "--queries", "10", "--work", str(tmp_path / "work")])
+    doc = _load(results_in_tmp, "cluster")
+    ingest = [r for r in doc["rows"] if r["part"] == "ingest"]
+    assert [r["workers"] for r in ingest] == [0, 1, 2] and len({r["rows"] for r in ingest}) == 1
+    assert ingest[0]["rows"] > 0
+    assert sorted({r["shards"] for r in doc["rows"] if r["part"] == "query fan-out"}) == [1, 10, 100]
