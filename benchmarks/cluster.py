@@ -175,12 +175,17 @@ def main(argv=None) -> int:
     path = report.write("cluster", figures, rows, ["part", "case", "seconds", "frames_per_s", "speedup_vs_1_worker",
                                                    "rows", "p50_ms", "p99_ms", "p50_vs_1_shard", "one_camera_p50_ms",
                                                    "first_query_ms (opens shards)"])
-    fan = [r for r in rows if r["part"] == "query fan-out"]
-    report.plot_bars(path.with_suffix(".png"), f"query p50 over shards, {args.rows:,} rows in total",
-                     [r["case"] for r in fan] + [r["case"] for r in rows if r["part"] == "ingest"],
-                     [r["p50_ms"] for r in fan] + [r["seconds"] for r in rows if r["part"] == "ingest"],
-                     "query p50 (ms) for shard rows; ingest wall time (s) for ingest rows")
+    plot(path.with_suffix(".png"), rows, args.rows)
     return 0
+
+
+def plot(png: Path, rows: list[dict], total: int) -> None:
+    """Query p50 (ms) over shards and ingest wall time (s), each bar's unit in its label."""
+    fan = [r for r in rows if r["part"] == "query fan-out"]
+    ing = [r for r in rows if r["part"] == "ingest"]
+    report.plot_bars(png, f"query p50 over shards ({total:,} rows in all) and video ingest wall time",
+                     [f"query, {r['case']} [ms]" for r in fan] + [f"ingest, {r['case']} [s]" for r in ing],
+                     [r["p50_ms"] for r in fan] + [r["seconds"] for r in ing], "ms (query rows) / s (ingest rows)")
 
 
 if __name__ == "__main__":
