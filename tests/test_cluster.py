@@ -117,13 +117,19 @@ def test_cli(tiny_engine, footage, tmp_path, cluster):
     from serving import ROOT
 
     root = tmp_path / "root"
+    broken = tmp_path / "broken camera.mp4"
+    broken.write_bytes(b"not a video")
     done = subprocess.run([sys.executable, "-m", "sen_infer.cluster", "ingest", "--address", "auto", "--engine",
                            str(tiny_engine[0]), "--gallery", str(root), "--start-time", str(START), "--embedder-cpus",
-                           "0", "--json", "--quiet", str(footage[0])], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                           "0", "--json", "--quiet", str(footage[0]), str(broken)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["added"] > 0 and out["videos"] == 1
+    assert [k for k in out["unreadable"] if k.endswith("broken camera.mp4")]  # said, and no shard made for it
+    from sen_infer.sharded import Catalogue
+
+    assert [s["camera"] for s in Catalogue(root).shards()] == ["cam1.mp4"]
     bad = subprocess.run([sys.executable, "-m", "sen_infer.cluster", "ingest", "--engine", str(tmp_path / "nope"),
                           "--gallery", str(root), str(footage[0])], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)

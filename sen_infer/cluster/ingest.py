@@ -198,6 +198,7 @@ class ClusterJob:
     progress: object
     writers: dict
     total_frames: int
+    skipped: IngestReport = field(default_factory=IngestReport)  # inputs refused before any task ran
     started: float = field(default_factory=time.perf_counter)
 
     def state(self) -> dict:
@@ -205,6 +206,7 @@ class ClusterJob:
 
     def wait(self, bar=None) -> IngestReport:
         report = IngestReport()
+        report.merge(self.skipped)
         left = list(self.refs)
         shown = 0
         while left:
@@ -237,8 +239,9 @@ def start_ingest(config: IngestConfig, sources: list, camera: str | None = None)
     connected (`connect`). Each video goes to the shard of its camera and the UTC day it starts."""
     pre = IngestReport()
     _, videos = expand_inputs([str(s) for s in sources], pre)
-    if pre.unreadable and not videos:
-        raise IngestError("nothing to ingest: " + "; ".join(f"{k}: {v}" for k, v in pre.reasons.items()))
+    if not videos:
+        why = "; ".join(f"{k}: {v}" for k, v in pre.reasons.items()) or "no video files among the sources"
+        raise IngestError(f"nothing to ingest: {why}")
     root = Path(config.gallery)
     if not is_sharded(root):
         make_sharded(root)
@@ -254,12 +257,13 @@ def start_ingest(config: IngestConfig, sources: list, camera: str | None = None)
     task = ray.remote(_ingest_video).options(num_cpus=config.task_cpus, max_retries=config.max_retries)
     for video in videos:
         path = str(Path(video).resolve())
-        cam = camera if camera is not None else default_camera(path)
-        info = catalogue.shard_for(cam, day_of(options.start_time))
         try:
             frames, fps = frame_count(path)
-        except SenInferError:  # an unreadable video: its task reports why
-            frames, fps = 0, 25.0
+        except SenInferError as e:  # unreadable: reported, and no shard is made for it
+            pre.skip(video, str(e))
+            continue
+        cam = camera if camera is not None else default_camera(path)
+        info = catalogue.shard_for(cam, day_of(options.start_time))
         if options.start_time is not None:  # before any row of it can be committed (see Catalogue.widen)
             catalogue.widen(info["no"], options.start_time, options.start_time + frames / fps + 1.0)
         if info["no"] not in writers:
@@ -267,4 +271,4 @@ def start_ingest(config: IngestConfig, sources: list, camera: str | None = None)
         total += frames
         refs[task.remote(path, replace(options, camera=cam), config.engine, writers[info["no"]], embedders,
                          progress)] = path
-    return ClusterJob(refs, progress, writers, total)
+    return ClusterJob(refs, progress, writers, total, skipped=pre)
