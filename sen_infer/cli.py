@@ -62,7 +62,8 @@ def cmd_ingest(args) -> int:
     elif videos:
         report.merge(_ingest_videos(g, videos, args, video_args))
     links = None
-    if videos and not args.no_link and report.added:
+    sharded = not hasattr(g, "store")  # a sharded root: identities are linked within one gallery only
+    if videos and not args.no_link and report.added and not sharded:
         links = g.link_identities()  # new tracks: relink the gallery's identities across cameras
     summary = {"added": report.added, "tracks": report.tracks, "skipped_existing": report.skipped_existing,
                "unreadable": report.unreadable, "reasons": report.reasons, "failed": report.failed,
@@ -149,7 +150,11 @@ def cmd_tune_index(args) -> int:
     if not 0 < args.target <= 1:
         raise QueryError(f"--target must be a recall in (0, 1], not {args.target}")
     r = _retriever(args)
-    r.open_gallery(create=False).store.check_writable()
+    g = r.open_gallery(create=False)
+    if not hasattr(g, "store"):
+        raise GalleryError(f"{g.dir} is a sharded root: tune one shard's index at a time "
+                           f"(--gallery {g.dir}/shards/CAMERA/DAY)")
+    g.store.check_writable()
     result = r.tune_index(queries, target=args.target)
     if args.json:
         _print_json(result)

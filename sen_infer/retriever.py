@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sen_infer.encoders import Encoders
-from sen_infer.errors import QueryError, UnknownKey, require_utf8
+from sen_infer.errors import GalleryError, QueryError, UnknownKey, require_utf8
 from sen_infer.gallery import Gallery
 from sen_infer.store import Hit
 from sen_infer.preprocess import read_bgr
@@ -73,7 +73,10 @@ class Retriever:
                                                                         for t in queries) or not queries):
             raise QueryError("tune_index: queries must be a non-empty list of non-empty texts")
         vectors = self.encoders.encode_text(list(queries)) if queries is not None else None
-        return self.open_gallery().store.tune_index(target=target, queries=vectors)
+        g = self.open_gallery()
+        if not hasattr(g, "store"):
+            raise GalleryError(f"{g.dir} is a sharded root: tune one shard at a time (gallery=ROOT/shards/CAMERA/DAY)")
+        return g.store.tune_index(target=target, queries=vectors)
 
     def timeline(self, person: int) -> list:
         """Where and when `person` (a hit's `person`) was seen: their tracks in time order, across cameras."""

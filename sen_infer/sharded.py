@@ -175,14 +175,22 @@ class ShardedGallery:
 
     # ---- shards -----------------------------------------------------------------------------------
     def shard(self, no: int, info: dict | None = None, create: bool = False) -> Gallery:
+        """Shard `no`, opened on first use. Without `info` (a key's shard, not one just read from the
+        catalogue) the catalogue is asked first: a shard another process removed (retention) is gone
+        for this reader too, even while it was open here."""
+        if info is None:
+            info = next((s for s in self.catalogue.shards() if s["no"] == no), None)
+            if info is None:
+                with self._lock:
+                    gone = self._open.pop(no, None)
+                if gone is not None:
+                    gone.close()
+                raise UnknownKey(f"no shard {no} in {self.root} (never made, or removed by retention)")
         with self._lock:
             g = self._open.get(no)
             if g is not None:
                 self._open.move_to_end(no)
                 return g
-        info = info or next((s for s in self.catalogue.shards() if s["no"] == no), None)
-        if info is None:
-            raise UnknownKey(f"no shard {no} in {self.root}")
         g = Gallery.open(self.root / info["path"], encoders=self.encoders, create=create)
         with self._lock:
             if no in self._open:  # opened meanwhile by another thread
@@ -306,6 +314,24 @@ class ShardedGallery:
                 "index_size": sum(p["index_size"] for _, p in parts),
                 "damaged_rows": sum(p["damaged_rows"] for _, p in parts), "shards": len(parts)}
 
+    def link_identities(self, *args, **kw):
+        raise GalleryError(f"{self.root} is a sharded root: identities are linked within one gallery, and a "
+                           f"sharded root holds one per camera and day (docs/scale.md)")
+
+    def timeline(self, person: int):
+        raise GalleryError(f"{self.root} is a sharded root: timelines follow identities linked within one gallery "
+                           f"(docs/scale.md)")
+
+    def check(self) -> dict:
+        """`info --check` over every shard: ok only when every shard is."""
+        problems, rows, indexed = [], 0, 0
+        for s in self.catalogue.shards():
+            c = self.shard(s["no"], s).check()
+            problems += [f"{s['path']}: {p}" for p in c["problems"]]
+            rows += c.get("rows", 0)
+            indexed += c.get("index_size", 0)
+        return {"ok": not problems, "problems": problems, "rows": rows, "index_size": indexed}
+
     def __len__(self) -> int:
         return sum(len(self.shard(s["no"], s)) for s in self.catalogue.shards())
 
@@ -330,6 +356,12 @@ class ShardedGallery:
     def add_video(self, path, camera: str | None = None, start_time: float | None = None, **kw) -> IngestReport:
         """Ingest one video into the shard of its camera and the UTC day it starts."""
         camera = camera if camera is not None else default_camera(str(Path(path).resolve()))
+        elsewhere = self.ingested_elsewhere(camera, str(Path(path).resolve()), day_of(start_time))
+        if elsewhere is not None:
+            report = IngestReport(skipped_existing=1)
+            report.notes.append(f"{path}: already ingested into {elsewhere} (another start day); not stored twice "
+                                f"(remove it there to ingest it with a new start time)")
+            return report
         info, g = self.shard_for(camera, start_time)
         self._widen_for_video(info, path, start_time)
         return g.add_video(path, camera=camera, start_time=start_time, **kw)
@@ -339,8 +371,10 @@ class ShardedGallery:
         """One video after another, each into its shard (the pipeline's overlap is for one gallery; on a
         cluster, `python -m sen_infer.cluster ingest` spreads videos over workers instead)."""
         report = IngestReport()
+        progress = kw.pop("progress", None)  # add_videos reports (frames, crops embedded)
+        per_frame = None if progress is None else (lambda n: progress(n, 0))
         for p in paths:
-            report.merge(self.add_video(p, camera=camera, start_time=start_time, **kw))
+            report.merge(self.add_video(p, camera=camera, start_time=start_time, progress=per_frame, **kw))
         return report
 
     def add_images(self, items, camera: str | None = None, timestamp: float | None = None, **kw) -> IngestReport:
@@ -356,6 +390,26 @@ class ShardedGallery:
         if start_time is None:
             return
         self.catalogue.widen(info["no"], start_time, start_time + video_duration(path) + 1.0)
+
+    def ingested_elsewhere(self, camera: str, path: str, day: str) -> str | None:
+        """The folder of another day's shard of `camera` that already holds the video at `path`, or None.
+        The same recording given another start time would otherwise be stored twice, once per day."""
+        for s in self.catalogue.shards():
+            if s["camera"] != camera or s["day"] == day:
+                continue
+            db = self.root / s["path"] / "gallery.sqlite"
+            if not db.is_file():
+                continue
+            try:
+                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
+                try:
+                    if conn.execute("SELECT 1 FROM sources WHERE path=? LIMIT 1", (path,)).fetchone():
+                        return s["path"]
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                continue  # an older gallery without paths in its sources, or a damaged one: not this check's job
+        return None
 
     def drop_days_before(self, day: str) -> list[str]:
         """Retention: delete every dated shard of a day before `day` ("YYYY-MM-DD"), catalogue entry first

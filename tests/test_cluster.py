@@ -134,3 +134,27 @@ def test_cli(tiny_engine, footage, tmp_path, cluster):
                           "--gallery", str(root), str(footage[0])], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_each_video_s_start_time_and_camera(tmp_path):
+    from sen_infer.cluster.ingest import camera_of, start_time_of
+    from sen_infer.errors import IngestError
+
+    v = tmp_path / "cam7" / "rec 2026-11-30T08-15-00.mp4"
+    v.parent.mkdir()
+    v.write_bytes(b"x")
+    assert start_time_of(str(v), "name", None, 0, 25.0) == 1796033700.0  # 2026-11-30 08:15:00 UTC
+    assert start_time_of(str(tmp_path / "20261130_081500.mp4"), "name", None, 0, 25.0) == 1796033700.0
+    with pytest.raises(IngestError, match="no date-time"):
+        start_time_of(str(tmp_path / "lobby.mp4"), "name", None, 0, 25.0)
+    with pytest.raises(IngestError, match="not a valid"):
+        start_time_of(str(tmp_path / "20261399_081500.mp4"), "name", None, 0, 25.0)
+    import os
+
+    os.utime(v, (1796037300, 1796037300))
+    assert start_time_of(str(v), "mtime", None, 1500, 25.0) == 1796037300 - 60.0  # ended then, after 60 s
+    assert start_time_of(str(v), "option", 5.0, 0, 25.0) == 5.0
+    assert camera_of(str(v), "parent", None) == "cam7" and camera_of(str(v), "name", "given") == "given"
+    with pytest.raises(IngestError, match="local:N"):
+        connect("local:abc")
+

@@ -213,6 +213,8 @@ def test_a_replaced_video_shows_no_frame(server, site, video):
     wait_until(lambda: call(server, f"/api/v1/rows/{key}")[0] == 200)
     assert call(server, f"/api/v1/frames/{key}.jpg")[0] == 200
     shutil.copy(video / "cam2.mp4", copy)  # the same name, other footage
+    status, _, got = call(server, f"/api/v1/frames/{key}.jpg")  # rendered and cached before: checked again
+    assert status == 410 and "changed" in got["error"]
     other = r.gallery.keys(camera="lobby")[-1]
     status, _, got = call(server, f"/api/v1/frames/{other}.jpg")  # not rendered before: nothing cached
     assert status == 410 and "changed" in got["error"]
@@ -268,6 +270,8 @@ def test_find_similar_and_upload(server, site, synth_learn):
         (b"", {}, 400, "empty"),
         (picture.read_bytes(), {"k": "many"}, 422, "k"),
         (picture.read_bytes(), {"per_track": "maybe"}, 422, "per_track"),
+        (picture.read_bytes(), {"cameras": "cam2"}, 422, "cameras"),  # a typo must not widen the search
+        (picture.read_bytes(), {"k": ["3", "4"]}, 422, "k"),
     ]
     for data, fields, want, words in cases:
         status, _, got = upload(server, data, fields=fields)
@@ -303,6 +307,32 @@ def upload(base: str, data: bytes | None, fields: dict):
                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
+def test_pages_elsewhere_cannot_use_the_service(server):
+    """Without keys the service trusts loopback, so it answers only requests addressed to a loopback
+    name (a DNS-rebound name is refused) and no cross-site browser request."""
+    u = urllib.parse.urlsplit(server)
+
+    def get(path, headers):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        try:
+            conn.putrequest("GET", path, skip_host=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    assert get("/api/v1/cameras", {"Host": f"evil.example:{u.port}"})[0] == 403
+    assert get("/api/v1/cameras", {"Host": f"localhost:{u.port}"})[0] == 200
+    status, body = get("/api/v1/cameras", {"Host": f"127.0.0.1:{u.port}", "Origin": "http://evil.example"})
+    assert status == 403 and b"cross-site" in body
+    assert get("/api/v1/cameras", {"Host": f"127.0.0.1:{u.port}", "Origin": f"http://127.0.0.1:{u.port}"})[0] == 200
+    status, _, _ = call(server, "/api/v1/query", {"text": "a man"}, headers={"Origin": "http://evil.example"})
+    assert status == 403
+
+
 def test_every_search_is_audited(server, site):
     text = "audited: a man in a green jacket"
     n = len(call(server, "/api/v1/query", {"text": text, "k": 3, "camera": "cam1"})[2]["hits"])
@@ -312,6 +342,18 @@ def test_every_search_is_audited(server, site):
     assert mine and mine[-1]["hits"] == n and mine[-1]["who"] == "local" and mine[-1]["status"] == 200
     assert mine[-1]["filters"]["camera"] == "cam1" and mine[-1]["client"] == "127.0.0.1" and mine[-1]["at"]
     assert any(rec.get("status") == 400 and rec.get("text", "").startswith("xxx") for rec in lines)
+    call(server, "/api/v1/query", {"text": "too many", "k": 500, "camera": ["cam1"]})
+    call(server, "/api/v1/query", data=b'{"text": ', headers={"Content-Type": "application/json"})
+    call(server, "/api/v1/query", {"text": "a man", "colour": "red"})
+    tricky = "a man in a \u202eteehs der\u202c coat"  # a bidi override would reorder a terminal's display
+    call(server, "/api/v1/query", {"text": tricky, "k": 1})
+    raw = (site["gallery"] / "audit.jsonl").read_text()
+    lines = [json.loads(line) for line in raw.splitlines()]
+    refused = [rec for rec in lines if rec.get("text") == "too many"][-1]
+    assert refused["status"] == 400 and refused["filters"]["k"] == 500 and refused["filters"]["camera"] == ["cam1"]
+    assert any(rec.get("status") == 400 and "malformed JSON" in rec.get("error", "") for rec in lines)
+    assert any(rec.get("status") == 422 and "colour" in rec.get("error", "") for rec in lines)
+    assert "\u202e" not in raw and "\\u202e" in raw and any(rec.get("text") == tricky for rec in lines)
 
 
 def test_rows_committed_by_another_process_are_served(server, site, synth_learn):
@@ -366,6 +408,8 @@ def test_keys_roles_and_audit(site, tmp_path):
         mine = [rec for rec in got["lines"] if rec.get("text") == "audited by key"]
         assert mine and mine[-1]["who"] == "operator1" and mine[-1]["role"] == "viewer" and "hits" in mine[-1]
         assert any(rec["status"] == 401 for rec in got["lines"]) and any(rec["status"] == 403 for rec in got["lines"])
+        again = call(base, "/api/v1/audit?limit=5", key=admin)[2]["lines"]
+        assert again[-1]["route"] == "/api/v1/audit" and again[-1]["who"] == "supervisor"  # reading it is logged
         assert call(base, "/api/v1/audit?limit=0", key=admin)[0] == 400
     assert audit.is_file() and "operator1" in audit.read_text()
 

@@ -125,6 +125,43 @@ def test_retention_drops_whole_days(twin, tiny_engine, tmp_path):
         r.open_gallery().drop_days_before("last week")
 
 
+def test_a_reader_stops_serving_what_retention_removed(twin, tiny_engine, tmp_path):
+    """A search service holding shards open must not go on serving a day that retention deleted."""
+    _, _, root = twin
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "sharded", copy)
+    reader = Retriever(tiny_engine[0], gallery=copy)
+    old = [h.key for h in reader.query(QUERIES[0], k=50) if h.timestamp < START + DAY]
+    assert old and reader.open_gallery().rows(old)
+    ShardedGallery(copy, encoders=None).drop_days_before("2023-11-15")  # another process's retention run
+    g = reader.open_gallery()
+    assert g.rows(old) == {}
+    with pytest.raises(KeyError):
+        g.embedding(old[0])
+    with pytest.raises(KeyError):
+        g.context(old[0])
+    assert all(h.timestamp >= START + DAY for h in reader.query(QUERIES[0], k=50))
+
+
+def test_what_a_sharded_root_does_not_do_is_one_line(twin):
+    from sen_infer.errors import GalleryError
+
+    _, sharded, _ = twin
+    for call in (lambda: sharded.open_gallery().link_identities(), lambda: sharded.timeline(3),
+                 lambda: sharded.tune_index()):
+        with pytest.raises(GalleryError, match="sharded root"):
+            call()
+
+
+def test_the_same_recording_under_another_start_day_is_not_stored_twice(twin, video):
+    _, sharded, root = twin
+    g = sharded.open_gallery()
+    before = len(g)
+    rep = g.add_video(video / "cam2.mp4", camera="cam2", start_time=START + 3 * DAY)
+    assert rep.added == 0 and rep.skipped_existing == 1 and "already ingested into shards/cam2/2023-11-14" in rep.notes[0]
+    assert len(g) == before and not (root / "sharded" / "shards" / "cam2" / "2023-11-17").exists()
+
+
 def test_a_single_gallery_is_not_turned_into_a_root(twin):
     single, _, root = twin
     from sen_infer.errors import GalleryError

@@ -26,10 +26,18 @@ def cmd_ingest(args) -> int:
     config = IngestConfig(args.engine, args.gallery, options, embedders=args.embedders,
                           embedder_cpus=args.embedder_cpus, task_cpus=args.task_cpus, backend=args.backend)
     connect(args.address)
-    job = start_ingest(config, args.paths, camera=args.camera)
+    if args.start_time is not None and args.start_time_from != "option":
+        raise SenInferError("give --start-time or --start-time-from name|mtime, not both")
+    how = "option" if args.start_time_from == "option" else args.start_time_from
+    job = start_ingest(config, args.paths, camera=args.camera, start_from=how, camera_from=args.camera_from)
+    if how == "option" and args.start_time is not None and len(job.refs) > 1:
+        print(f"note: every one of the {len(job.refs)} videos starts at --start-time {args.start_time:.0f}; for an "
+              f"archive of recordings use --start-time-from name (or mtime)", file=sys.stderr)
     with tqdm(total=job.total_frames or None, unit="frame", desc=f"{len(job.refs)} videos",
               disable=args.quiet) as bar:
         report = job.wait(bar)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
     out = {"added": report.added, "skipped_existing": report.skipped_existing, "tracks": report.tracks,
            "videos": len(job.refs), "seconds": round(report.seconds, 1), "unreadable": report.reasons,
            "failed": report.failed, "incomplete": report.incomplete}
@@ -69,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", required=True, help="sharded root, on a path every node can write (made if missing)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--camera", help="camera name (default: each video's file name)")
-    p.add_argument("--start-time", type=_finite_float, help="unix time of the videos' first frame (picks the day shard)")
+    p.add_argument("--start-time", type=_finite_float,
+                   help="unix time of the first frame, the same for every video (one recording, or a test)")
+    p.add_argument("--start-time-from", choices=("option", "name", "mtime"), default="option",
+                   help="each video's own start: name = the first YYYYMMDD-HHMMSS in its file name (UTC); "
+                        "mtime = its modification time less its duration; option = --start-time (default)")
+    p.add_argument("--camera-from", choices=("name", "parent"), default="name",
+                   help="camera of each video without --camera: its file name (default) or its folder's name")
     p.add_argument("--detector", default="mog2")
     p.add_argument("--tracker", default="motion", choices=("iou", "motion"))
     p.add_argument("--stride", type=_positive_int, default=2)

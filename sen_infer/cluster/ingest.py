@@ -10,7 +10,9 @@ dead task had already sent. Re-running a whole job finds every video done and ad
 
 from __future__ import annotations
 
+import calendar
 import os
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +21,7 @@ import ray
 
 from sen_infer.errors import IngestError, SenInferError
 from sen_infer.gallery import IngestReport, VideoOptions, chunk_tracks, default_camera, expand_inputs
-from sen_infer.sharded import Catalogue, day_of, frame_count, is_sharded, make_sharded
+from sen_infer.sharded import Catalogue, ShardedGallery, day_of, frame_count, is_sharded, make_sharded
 
 
 @dataclass
@@ -41,9 +43,10 @@ def connect(address: str = "local", **kw) -> None:
     if ray.is_initialized():
         return
     if address == "local" or address.startswith("local:"):
-        cpus = int(address.split(":", 1)[1]) if ":" in address else None
-        if cpus is not None and cpus < 1:
-            raise IngestError(f"--address {address}: a local cluster needs at least 1 CPU")
+        n = address.split(":", 1)[1] if ":" in address else None
+        if n is not None and (not n.isdigit() or int(n) < 1):
+            raise IngestError(f"--address {address}: write local:N with N CPUs (a whole number >= 1)")
+        cpus = int(n) if n is not None else None
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, **kw)
     else:
         ray.init(address=address, log_to_driver=False, **kw)
@@ -234,9 +237,50 @@ class ClusterJob:
         return report
 
 
-def start_ingest(config: IngestConfig, sources: list, camera: str | None = None) -> ClusterJob:
+NAME_TIME = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})[T_ -]?(\d{2})[:.-]?(\d{2})[:.-]?(\d{2})")
+START_FROM = ("option", "name", "mtime")  # where each video's start time comes from
+CAMERA_FROM = ("name", "parent")  # where each video's camera name comes from
+
+
+def start_time_of(path: str, how: str, given: float | None, frames: int, fps: float) -> float | None:
+    """A video's first-frame time: the one given (every video the same), the first date-time in its file
+    name (YYYYMMDD[T_-]HHMMSS or with separators, read as UTC), or its modification time less its
+    duration (recorders close a file when its recording ends). IngestError when it cannot be had."""
+    if how == "option":
+        return given
+    if how == "name":
+        m = NAME_TIME.search(Path(path).name)
+        if m is None:
+            raise IngestError("no date-time (YYYYMMDD-HHMMSS) in its file name")
+        try:
+            return float(calendar.timegm(time.strptime("".join(m.groups()), "%Y%m%d%H%M%S")))
+        except ValueError:
+            raise IngestError(f"{m.group(0)!r} in its file name is not a valid date-time") from None
+    if how == "mtime":
+        return os.stat(path).st_mtime - frames / fps
+    raise IngestError(f"start time from {how!r}: choose one of {', '.join(START_FROM)}")
+
+
+def camera_of(path: str, how: str, given: str | None) -> str:
+    if given is not None:
+        return given
+    if how == "parent":
+        return Path(path).parent.name or default_camera(path)
+    if how == "name":
+        return default_camera(path)
+    raise IngestError(f"camera from {how!r}: choose one of {', '.join(CAMERA_FROM)}")
+
+
+def start_ingest(config: IngestConfig, sources: list, camera: str | None = None, start_from: str = "option",
+                 camera_from: str = "name") -> ClusterJob:
     """Start ingesting `sources` (videos or folders of videos) into the sharded root; Ray must be
-    connected (`connect`). Each video goes to the shard of its camera and the UTC day it starts."""
+    connected (`connect`). Each video goes to the shard of its camera and the UTC day it starts.
+    `start_from`: "option" (config.options.start_time for every video), "name" or "mtime" (per video,
+    `start_time_of`); `camera_from`: "name" (the file name) or "parent" (its folder), unless `camera`."""
+    if start_from not in START_FROM:
+        raise IngestError(f"start time from {start_from!r}: choose one of {', '.join(START_FROM)}")
+    if camera_from not in CAMERA_FROM:
+        raise IngestError(f"camera from {camera_from!r}: choose one of {', '.join(CAMERA_FROM)}")
     pre = IngestReport()
     _, videos = expand_inputs([str(s) for s in sources], pre)
     if not videos:
@@ -246,6 +290,7 @@ def start_ingest(config: IngestConfig, sources: list, camera: str | None = None)
     if not is_sharded(root):
         make_sharded(root)
     catalogue = Catalogue(root)
+    sharded = ShardedGallery(root, encoders=None)
     options = replace(config.options, camera=None)
     gpus = config.embedder_gpus
     if gpus is None:
@@ -259,16 +304,24 @@ def start_ingest(config: IngestConfig, sources: list, camera: str | None = None)
         path = str(Path(video).resolve())
         try:
             frames, fps = frame_count(path)
-        except SenInferError as e:  # unreadable: reported, and no shard is made for it
+            start = start_time_of(path, start_from, config.options.start_time, frames, fps)
+        except SenInferError as e:  # unreadable, or no start time: reported, and no shard is made for it
             pre.skip(video, str(e))
             continue
-        cam = camera if camera is not None else default_camera(path)
-        info = catalogue.shard_for(cam, day_of(options.start_time))
-        if options.start_time is not None:  # before any row of it can be committed (see Catalogue.widen)
-            catalogue.widen(info["no"], options.start_time, options.start_time + frames / fps + 1.0)
+        cam = camera_of(path, camera_from, camera)
+        day = day_of(start)
+        elsewhere = sharded.ingested_elsewhere(cam, path, day)
+        if elsewhere is not None:
+            pre.skipped_existing += 1
+            pre.notes.append(f"{video}: already ingested into {elsewhere} (another start day); not stored twice "
+                             f"(remove it there to ingest it with a new start time)")
+            continue
+        info = catalogue.shard_for(cam, day)
+        if start is not None:  # before any row of it can be committed (see Catalogue.widen)
+            catalogue.widen(info["no"], start, start + frames / fps + 1.0)
         if info["no"] not in writers:
             writers[info["no"]] = ShardWriter.remote(config.engine, str(root), info["path"])
         total += frames
-        refs[task.remote(path, replace(options, camera=cam), config.engine, writers[info["no"]], embedders,
-                         progress)] = path
+        refs[task.remote(path, replace(options, camera=cam, start_time=start), config.engine, writers[info["no"]],
+                         embedders, progress)] = path
     return ClusterJob(refs, progress, writers, total, skipped=pre)

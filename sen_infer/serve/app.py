@@ -31,6 +31,7 @@ from sen_infer.serve.auth import Gate, Key, gate_for
 from sen_infer.serve.frames import FrameRenderer, FrameUnavailable
 from sen_infer.serve.images import UploadError, decode_upload
 from sen_infer.serve.limits import BodyLimit, BodyTooLarge, Limits
+from sen_infer.serve.origin import LOOPBACK_NAMES, SameOrigin
 from sen_infer.store import Row
 
 log = logging.getLogger("sen_infer.serve")
@@ -207,14 +208,27 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, e: BodyTooLarge):
+        audit_refused(request, 413, str(e))
         return _error(413, str(e))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
-        return _error(*_validation_line(e.errors()))
+        status, line = _validation_line(e.errors())
+        audit_refused(request, status, line)
+        return _error(status, line)
+
+    def audit_refused(request: Request, status: int, line: str) -> None:
+        """A search refused before its handler ran (malformed or invalid body, too large) is audited too."""
+        if request.url.path.startswith(f"{API}/query"):
+            key = getattr(request.state, "key", None)
+            svc.audit.record(who=svc.who(key) if key is not None or not svc.gate.enabled else "-",
+                             role=key.role if key else None, client=request.client.host if request.client else None,
+                             route=request.url.path, status=status, error=line)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
+        if e.status_code in (400, 413):  # a body that could not be read or parsed (401/403 are audited apart)
+            audit_refused(request, e.status_code, str(e.detail))
         return _error(e.status_code, str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
@@ -233,6 +247,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
                                  route=request.url.path, status=401)
                 raise HTTPException(401, "a valid API key is required: send the header 'Authorization: Bearer KEY'",
                                     headers={"WWW-Authenticate": "Bearer"})
+            request.state.key = key
             if role == "admin" and key.role != "admin":
                 svc.audit.record(who=key.name, role=key.role, client=request.client.host if request.client else None,
                                  route=request.url.path, status=403)
@@ -247,7 +262,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     def query(body: TextQuery, request: Request, key: Key | None = viewer):
         t0 = time.perf_counter()
         what = {"text": body.text}
-        filters = {}
+        filters = body.model_dump(exclude={"text"})  # as asked; replaced by the checked ones below
         try:
             if len(body.text) > limits.max_text:
                 raise QueryError(f"the query is {len(body.text)} characters; at most {limits.max_text}")
@@ -281,6 +296,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
                 except ValidationError as e:
                     raise RequestValidationError(e.errors()) from None
                 what = {"similar_to": body.key}
+                filters = body.model_dump(exclude={"key"})
                 filters = svc.check_filters(body)
                 hits = await run_in_threadpool(svc.retriever.query_similar, body.key, **filters)
             elif kind == "multipart/form-data":
@@ -352,10 +368,14 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
                 "limits": limits.__dict__, "version": _version(), "started": svc.started}
 
     @app.get(f"{API}/audit", tags=["admin"], summary="The last audit records (admin keys only)")
-    def audit(limit: int = 100, key_: Key | None = admin):
+    def audit(request: Request, limit: int = 100, key_: Key | None = admin):
         if not 1 <= limit <= limits.max_audit:
             raise QueryError(f"limit must be between 1 and {limits.max_audit}")
-        return {"lines": svc.audit.tail(limit)}
+        lines = svc.audit.tail(limit)
+        svc.audit.record(who=svc.who(key_), role=key_.role if key_ else None,  # reading the log is logged
+                         client=request.client.host if request.client else None, route=request.url.path,
+                         status=200, lines=len(lines))
+        return {"lines": lines}
 
     # ---- probes (no key: they tell nothing about the footage) ---------------------------------------
     @app.get(f"{API}/healthz", tags=["probes"])
@@ -378,7 +398,8 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
 
     app.mount("/static", RevalidatedFiles(directory=STATIC), name="static")
     _mount_docs(app)
-    return BodyLimit(app, limits, upload_paths=(f"{API}/query/image",))
+    hosts = LOOPBACK_NAMES if not svc.gate.enabled else None  # without keys, loopback names only
+    return SameOrigin(BodyLimit(app, limits, upload_paths=(f"{API}/query/image",)), hosts)
 
 
 class RevalidatedFiles(StaticFiles):
@@ -398,6 +419,13 @@ _CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; scrip
 
 def _form_filters(form) -> Filters:
     """The filters of a multipart upload (text fields) as Filters, one 422 line when one is malformed."""
+    unknown = sorted(set(form.keys()) - {"image", "k", "camera", "since", "until", "per_track"})
+    if unknown:
+        raise UploadError(422, f"form field {unknown[0]}: not a field of this request (image, k, camera, since, "
+                               f"until, per_track)")
+    for name in ("k", "since", "until", "per_track"):
+        if len(form.getlist(name)) > 1:
+            raise UploadError(422, f"form field {name}: given {len(form.getlist(name))} times")
     raw: dict = {}
     convert = {"k": int, "since": float, "until": float, "per_track": _form_bool}
     for name, kind in convert.items():

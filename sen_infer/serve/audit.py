@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+import unicodedata
 from collections import deque
 from pathlib import Path
 
@@ -30,7 +31,10 @@ class AuditLog:
 
     def record(self, **fields) -> None:
         line = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:] + "Z",
-                           **fields}, ensure_ascii=False, separators=(",", ":")) + "\n"
+                           **fields}, ensure_ascii=False, separators=(",", ":"))
+        # format characters (bidi overrides such as U+202E, zero-width joiners) are written as \u escapes:
+        # a reviewer reading the log sees what was typed, not text the terminal reordered
+        line = "".join(json.dumps(c)[1:-1] if unicodedata.category(c) == "Cf" else c for c in line) + "\n"
         with self._lock:
             os.write(self._fd, line.encode("utf-8", "surrogateescape"))
 

@@ -7,6 +7,7 @@ the decoded position is checked after seeking.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -59,23 +60,39 @@ def read_video_frame(path: str, frame: int) -> np.ndarray:
         cap.release()
 
 
+def _signature(row: Row, record: dict | None) -> tuple | None:
+    """(path, size, mtime) of the file a row's frame comes from, or None when it is not there."""
+    path = row.crop_path if row.frame < 0 else (record or {}).get("path")
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return None if st is None else (path, st.st_size, st.st_mtime_ns)
+
+
 class FrameRenderer:
     """`render(row, source_record) -> JPEG bytes`, the last `capacity` frames kept (LRU, thread-safe)."""
 
     def __init__(self, capacity: int = 64, quality: int = 85):
         self.capacity, self.quality = capacity, quality
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[bytes, tuple | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def render(self, row: Row, record: dict | None) -> bytes:
+        """A cached frame is served only while its source file is unchanged since it was checked (same
+        size and modification time); otherwise it is checked and decoded again, and is a 410 if the file
+        is gone or its content changed."""
+        now = _signature(row, record)
         with self._lock:
-            if row.key in self._cache:
+            got = self._cache.get(row.key)
+            if got is not None and got[1] == now:
                 self._cache.move_to_end(row.key)
-                return self._cache[row.key]
+                return got[0]
+            self._cache.pop(row.key, None)
         jpeg = self._encode(draw_box(self._frame(row, record), row.bbox, f"track {row.track}"
                                      if row.track is not None else None))
         with self._lock:
-            self._cache[row.key] = jpeg
+            self._cache[row.key] = (jpeg, now)
             while len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
         return jpeg

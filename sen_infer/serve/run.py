@@ -37,7 +37,7 @@ def serve(config: ServeConfig, log_level: str = "info") -> None:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"sen_infer serve: listening on http://{shown}:{port}", flush=True)
-    if not app.app.state.service.gate.enabled:
+    if config.keys is None:
         print("sen_infer serve: no access keys (loopback only); every local user can search", file=sys.stderr,
               flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, proxy_headers=False,
