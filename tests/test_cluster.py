@@ -137,14 +137,17 @@ def test_cli(tiny_engine, footage, tmp_path, cluster):
 
 
 def test_each_video_s_start_time_and_camera(tmp_path):
+    import calendar
+
     from sen_infer.cluster.ingest import camera_of, start_time_of
     from sen_infer.errors import IngestError
 
     v = tmp_path / "cam7" / "rec 2026-11-30T08-15-00.mp4"
     v.parent.mkdir()
     v.write_bytes(b"x")
-    assert start_time_of(str(v), "name", None, 0, 25.0) == 1796033700.0  # 2026-11-30 08:15:00 UTC
-    assert start_time_of(str(tmp_path / "20261130_081500.mp4"), "name", None, 0, 25.0) == 1796033700.0
+    at = calendar.timegm((2026, 11, 30, 8, 15, 0))  # the file names' time, read as UTC
+    assert start_time_of(str(v), "name", None, 0, 25.0) == at
+    assert start_time_of(str(tmp_path / "20261130_081500.mp4"), "name", None, 0, 25.0) == at
     with pytest.raises(IngestError, match="no date-time"):
         start_time_of(str(tmp_path / "lobby.mp4"), "name", None, 0, 25.0)
     with pytest.raises(IngestError, match="not a valid"):

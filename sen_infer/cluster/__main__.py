@@ -61,8 +61,14 @@ def cmd_retain(args) -> int:
     except ValueError:
         raise SenInferError(f"--today {today!r}: use YYYY-MM-DD") from None
     cutoff = time.strftime("%Y-%m-%d", time.gmtime(day - 86400 * (args.keep_days - 1)))
-    gone = ShardedGallery(args.gallery, encoders=None).drop_days_before(cutoff)
-    print(f"kept days from {cutoff}; removed {len(gone)} shards" + "".join(f"\n  {g}" for g in gone))
+    g = ShardedGallery(args.gallery, encoders=None)
+    gone = g.drop_days_before(cutoff)
+    undated = [s["path"] for s in g.catalogue.shards() if s["day"] == "undated"]
+    print(f"kept days from {cutoff}; removed {len(gone)} shards" + "".join(f"\n  {p}" for p in gone))
+    if undated:
+        print(f"note: {len(undated)} undated shards (rows ingested without a start time) are not dated, so "
+              f"retention cannot age them; delete them yourself if they are too old:"
+              + "".join(f"\n  {p}" for p in undated))
     return 0
 
 
