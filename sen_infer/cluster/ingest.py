@@ -40,12 +40,13 @@ class IngestConfig:
 def connect(address: str = "local", **kw) -> None:
     """Join or start Ray: "auto" (a running cluster), "local" / "local:N" (a cluster of this machine with
     N CPUs), or an address ("ray://head:10001", "head:6379")."""
+    local = address == "local" or address.startswith("local:")
+    n = address.split(":", 1)[1] if local and ":" in address else None
+    if n is not None and (not n.isdigit() or int(n) < 1):
+        raise IngestError(f"--address {address}: write local:N with N CPUs (a whole number >= 1)")
     if ray.is_initialized():
         return
-    if address == "local" or address.startswith("local:"):
-        n = address.split(":", 1)[1] if ":" in address else None
-        if n is not None and (not n.isdigit() or int(n) < 1):
-            raise IngestError(f"--address {address}: write local:N with N CPUs (a whole number >= 1)")
+    if local:
         cpus = int(n) if n is not None else None
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, **kw)
     else:

@@ -18,6 +18,7 @@ import cv2
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -86,6 +87,10 @@ class HitOut(BaseModel):
     superseded: bool
     crop_url: str
     frame_url: str
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(..., description="what is wrong, in one line")
 
 
 class QueryOut(BaseModel):
@@ -191,8 +196,10 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     starts is one that can answer."""
     svc = service or Service(config)
     limits = svc.limits
+    error = {"model": ErrorOut}
     app = FastAPI(title="SEN person search", version=_version(), docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json",
+                  responses={400: error, 401: error, 403: error, 404: error, 413: error, 422: error},
                   description="Text-based person search over a gallery of camera crops. "
                               "Send `Authorization: Bearer KEY` when the service has keys.")
     app.state.service = svc
@@ -237,8 +244,12 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
         return _error(500, "internal error; the server log has the details")
 
     # ---- access ------------------------------------------------------------------------------------
+    bearer = HTTPBearer(auto_error=False, description="an API key from `python -m sen_infer keys add`")
+
     def access(role: str):
-        async def check(request: Request) -> Key | None:
+        # `bearer` declares the scheme in the OpenAPI schema (the docs' Authorize button); the header
+        # itself is checked here, so a malformed one is a 401 like a missing one
+        async def check(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Key | None:
             if not svc.gate.enabled:
                 return None
             key = svc.gate.identify(request.headers.get("authorization"))
