@@ -161,3 +161,31 @@ def test_each_video_s_start_time_and_camera(tmp_path):
     with pytest.raises(IngestError, match="local:N"):
         connect("local:abc")
 
+
+
+def test_a_video_whose_retries_are_spent_is_reported_and_a_rerun_finishes_it(cluster, tiny_engine, footage,
+                                                                            sequential, tmp_path):
+    """With no retries left a killed video is reported as failed, the job's other videos are stored, and
+    running the job again resumes it from its last committed chunk: the same rows as the sequential run."""
+    from dataclasses import replace
+
+    root = tmp_path / "root"
+    long = str(footage[2].resolve())
+    job = start_ingest(replace(config(tiny_engine[0], root), max_retries=0), [footage[2], footage[1]])
+    deadline = time.monotonic() + 120
+    victim = None
+    while time.monotonic() < deadline:
+        state = job.state()
+        if long in state["running"] and state["frames"] >= 60:
+            victim = state["running"][long]
+            break
+        time.sleep(0.05)
+    assert victim is not None, f"the long video never started: {job.state()}"
+    os.kill(victim, signal.SIGKILL)
+    report = job.wait()
+    assert list(report.failed) == [long] and "Error" in report.failed[long]
+    again = start_ingest(config(tiny_engine[0], root), [footage[2], footage[1]]).wait()
+    assert not again.failed and again.added > 0
+    g = Retriever(tiny_engine[0], gallery=root).open_gallery()
+    want = {k: v for k, v in sequential.items() if k[0] in (long, str(footage[1].resolve()))}
+    assert_same_rows(table(g), want)

@@ -86,6 +86,8 @@ class ShardWriter:
         return plan.start_frame, plan.key
 
     def commit(self, path: str, video, tracks: list, embeddings: list) -> dict:
+        if path not in self.plans:  # this writer was restarted since the video was planned: plan again
+            raise IngestError(f"{path}: its shard writer restarted mid-video; ingest it again to resume it")
         report = IngestReport()
         self.gallery.commit_chunk(self.plans[path], video, tracks, embeddings, report)
         return {"added": report.added, "existing": report.skipped_existing, "tracks": report.tracks,
@@ -216,7 +218,12 @@ class ClusterJob:
         while left:
             ready, left = ray.wait(left, num_returns=len(left), timeout=0.5)
             for ref in ready:
-                got = ray.get(ref)
+                try:
+                    got = ray.get(ref)
+                except (ray.exceptions.RayError, SenInferError) as e:  # retries spent, or an error of ours
+                    first = str(e).strip().splitlines()
+                    report.fail(self.refs[ref], f"{type(e).__name__}: {first[-1] if first else e}")
+                    continue
                 report.added += got.get("added", 0)
                 report.skipped_existing += got.get("existing", 0) + got.get("skipped_existing", 0)
                 report.tracks += got.get("tracks", 0)
