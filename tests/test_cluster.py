@@ -63,6 +63,19 @@ def assert_same_rows(got: dict, want: dict) -> None:
         assert np.abs(got[ident][2] - emb).max() < 1e-3, ident
 
 
+def kill_worker_of(job, path: str) -> None:
+    """SIGKILL the worker process running `path` once 60 frames are decoded (a chunk or two committed);
+    the wait is bounded."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = job.state()
+        if path in state["running"] and state["frames"] >= 60:
+            os.kill(state["running"][path], signal.SIGKILL)
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the video never started: {job.state()}")
+
+
 def config(engine, root) -> IngestConfig:
     return IngestConfig(str(engine), str(root), VideoOptions(start_time=START, chunk_seconds=CHUNK_S),
                         embedder_cpus=0.0)
@@ -86,16 +99,7 @@ def test_a_killed_worker_s_video_is_ingested_exactly_once(cluster, tiny_engine, 
     root = tmp_path / "root"
     long = str(footage[2].resolve())
     job = start_ingest(config(tiny_engine[0], root), [footage[2]])
-    deadline = time.monotonic() + 120
-    victim = None
-    while time.monotonic() < deadline:  # bounded: wait until the long video has committed a chunk or two
-        state = job.state()
-        if long in state["running"] and state["frames"] >= 60:
-            victim = state["running"][long]
-            break
-        time.sleep(0.05)
-    assert victim is not None, f"the long video never started: {job.state()}"
-    os.kill(victim, signal.SIGKILL)
+    kill_worker_of(job, long)
     report = job.wait()
     state = job.state()
     assert state["attempts"][long] >= 2  # Ray ran it again after the kill
@@ -172,16 +176,7 @@ def test_a_video_whose_retries_are_spent_is_reported_and_a_rerun_finishes_it(clu
     root = tmp_path / "root"
     long = str(footage[2].resolve())
     job = start_ingest(replace(config(tiny_engine[0], root), max_retries=0), [footage[2], footage[1]])
-    deadline = time.monotonic() + 120
-    victim = None
-    while time.monotonic() < deadline:
-        state = job.state()
-        if long in state["running"] and state["frames"] >= 60:
-            victim = state["running"][long]
-            break
-        time.sleep(0.05)
-    assert victim is not None, f"the long video never started: {job.state()}"
-    os.kill(victim, signal.SIGKILL)
+    kill_worker_of(job, long)
     report = job.wait()
     assert list(report.failed) == [long] and "Error" in report.failed[long]
     again = start_ingest(config(tiny_engine[0], root), [footage[2], footage[1]]).wait()
