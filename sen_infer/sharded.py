@@ -181,10 +181,7 @@ class ShardedGallery:
         if info is None:
             info = next((s for s in self.catalogue.shards() if s["no"] == no), None)
             if info is None:
-                with self._lock:
-                    gone = self._open.pop(no, None)
-                if gone is not None:
-                    gone.close()
+                self._forget(no)
                 raise UnknownKey(f"no shard {no} in {self.root} (never made, or removed by retention)")
         with self._lock:
             g = self._open.get(no)
@@ -202,6 +199,13 @@ class ShardedGallery:
                 _, old = self._open.popitem(last=False)
                 old.close()
         return g
+
+    def _forget(self, no: int) -> None:
+        """Close shard `no` here: it is no longer in the catalogue (retention removed it)."""
+        with self._lock:
+            gone = self._open.pop(no, None)
+        if gone is not None:
+            gone.close()
 
     def shard_for(self, camera: str, timestamp: float | None) -> tuple[dict, Gallery]:
         info = self.catalogue.shard_for(camera, day_of(timestamp))
@@ -259,13 +263,13 @@ class ShardedGallery:
         for key in keys:
             no, local = split_key(key)
             by_shard.setdefault(no, []).append(local)
+        known = {s["no"]: s for s in self.catalogue.shards()}  # read once, not once per shard
         out = {}
         for no, locals_ in by_shard.items():
-            try:
-                g = self.shard(no)
-            except UnknownKey:
+            if no not in known:
+                self._forget(no)
                 continue
-            for local, row in g.rows(locals_).items():
+            for local, row in self.shard(no, known[no]).rows(locals_).items():
                 out[global_key(no, local)] = _rekey(row, no)
         return out
 
@@ -333,7 +337,14 @@ class ShardedGallery:
         return {"ok": not problems, "problems": problems, "rows": rows, "index_size": indexed}
 
     def __len__(self) -> int:
-        return sum(len(self.shard(s["no"], s)) for s in self.catalogue.shards())
+        """Rows in all shards. A shard not open here is counted from its table, not opened: the search
+        service asks this on every query, and opening every shard would undo the pruning."""
+        total = 0
+        for s in self.catalogue.shards():
+            with self._lock:
+                g = self._open.get(s["no"])
+            total += len(g) if g is not None else _table_rows(self.root / s["path"] / "gallery.sqlite")
+        return total
 
     @property
     def dir(self) -> Path:
@@ -355,16 +366,27 @@ class ShardedGallery:
     # ---- ingest -----------------------------------------------------------------------------------
     def add_video(self, path, camera: str | None = None, start_time: float | None = None, **kw) -> IngestReport:
         """Ingest one video into the shard of its camera and the UTC day it starts."""
-        camera = camera if camera is not None else default_camera(str(Path(path).resolve()))
-        elsewhere = self.ingested_elsewhere(camera, str(Path(path).resolve()), day_of(start_time))
-        if elsewhere is not None:
+        path_text = str(Path(path).resolve())
+        camera = camera if camera is not None else default_camera(path_text)
+        info, note = self.route(path_text, camera, start_time, video_duration(path) if start_time is not None else 0.0)
+        if info is None:
             report = IngestReport(skipped_existing=1)
-            report.notes.append(f"{path}: already ingested into {elsewhere} (another start day); not stored twice "
-                                f"(remove it there to ingest it with a new start time)")
+            report.notes.append(f"{path}: {note}")
             return report
-        info, g = self.shard_for(camera, start_time)
-        self._widen_for_video(info, path, start_time)
-        return g.add_video(path, camera=camera, start_time=start_time, **kw)
+        return self.shard(info["no"], info, create=True).add_video(path, camera=camera, start_time=start_time, **kw)
+
+    def route(self, path: str, camera: str, start_time: float | None, seconds: float) -> tuple[dict | None, str | None]:
+        """The shard a video of `seconds` goes to, with the span its rows can take recorded first (before
+        any is committed); or (None, why) when another day's shard of the camera already holds it."""
+        day = day_of(start_time)
+        elsewhere = self.ingested_elsewhere(camera, path, day)
+        if elsewhere is not None:
+            return None, (f"already ingested into {elsewhere} (another start day); not stored twice (remove it "
+                          f"there to ingest it with a new start time)")
+        info = self.catalogue.shard_for(camera, day)
+        if start_time is not None:
+            self.catalogue.widen(info["no"], start_time, start_time + seconds + 1.0)
+        return info, None
 
     def add_videos(self, paths, camera: str | None = None, start_time: float | None = None, workers=None,
                    batch_size=None, max_wait=None, **kw) -> IngestReport:
@@ -383,13 +405,6 @@ class ShardedGallery:
         if timestamp is not None:
             self.catalogue.widen(info["no"], timestamp, timestamp)
         return g.add_images(items, camera=camera, timestamp=timestamp, **kw)
-
-    def _widen_for_video(self, info: dict, path, start_time: float | None) -> None:
-        """Record the span a video's rows can take (its start to start + its announced or decodable
-        duration, with slack) before any of them is committed."""
-        if start_time is None:
-            return
-        self.catalogue.widen(info["no"], start_time, start_time + video_duration(path) + 1.0)
 
     def ingested_elsewhere(self, camera: str, path: str, day: str) -> str | None:
         """The folder of another day's shard of `camera` that already holds the video at `path`, or None.
@@ -427,6 +442,20 @@ class ShardedGallery:
                 shutil.rmtree(self.root / s["path"], ignore_errors=True)
                 gone.append(s["path"])
         return gone
+
+
+def _table_rows(db: Path) -> int:
+    """Rows of a shard's table, read without opening it as a gallery (0 for a shard not written yet)."""
+    if not db.is_file():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
+        try:
+            return conn.execute("SELECT count(*) FROM crops").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise GalleryError(f"{db}: cannot count its rows: {e}") from None
 
 
 def frame_count(path) -> tuple[int, float]:

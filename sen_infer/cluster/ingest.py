@@ -21,7 +21,7 @@ import ray
 
 from sen_infer.errors import IngestError, SenInferError
 from sen_infer.gallery import IngestReport, VideoOptions, chunk_tracks, default_camera, expand_inputs
-from sen_infer.sharded import Catalogue, ShardedGallery, day_of, frame_count, is_sharded, make_sharded
+from sen_infer.sharded import ShardedGallery, frame_count, is_sharded, make_sharded
 
 
 @dataclass
@@ -297,7 +297,6 @@ def start_ingest(config: IngestConfig, sources: list, camera: str | None = None,
     root = Path(config.gallery)
     if not is_sharded(root):
         make_sharded(root)
-    catalogue = Catalogue(root)
     sharded = ShardedGallery(root, encoders=None)
     options = replace(config.options, camera=None)
     gpus = config.embedder_gpus
@@ -317,16 +316,11 @@ def start_ingest(config: IngestConfig, sources: list, camera: str | None = None,
             pre.skip(video, str(e))
             continue
         cam = camera_of(path, camera_from, camera)
-        day = day_of(start)
-        elsewhere = sharded.ingested_elsewhere(cam, path, day)
-        if elsewhere is not None:
+        info, note = sharded.route(path, cam, start, frames / fps)
+        if info is None:
             pre.skipped_existing += 1
-            pre.notes.append(f"{video}: already ingested into {elsewhere} (another start day); not stored twice "
-                             f"(remove it there to ingest it with a new start time)")
+            pre.notes.append(f"{video}: {note}")
             continue
-        info = catalogue.shard_for(cam, day)
-        if start is not None:  # before any row of it can be committed (see Catalogue.widen)
-            catalogue.widen(info["no"], start, start + frames / fps + 1.0)
         if info["no"] not in writers:
             writers[info["no"]] = ShardWriter.remote(config.engine, str(root), info["path"])
         total += frames

@@ -151,18 +151,20 @@ class Service:
     def who(self, key: Key | None) -> str:
         return key.name if key is not None else "local"
 
+    def audit_request(self, request: Request, key: Key | None, status: int, who: str | None = None,
+                      **fields) -> None:
+        """One audit line for a request: who (the key's name, "local" without keys), role, client, route."""
+        self.audit.record(who=who or self.who(key), role=key.role if key else None,
+                          client=request.client.host if request.client else None, route=request.url.path,
+                          **fields, status=status)
+
     def audit_search(self, request: Request, key: Key | None, what: dict, filters: dict, status: int,
                      hits: int | None = None, error: str | None = None, started: float | None = None) -> None:
-        record = {"who": self.who(key), "role": key.role if key else None,
-                  "client": request.client.host if request.client else None, "route": request.url.path,
-                  **what, "filters": {k: v for k, v in filters.items() if v is not None}, "status": status}
-        if hits is not None:
-            record["hits"] = hits
-        if error is not None:
-            record["error"] = error
-        if started is not None:
-            record["ms"] = round((time.perf_counter() - started) * 1000, 1)
-        self.audit.record(**record)
+        extra = {"hits": hits, "error": error,
+                 "ms": None if started is None else round((time.perf_counter() - started) * 1000, 1)}
+        self.audit_request(request, key, status, **what,
+                           filters={k: v for k, v in filters.items() if v is not None},
+                           **{k: v for k, v in extra.items() if v is not None})
 
 
 def status_of(error: Exception) -> int:
@@ -228,9 +230,8 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
         """A search refused before its handler ran (malformed or invalid body, too large) is audited too."""
         if request.url.path.startswith(f"{API}/query"):
             key = getattr(request.state, "key", None)
-            svc.audit.record(who=svc.who(key) if key is not None or not svc.gate.enabled else "-",
-                             role=key.role if key else None, client=request.client.host if request.client else None,
-                             route=request.url.path, status=status, error=line)
+            svc.audit_request(request, key, status, who="-" if key is None and svc.gate.enabled else None,
+                              error=line)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
@@ -254,14 +255,12 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
                 return None
             key = svc.gate.identify(request.headers.get("authorization"))
             if key is None:
-                svc.audit.record(who="-", client=request.client.host if request.client else None,
-                                 route=request.url.path, status=401)
+                svc.audit_request(request, None, 401, who="-")
                 raise HTTPException(401, "a valid API key is required: send the header 'Authorization: Bearer KEY'",
                                     headers={"WWW-Authenticate": "Bearer"})
             request.state.key = key
             if role == "admin" and key.role != "admin":
-                svc.audit.record(who=key.name, role=key.role, client=request.client.host if request.client else None,
-                                 route=request.url.path, status=403)
+                svc.audit_request(request, key, 403)
                 raise HTTPException(403, f"key {key.name!r} has the role {key.role}; this needs admin")
             return key
         return Depends(check)
@@ -383,9 +382,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
         if not 1 <= limit <= limits.max_audit:
             raise QueryError(f"limit must be between 1 and {limits.max_audit}")
         lines = svc.audit.tail(limit)
-        svc.audit.record(who=svc.who(key_), role=key_.role if key_ else None,  # reading the log is logged
-                         client=request.client.host if request.client else None, route=request.url.path,
-                         status=200, lines=len(lines))
+        svc.audit_request(request, key_, 200, lines=len(lines))  # reading the log is logged
         return {"lines": lines}
 
     # ---- probes (no key: they tell nothing about the footage) ---------------------------------------
