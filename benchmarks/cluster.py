@@ -47,8 +47,8 @@ def ingest_rows(engine: Path, videos: list[Path], work: Path, chunk_s: float) ->
 
     from sen_infer import Retriever
     from sen_infer.cluster import IngestConfig, connect, start_ingest
-    from sen_infer.gallery import VideoOptions
-    from sen_infer.sharded import make_sharded
+    from sen_infer.ingest.video import VideoOptions
+    from sen_infer.gallery.catalogue import make_sharded
 
     rows = []
     root = work / "sequential"
@@ -94,7 +94,8 @@ def fanout_rows(total: int, dim: int, queries: int, k: int, work: Path) -> list[
 
 
 def _fanout(shards: int, total: int, dim: int, data, qs, k: int, work: Path) -> list[dict]:
-    from sen_infer.sharded import Catalogue, ShardedGallery, make_sharded
+    from sen_infer.gallery.catalogue import Catalogue, make_sharded
+    from sen_infer.gallery.sharded import ShardedGallery
     from sen_infer.store import Row, VectorStore
 
     out = []

@@ -19,8 +19,8 @@ import numpy as np
 from benchmarks.report import write
 from benchmarks.timing import interleaved, matmul_peak_gflops
 from export.parity import probe_inputs_rgb
-from sen_infer.encoders import Encoders, available_backends
-from sen_infer.preprocess import to_input
+from sen_infer.engine.encoders import Encoders, available_backends
+from sen_infer.engine.preprocess import to_input
 
 QUERY = "a woman in a red coat with a black backpack"  # 12 tokens with start and end
 

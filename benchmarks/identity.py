@@ -26,7 +26,7 @@ import numpy as np
 from benchmarks.report import write
 from benchmarks.video_retrieval import label_rows
 from sen_infer import Retriever
-from sen_infer.identity import DEFAULT_MAX_GAP, DEFAULT_THRESHOLD, conflict, link_tracks, pairwise_scores
+from sen_infer.identity.linking import DEFAULT_MAX_GAP, DEFAULT_THRESHOLD, conflict, link_tracks, pairwise_scores
 
 THRESHOLDS = [round(t, 2) for t in np.arange(0.50, 0.991, 0.02)]
 

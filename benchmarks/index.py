@@ -129,7 +129,7 @@ def bench_filtered(data: np.ndarray, queries: np.ndarray, index: Index, rows: li
 
 
 def real_embeddings(engine: str, n: int) -> np.ndarray:
-    from sen_infer.encoders import Encoders
+    from sen_infer.engine.encoders import Encoders
     from sen_train.data.synth import SynthConfig, plan_identities, render_image
 
     enc = Encoders(engine, backend="onnx-cpu")

@@ -5,7 +5,7 @@
 
 BEFORE: `Gallery.add_video` for one camera after another (decode, detect, track and embed in turn, in
 one thread). AFTER: `Gallery.add_videos(workers=N)` (N producer threads decode + detect + track, one
-encoder thread embeds crops batched across tracks and cameras; `sen_infer.pipeline`). Every run ingests
+encoder thread embeds crops batched across tracks and cameras; `sen_infer.ingest.pipeline`). Every run ingests
 the same videos into a fresh gallery with the same loaded encoders (warmed up first), and the runs are
 taken round-robin so drift on a shared machine hits them alike; with --repeats > 1 the median is kept.
 
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="pipeline_small", help="results file name under benchmarks/results")
     ap.add_argument("--label", default="", help="model label for the table (default: the manifest's model name)")
     args = ap.parse_args(argv)
-    from sen_infer.encoders import Encoders
+    from sen_infer.engine.encoders import Encoders
 
     encoders = Encoders(args.engine, args.backend)
     label = args.label or encoders.manifest.model_name

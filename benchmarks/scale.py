@@ -182,7 +182,7 @@ def phase_real(args) -> dict:
     """Recall of the graph on real embeddings: --real-n SynthPEDES crops embedded by the engine's image
     tower, searched with captions through its text tower (the modality gap included), the graph forced
     (exact_max=0) so that it, not the exact path small galleries take, is measured."""
-    from sen_infer.encoders import Encoders
+    from sen_infer.engine.encoders import Encoders
     from sen_infer.store import Row, VectorStore
     from sen_train.data.captions import make_caption
     from sen_train.data.synth import SynthConfig, plan_identities, render_image
@@ -327,7 +327,7 @@ def faiss_rows(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: P
 
 def usearch_rows(gallery: Path, dim: int, queries: np.ndarray, truth: np.ndarray, build_s: float) -> list[dict]:
     """The gallery's own index file, mapped, searched in batches as FAISS is (keys are row ids = i + 1)."""
-    from sen_infer.ann import IndexParams, TieredIndex
+    from sen_infer.store.ann import IndexParams, TieredIndex
     from sen_infer.store import VectorStore
 
     store = VectorStore.open(gallery, FP, dim, create=False)
@@ -354,7 +354,7 @@ def e2e_on(gallery: Path, engine: str, dim: int, latency_queries: int) -> dict |
     queries through the real text tower. None when the engine's dimension is not the gallery's."""
     import sqlite3
 
-    from sen_infer.manifest import read_manifest
+    from sen_infer.engine.manifest import read_manifest
 
     manifest = read_manifest(engine)
     if manifest.embed_dim != dim:

@@ -29,9 +29,9 @@ import onnxruntime as ort
 from benchmarks.report import write
 from benchmarks.timing import interleaved
 from export.parity import probe_inputs_rgb
-from sen_infer.manifest import read_manifest
-from sen_infer.preprocess import to_input
-from sen_infer.tokenizer import ClipTokenizer
+from sen_infer.engine.manifest import read_manifest
+from sen_infer.engine.preprocess import to_input
+from sen_infer.engine.tokenizer import ClipTokenizer
 
 QUERY = "a woman in a red coat with a black backpack"  # 12 tokens with start and end
 LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

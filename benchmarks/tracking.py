@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write
-from sen_infer.tracking import iou_matrix
-from sen_infer.video import extract_tracks
+from sen_infer.vision.tracking import iou_matrix
+from sen_infer.vision.decode import extract_tracks
 
 MIN_VISIBILITY = 0.25
 INSIDE = 0.5  # share of a person's box inside a crop for them to count as in it

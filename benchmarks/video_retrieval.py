@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks.report import write
 from sen_infer import Retriever
-from sen_infer.video import iou
+from sen_infer.vision.tracking import iou
 
 
 def label_rows(gallery, video: Path, table: dict) -> dict:

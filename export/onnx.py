@@ -29,8 +29,8 @@ from export.parity import ParityError, check
 from export.quantize import QuantizeConfig, QuantizeError, quantize_towers
 from export.tokenizer import build_tokenizer_json
 from export.towers import ImageTower, TextTower
-from sen_infer.manifest import Manifest, ManifestError, read_manifest, sha256_file
-from sen_infer.tokenizer import ClipTokenizer
+from sen_infer.engine.manifest import Manifest, ManifestError, read_manifest, sha256_file
+from sen_infer.engine.tokenizer import ClipTokenizer
 from sen_train.checkpoint import CheckpointError, load_model, read_meta
 
 IMAGE_ONNX, TEXT_ONNX = "image_encoder.onnx", "text_encoder.onnx"

@@ -77,9 +77,9 @@ def _quiet():
 # ---- calibration inputs: what the SDK feeds the towers ------------------------------------------
 def calibration_inputs(image_size, mean, std, tokenizer, cfg: QuantizeConfig):
     """(image batches float32 [8, 3, H, W], token batches int32 [8, L]) from SynthPEDES people drawn
-    with CALIB_SEED, preprocessed by `sen_infer.preprocess.to_input` (the SDK's own code)."""
+    with CALIB_SEED, preprocessed by `sen_infer.engine.preprocess.to_input` (the SDK's own code)."""
     from export.probe import probe_set
-    from sen_infer.preprocess import to_input
+    from sen_infer.engine.preprocess import to_input
 
     n = max(cfg.calib_images, cfg.calib_captions)
     images, _, captions, _ = probe_set(ids=max(3, -(-n // 2)), images_per_id=2, seed=CALIB_SEED)
@@ -352,7 +352,7 @@ def compare_methods(ckpt, engine, methods=METHODS, log=print) -> dict:
     """Every tower fully int8 (no node in fp32) under each calibration method: probe min and mean
     cosine to torch. How the default method was chosen (docs/export.md)."""
     from export.parity import probe_inputs, reference_embeddings, run_image, run_text
-    from sen_infer.tokenizer import ClipTokenizer
+    from sen_infer.engine.tokenizer import ClipTokenizer
     from sen_train.checkpoint import load_model
 
     engine = Path(engine)

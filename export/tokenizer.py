@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sen_infer.tokenizer import EOT, SOT, SPLIT_PATTERN
+from sen_infer.engine.tokenizer import EOT, SOT, SPLIT_PATTERN
 
 
 def build_tokenizer_json(path: str | Path) -> Path:

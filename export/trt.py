@@ -152,12 +152,12 @@ class TensorRTToolkit:
         return build_plan(self.trt, onnx_path, plan_path, profiles, cache_path, calibrator)
 
     def runner(self, plan_path: Path):
-        from sen_infer.encoders import _TrtTower
+        from sen_infer.engine.encoders import _TrtTower
 
         return _TrtTower(plan_path)
 
     def describe(self) -> dict:
-        from sen_infer.encoders import trt_runtime
+        from sen_infer.engine.encoders import trt_runtime
 
         version, capability = trt_runtime()
         return {"version": version, "gpu": self.torch.cuda.get_device_name(), "compute_capability": capability}
@@ -172,9 +172,9 @@ def export_trt(ckpt, out, max_batch: int = 256, int8_calib: str | None = None, f
 
     from export.onnx import IMAGE_ONNX, TEXT_ONNX, TOKENIZER, export_engine_dir
     from export.parity import check
-    from sen_infer.encoders import IMAGE_PLANS, TEXT_PLAN
-    from sen_infer.manifest import ManifestError, read_manifest, sha256_file, verify_files
-    from sen_infer.tokenizer import ClipTokenizer
+    from sen_infer.engine.encoders import IMAGE_PLANS, TEXT_PLAN
+    from sen_infer.engine.manifest import ManifestError, read_manifest, sha256_file, verify_files
+    from sen_infer.engine.tokenizer import ClipTokenizer
     from sen_train.checkpoint import load_model
 
     toolkit = toolkit or TensorRTToolkit()

@@ -87,7 +87,7 @@ def main() -> int:
 
     t = step("4. Export ONNX (fp32 + int8) behind the parity gate")
     from export.onnx import export_engine_dir
-    from sen_infer.manifest import ManifestError, read_manifest, sha256_file
+    from sen_infer.engine.manifest import ManifestError, read_manifest, sha256_file
 
     try:
         current = read_manifest(engine).fingerprint == sha256_file(run_dir / "best" / "model.safetensors")
@@ -104,7 +104,7 @@ def main() -> int:
 
     t = step("5. Ingest the camera videos")
     from sen_infer import Retriever
-    from sen_infer.video import iou
+    from sen_infer.vision.tracking import iou
 
     r = Retriever(engine)
     print(f"backend: {r.backend}")
@@ -131,7 +131,7 @@ def main() -> int:
         return track_pid.get(best[1]) if best[0] > 0.5 else None
 
     seen = sorted({t["pid"] for t in table["tracks"]})[:3]
-    from sen_infer.sheet import contact_sheet
+    from sen_infer.cli.sheet import contact_sheet
 
     for i, pid in enumerate(seen, 1):
         query = table["identities"][str(pid)]["captions"][0]

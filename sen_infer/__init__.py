@@ -13,12 +13,14 @@ Import rule: nothing under sen_infer imports torch, open_clip, sen_train or expo
 # makes the order right for everything that imports sen_infer first.
 import onnxruntime  # noqa: F401, E402  (first on purpose)
 
-from sen_infer.errors import (BackendUnavailable, EngineDirError, GalleryError, ModelMismatchError, QueryError,
-                              SenInferError, SourceConflict)
-from sen_infer.gallery import Gallery, IngestReport
-from sen_infer.retriever import Retriever
+from sen_infer.errors import (BackendUnavailable, EngineDirError, GalleryError, IngestError, ModelMismatchError,
+                              QueryError, SenInferError, SourceConflict, UnknownKey)
+from sen_infer.gallery import Capabilities, Gallery, GalleryLike, ShardedGallery, open_gallery
+from sen_infer.ingest import IngestReport
+from sen_infer.query import Retriever
 from sen_infer.store import Hit, Row, VectorStore
 
 __version__ = "0.1.0"
-__all__ = ["Retriever", "Gallery", "VectorStore", "Row", "Hit", "IngestReport", "SenInferError", "EngineDirError", "BackendUnavailable",
-           "GalleryError", "ModelMismatchError", "QueryError", "SourceConflict"]
+__all__ = ["Retriever", "Gallery", "ShardedGallery", "GalleryLike", "Capabilities", "open_gallery", "VectorStore", "Row",
+           "Hit", "IngestReport", "SenInferError", "EngineDirError", "BackendUnavailable", "GalleryError",
+           "ModelMismatchError", "QueryError", "SourceConflict", "UnknownKey", "IngestError"]

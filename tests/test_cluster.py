@@ -14,8 +14,8 @@ from videos import looped_avi  # noqa: E402
 
 from sen_infer import Retriever  # noqa: E402
 from sen_infer.cluster import IngestConfig, connect, start_ingest  # noqa: E402
-from sen_infer.gallery import VideoOptions  # noqa: E402
-from sen_infer.sharded import make_sharded  # noqa: E402
+from sen_infer.ingest.video import VideoOptions  # noqa: E402
+from sen_infer.gallery.catalogue import make_sharded  # noqa: E402
 
 START = 1_700_000_000.0
 CHUNK_S = 2.0  # short chunks: a killed video has committed some and not others
@@ -131,7 +131,7 @@ def test_cli(tiny_engine, footage, tmp_path, cluster):
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["added"] > 0 and out["videos"] == 1
     assert [k for k in out["unreadable"] if k.endswith("broken camera.mp4")]  # said, and no shard made for it
-    from sen_infer.sharded import Catalogue
+    from sen_infer.gallery.catalogue import Catalogue
 
     assert [s["camera"] for s in Catalogue(root).shards()] == ["cam1.mp4"]
     bad = subprocess.run([sys.executable, "-m", "sen_infer.cluster", "ingest", "--engine", str(tmp_path / "nope"),

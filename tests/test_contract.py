@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sen_infer import EngineDirError, Retriever
-from sen_infer.encoders import HashCache, Encoders, trt_mismatch
+from sen_infer.engine.encoders import HashCache, Encoders, trt_mismatch
 from sen_infer.errors import ManifestError
 
 
@@ -131,7 +131,7 @@ def test_failed_trt_gate_leaves_the_engine_dir_byte_identical(tiny_run, engine_c
 
 def test_passed_trt_gate_swaps_in_named_plans_and_records_their_build(tiny_run, engine_copy, tmp_path):
     from export.trt import export_trt
-    from sen_infer.manifest import read_manifest, verify_files
+    from sen_infer.engine.manifest import read_manifest, verify_files
 
     m = export_trt(tiny_run[1] / "best", engine_copy, max_batch=8, log=lambda *_: None,
                    toolkit=FakeToolkit(engine_copy, broken=False))

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sen_infer.detection import OnnxDetector, join_fragments, make_detector, people_in_mask
+from sen_infer.vision.detection import OnnxDetector, join_fragments, make_detector, people_in_mask
 from sen_infer.errors import DetectionsError, IngestError
-from sen_infer.tracking import IouTracker, MotionTracker
+from sen_infer.vision.tracking import IouTracker, MotionTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,7 +224,7 @@ def test_motion_tracker_uses_weak_boxes_only_to_continue_tracks():
 
 
 def test_crops_avoid_moments_covered_by_another_person():
-    from sen_infer.tracking import pick_crops
+    from sen_infer.vision.tracking import pick_crops
 
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)

@@ -14,7 +14,7 @@ import torch
 from export.onnx import ExportError, export_engine_dir
 from export.parity import ParityError
 from export.towers import ImageTower, TextTower
-from sen_infer.manifest import ManifestError, read_manifest, verify_files
+from sen_infer.engine.manifest import ManifestError, read_manifest, verify_files
 from sen_train.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sen_infer import Gallery, GalleryError, Retriever
-from sen_infer.encoders import Encoders
-from sen_infer.video import frame_times
+from sen_infer.engine.encoders import Encoders
+from sen_infer.vision.decode import frame_times
 from videos import looped_avi
 
 ROOT = Path(__file__).resolve().parents[1]

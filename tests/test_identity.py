@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sen_infer import Row, VectorStore
-from sen_infer.identity import TrackSummary, conflict, link_tracks, pairwise_scores
+from sen_infer.identity.linking import TrackSummary, conflict, link_tracks, pairwise_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 32

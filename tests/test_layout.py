@@ -53,7 +53,7 @@ def test_usearch_after_sen_infer_does_not_crash():
 
 def test_base_sdk_imports_neither_the_service_nor_ray():
     """The serve and cluster extras are optional: the SDK (sharded galleries included) works without them."""
-    code = ("import sys, sen_infer, sen_infer.sharded, sen_infer.cli; "
+    code = ("import sys, sen_infer, sen_infer.gallery.sharded, sen_infer.cli; "
             "bad = {'ray', 'fastapi', 'uvicorn', 'starlette'} & set(sys.modules); assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

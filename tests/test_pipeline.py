@@ -56,13 +56,13 @@ def _batch_noise(engine, video) -> float:
     """The largest change of one crop's normalised fp32 embedding when it is embedded in batches of
     another size and company (1, 3, 8 and all crops at once): onnxruntime's kernels sum in an order
     that depends on the batch, so float32 results differ by rounding."""
-    from sen_infer.encoders import Encoders
+    from sen_infer.engine.encoders import Encoders
     from sen_infer.store import normalise
-    from sen_infer.video import extract_tracks
+    from sen_infer.vision.decode import extract_tracks
 
     enc = Encoders(engine, "onnx-cpu")
     m = enc.manifest
-    from sen_infer.preprocess import to_input
+    from sen_infer.engine.preprocess import to_input
 
     crops = [c.crop for _, cs in extract_tracks(video / "cam1.mp4").tracks for c in cs][:24]
     x = np.stack([to_input(c, m.image_size, m.mean, m.std) for c in crops])

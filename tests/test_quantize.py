@@ -12,8 +12,8 @@ from export.onnx import export_engine_dir
 from export.parity import ParityError
 from export.quantize import SWEEP_FILE, QuantizeConfig, QuantizeError, quantised_nodes
 from export.towers import ImageTower
-from sen_infer.encoders import Encoders
-from sen_infer.manifest import read_manifest
+from sen_infer.engine.encoders import Encoders
+from sen_infer.engine.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from sen_infer import EngineDirError, Gallery, ModelMismatchError, QueryError, Retriever
-from sen_infer.encoders import Encoders
-from sen_infer.preprocess import read_bgr, to_input
+from sen_infer.engine.encoders import Encoders
+from sen_infer.engine.preprocess import read_bgr, to_input
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -200,7 +200,7 @@ def test_stale_or_damaged_index_is_rebuilt(engine, test_images, tmp_path):
 INGEST = """
 import sys
 from sen_infer import Gallery
-from sen_infer.encoders import Encoders
+from sen_infer.engine.encoders import Encoders
 g = Gallery.open(sys.argv[1], encoders=Encoders(sys.argv[2], backend="onnx-cpu"))
 g.add_images(sys.argv[3:], batch_size=3)
 print("done")
@@ -280,7 +280,7 @@ def video(synth_learn, tmp_path_factory):
 
 
 def _gt_ids(box, rows):
-    from sen_infer.video import iou
+    from sen_infer.vision.tracking import iou
 
     best = max(((iou(box, tuple(int(v) for v in r[2:6])), int(r[1])) for r in rows), default=(0.0, None))
     return best[1] if best[0] > 0.5 else None

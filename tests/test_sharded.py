@@ -8,7 +8,8 @@ import pytest
 
 from sen_infer import Retriever
 from sen_infer.errors import QueryError
-from sen_infer.sharded import ShardedGallery, make_sharded, split_key
+from sen_infer.gallery.catalogue import make_sharded, split_key
+from sen_infer.gallery.sharded import ShardedGallery
 
 DAY = 86_400.0
 START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: a 20 s clip stays within that day

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from sen_infer.cli import _finite_float, _Parser, _positive_int, run
+from sen_infer.cli.main import _finite_float, _Parser, _positive_int, run
 from sen_infer.errors import SenInferError
 
 
@@ -17,7 +17,7 @@ def cmd_ingest(args) -> int:
 
     from sen_infer.cluster.ingest import IngestConfig, connect, start_ingest
     from sen_infer.gallery import VideoOptions
-    from sen_infer.manifest import read_manifest
+    from sen_infer.engine.manifest import read_manifest
 
     read_manifest(args.engine)  # a wrong engine dir is one line here, before a cluster is started
 
@@ -52,7 +52,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_retain(args) -> int:
-    from sen_infer.sharded import Catalogue, ShardedGallery
+    from sen_infer.gallery.sharded import Catalogue, ShardedGallery
 
     Catalogue(args.gallery)  # a clear error when ROOT is not a sharded gallery
     today = args.today or time.strftime("%Y-%m-%d", time.gmtime())

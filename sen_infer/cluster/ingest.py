@@ -20,12 +20,17 @@ from pathlib import Path
 import ray
 
 from sen_infer.errors import IngestError, SenInferError
-from sen_infer.gallery import IngestReport, VideoOptions, chunk_tracks, default_camera, expand_inputs
-from sen_infer.sharded import ShardedGallery, frame_count, is_sharded, make_sharded
+from sen_infer.gallery.catalogue import is_sharded, make_sharded
+from sen_infer.gallery.sharded import ShardedGallery, frame_count
+from sen_infer.ingest.inputs import default_camera, expand_inputs
+from sen_infer.ingest.report import IngestReport
+from sen_infer.ingest.video import EXPECTED_ERRORS, VideoIngest, VideoOptions, chunk_jobs
 
 
 @dataclass
 class IngestConfig:
+    """What a cluster ingest runs with: the engine dir, the sharded root, the video options, and how
+    much of the cluster each part takes."""
     engine: str
     gallery: str  # the sharded root (made when missing)
     options: VideoOptions = field(default_factory=VideoOptions)
@@ -53,53 +58,45 @@ def connect(address: str = "local", **kw) -> None:
         ray.init(address=address, log_to_driver=False, **kw)
 
 
-class _ManifestOnly:
-    """What a shard writer's Gallery needs of the encoders: the model's identity and size, no sessions."""
-
-    def __init__(self, engine_dir: str):
-        from sen_infer.manifest import read_manifest
-
-        self.manifest = read_manifest(engine_dir)
-        self.dim = self.manifest.embed_dim
-
-
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
 class ShardWriter:
     """The one writer of one shard: plans videos and commits their chunks, in the order asked."""
 
     def __init__(self, engine_dir: str, root: str, shard_path: str):
-        from sen_infer.gallery import Gallery
+        from sen_infer.engine.manifest import read_manifest
         from sen_infer.store import VectorStore
 
-        enc = _ManifestOnly(engine_dir)
-        store = VectorStore.open(Path(root) / shard_path, enc.manifest.fingerprint, enc.dim, create=True)
-        self.gallery = Gallery(store, enc)
+        manifest = read_manifest(engine_dir)  # the model's identity and size: a writer embeds nothing
+        self.store = VectorStore.open(Path(root) / shard_path, manifest.fingerprint, manifest.embed_dim, create=True)
+        self.videos = VideoIngest(self.store, manifest, self.store.dir / "crops")
         self.plans: dict[str, object] = {}
 
     def begin(self, path: str, options: VideoOptions) -> tuple | None:
         """(start frame, source key) of a video, or None when it is done (or unusable: then with why)."""
         report = IngestReport()
-        plan = self.gallery.plan_video(path, options, report)
+        plan = self.videos.plan(path, options, report)
         if plan is None:
             return None if not report.unreadable else ("skip", report.reasons)
         self.plans[path] = plan
         return plan.start_frame, plan.key
 
-    def commit(self, path: str, video, tracks: list, embeddings: list) -> dict:
+    def commit(self, path: str, video, tracks: list, embeddings: list) -> IngestReport:
+        """Commit one chunk of a planned video (`VideoIngest.commit`); the chunk's report."""
         if path not in self.plans:  # this writer was restarted since the video was planned: plan again
             raise IngestError(f"{path}: its shard writer restarted mid-video; ingest it again to resume it")
         report = IngestReport()
-        self.gallery.commit_chunk(self.plans[path], video, tracks, embeddings, report)
-        return {"added": report.added, "existing": report.skipped_existing, "tracks": report.tracks,
-                "incomplete": report.incomplete, "notes": report.notes}
+        self.videos.commit(self.plans[path], video, tracks, embeddings, report)
+        return report
 
     def end(self, path: str) -> None:
+        """A video is done: forget its plan, save the index."""
         self.plans.pop(path, None)
-        self.gallery.store.persist_index()
+        self.store.persist_index()
 
     def close(self) -> None:
-        self.gallery.store.persist_index()
-        self.gallery.close()
+        """Save the index and close the shard."""
+        self.store.persist_index()
+        self.store.close()
 
 
 @ray.remote(max_restarts=3, max_task_retries=3)
@@ -107,11 +104,12 @@ class Embedder:
     """Holds the encoders; embeds the crops of a chunk's tracks (one array of inputs per track)."""
 
     def __init__(self, engine_dir: str, backend: str):
-        from sen_infer.encoders import Encoders
+        from sen_infer.engine.encoders import Encoders
 
         self.encoders = Encoders(engine_dir, backend)
 
     def embed(self, inputs: list) -> list:
+        """Embeddings of each track's crop inputs (one array per track)."""
         return [self.encoders.encode_inputs(x) for x in inputs]
 
 
@@ -139,7 +137,7 @@ class Progress:
 def _slim(video, tracks: list) -> tuple:
     """A chunk as the writer needs it: each track's id, first and last observation (no crops), and its
     chosen crops; the chunk's timing. Keeps what crosses the object store small."""
-    from sen_infer.tracking import Track
+    from sen_infer.vision.tracking import Track
 
     light = []
     for n, track, crops in tracks:
@@ -148,24 +146,24 @@ def _slim(video, tracks: list) -> tuple:
     return replace(video, tracks=[]), light
 
 
-def _ingest_video(path: str, options: VideoOptions, engine: str, writer, embedders: list, progress) -> dict:
-    """One video: plan with its shard's writer, then decode, track and commit chunk by chunk."""
-    from sen_infer.manifest import read_manifest
-    from sen_infer.preprocess import to_input
-    from sen_infer.video import iter_chunks
-
-    import numpy as np
+def _ingest_video(path: str, options: VideoOptions, engine: str, writer, embedders: list, progress) -> IngestReport:
+    """One video: plan with its shard's writer, then the chunk loop here, crops embedded by an encoder actor
+    and each chunk committed by the writer. Returns the video's report."""
+    from sen_infer.engine.manifest import read_manifest
 
     progress.start.remote(path, os.getpid())
+    report = IngestReport()
     got = ray.get(writer.begin.remote(path, options))
     if got is None:
-        return {"path": path, "skipped_existing": 1}
+        report.skipped_existing += 1
+        return report
     if got[0] == "skip":
-        return {"path": path, "unreadable": got[1]}
+        for name, why in got[1].items():
+            report.skip(name, why)
+        return report
     start_frame, _ = got
-    m = read_manifest(engine)
+    plan = _WorkerPlan(path, start_frame)
     embedder = embedders[hash(path) % len(embedders)]
-    out = {"path": path, "added": 0, "existing": 0, "tracks": 0, "frames": 0, "incomplete": {}, "notes": []}
     pending = [0]
 
     def tick(n):
@@ -174,27 +172,29 @@ def _ingest_video(path: str, options: VideoOptions, engine: str, writer, embedde
             progress.add.remote(pending[0])
             pending[0] = 0
 
-    from sen_infer.errors import SourceConflict, VideoReadError
-
     try:
-        for video in iter_chunks(path, **options.chunk_args(start_frame), progress=tick):
-            tracks = chunk_tracks(video)
-            inputs = [np.stack([to_input(c.crop, m.image_size, m.mean, m.std) for c in crops]) for _, _, crops in tracks]
-            embeddings = ray.get(embedder.embed.remote(inputs)) if inputs else []
-            slim_video, slim_tracks = _slim(video, tracks)
-            got = ray.get(writer.commit.remote(path, slim_video, slim_tracks, embeddings))
-            for name in ("added", "existing", "tracks"):
-                out[name] += got[name]
-            out["incomplete"].update(got["incomplete"])
-            out["notes"] += [n for n in got["notes"] if n not in out["notes"]]
-            out["frames"] = video.frames
-    except (VideoReadError, SourceConflict, OSError) as e:
-        out["failed"] = f"{type(e).__name__}: {e}"
+        for job in chunk_jobs(plan, options, read_manifest(engine), tick):
+            embeddings = ray.get(embedder.embed.remote(job.inputs)) if job.inputs else []
+            slim_video, slim_tracks = _slim(job.chunk, job.tracks)
+            chunk = ray.get(writer.commit.remote(path, slim_video, slim_tracks, embeddings))
+            chunk.notes = [n for n in chunk.notes if n not in report.notes]
+            chunk.frames = 0  # a video's frames are its decoded count so far, not a sum over chunks
+            report.merge(chunk)
+            report.frames = job.chunk.frames
+    except EXPECTED_ERRORS as e:
+        report.fail(path, f"{type(e).__name__}: {e}")
     finally:
         progress.add.remote(pending[0])
     ray.get(writer.end.remote(path))
     progress.done.remote(path)
-    return out
+    return report
+
+
+@dataclass
+class _WorkerPlan:
+    """What the chunk loop needs of a video's plan on a worker (the writer keeps the whole plan)."""
+    path_text: str
+    start_frame: int
 
 
 @dataclass
@@ -224,17 +224,7 @@ class ClusterJob:
                     first = str(e).strip().splitlines()
                     report.fail(self.refs[ref], f"{type(e).__name__}: {first[-1] if first else e}")
                     continue
-                report.added += got.get("added", 0)
-                report.skipped_existing += got.get("existing", 0) + got.get("skipped_existing", 0)
-                report.tracks += got.get("tracks", 0)
-                report.frames += got.get("frames", 0)
-                report.incomplete.update(got.get("incomplete", {}))
-                report.notes += got.get("notes", [])
-                if "unreadable" in got:
-                    for name, why in got["unreadable"].items():
-                        report.skip(name, why)
-                if "failed" in got:
-                    report.fail(got["path"], got["failed"])
+                report.merge(got)
             if bar is not None:
                 frames = self.state()["frames"]
                 bar.update(max(0, frames - shown))

@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sen_infer.errors import BackendUnavailable, GalleryError, QueryError, SenInferError, UnknownKey
-from sen_infer.retriever import Retriever
+from sen_infer.query import Retriever
 from sen_infer.serve.audit import AuditLog
 from sen_infer.serve.auth import Gate, Key, gate_for
 from sen_infer.serve.frames import FrameRenderer, FrameUnavailable

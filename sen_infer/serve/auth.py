@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sen_infer.errors import SenInferError
-from sen_infer.store import write_atomic
+from sen_infer.files import write_atomic
 
 ROLES = ("viewer", "admin")  # admin may do everything a viewer may, and read the audit log
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from sen_infer.errors import SenInferError, VideoReadError
-from sen_infer.preprocess import read_bgr
+from sen_infer.engine.preprocess import read_bgr
 from sen_infer.store import Row
 
 BOX_COLOUR = (0, 200, 255)  # BGR amber: visible on both dark and light scenes
@@ -39,7 +39,7 @@ def read_video_frame(path: str, frame: int) -> np.ndarray:
     """Frame number `frame` (0-based, in decode order, as the ingest counted) of the video at `path`.
     Seeks, then checks the decoder's position; a container that cannot seek exactly is read from the
     start instead (slow but right)."""
-    from sen_infer.video import open_video
+    from sen_infer.vision.decode import open_video
 
     cap, _, _ = open_video(path)
     try:
@@ -110,7 +110,7 @@ class FrameRenderer:
             if img is None:
                 raise FrameUnavailable("the gallery's copy of this picture is missing or unreadable")
             return img
-        from sen_infer.gallery import _same_beginning  # the ingest's own content identity
+        from sen_infer.ingest.inputs import same_beginning  # the ingest's own content identity
 
         path = (record or {}).get("path")
         if not path or not Path(path).is_file():
@@ -118,7 +118,7 @@ class FrameRenderer:
         if record.get("superseded") is not None:
             raise FrameUnavailable("the source video was replaced by a newer file since this row was ingested")
         head = record.get("head")
-        if not head or not _same_beginning(path, head, Path(path).stat().st_size):
+        if not head or not same_beginning(path, head, Path(path).stat().st_size):
             raise FrameUnavailable("the source video's content changed since this row was ingested")
         try:
             return read_video_frame(path, row.frame)

@@ -1,8 +1,8 @@
 """Video → person tracks: OpenCV decode, a detector, a tracker, and a few good crops per track.
 
-Detectors (`sen_infer.detection`): "mog2" (background subtraction, for static cameras; the default),
+Detectors (`sen_infer.vision.detection`): "mog2" (background subtraction, for static cameras; the default),
 "mog2-split" (its blobs split into people), "hog", a MOT-format detections file, or an ONNX person
-detector. Trackers (`sen_infer.tracking`): "iou" or "motion" (Kalman + ByteTrack
+detector. Trackers (`sen_infer.vision.tracking`): "iou" or "motion" (Kalman + ByteTrack
 association, the default). Tracks are embedded from a handful of large, sharp crops, not covered by other
 people's boxes, spread over their lifetime rather than every frame.
 """
@@ -18,13 +18,10 @@ import cv2
 import numpy as np
 
 from sen_infer.errors import VideoReadError
-from sen_infer.preprocess import is_regular_file
+from sen_infer.engine.preprocess import is_regular_file
 
-# re-exported: these lived here before detection and tracking became modules of their own
-from sen_infer.detection import (HogDetector, Mog2Detector, Mog2SplitDetector, MotDetections,  # noqa: F401,E402
-                                 OnnxDetector, check_detector, make_detector, read_mot)
-from sen_infer.tracking import (BOX, IouTracker, MotionTracker, Observation, Track, crop_quality,  # noqa: F401,E402
-                                iou, make_tracker, pick_crops)
+from sen_infer.vision.detection import make_detector
+from sen_infer.vision.tracking import make_tracker, pick_crops
 
 
 @dataclass

@@ -4,7 +4,7 @@ It knows nothing of models, images or video (that is `sen_infer.gallery`, the in
 `add_embeddings(vectors, rows)`, `search`, `rows`, `remove`, and a record per source (what was ingested
 of which file) that commits in the same transaction as its rows. Rows are unique on (source, frame,
 bbox), so re-adding adds nothing. The index is saved by write-to-temp + rename, memory-mapped when
-opened (`sen_infer.ann`: no second copy of the vectors in RAM, shared by every process), and brought up to
+opened (`sen_infer.store.ann`: no second copy of the vectors in RAM, shared by every process), and brought up to
 date from SQLite on open: only the rows committed after the saved file are added, so a crash mid-save never
 costs a full rebuild. The in-memory columns (key, camera, time, track, source: ~30 bytes a row) are saved
 beside the index so a million-row gallery opens without reading its table. Many threads (and other
@@ -17,18 +17,19 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from sen_infer.ann import IndexParams, TieredIndex
-from sen_infer.errors import GalleryError, ModelMismatchError, SourceConflict, require_utf8
+from sen_infer.files import fsync_path, remove_stale_temps, temp_name, write_atomic
+from sen_infer.store.ann import IndexParams, TieredIndex
+from sen_infer.store.rows import Appearance, Row, SourceRecord, TrackSummary, normalise
+from sen_infer.errors import GalleryError, ModelMismatchError, SourceConflict, UnknownKey, require_utf8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,112 +79,6 @@ PERSIST_DELTA = 50_000  # a writer saves the index whenever this many rows wait 
 # crash leaves to re-index on the next open: ~25 s of 512-d inserts on 2 cores)
 COLUMNS_FILE = "columns.npz"
 REMAP_DELTA = 20_000  # a reader holding this many rows in RAM maps a newer index file saved by a writer
-
-
-@dataclass(frozen=True)
-class Row:
-    """One person crop: what is given to `add_embeddings` (key None), what `rows` returns, and what a
-    search returns (with its cosine `score`). `superseded`: its source file was later replaced."""
-    source: str
-    camera: str | None = None
-    frame: int = -1
-    timestamp: float | None = None
-    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
-    track: int | None = None
-    crop_path: str | None = None
-    key: int | None = None
-    score: float | None = None
-    superseded: bool = False
-    person: int | None = None  # the identity its track is linked to across cameras (`link_identities`)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["bbox"] = list(self.bbox)
-        return d
-
-
-Hit = Row  # a search hit is a Row with its score: one type from ingest to the search page
-
-
-@dataclass
-class SourceRecord:
-    """What was ingested of one source (a file version); committed with its rows. resume_frame None = done."""
-    source: str
-    kind: str
-    path: str | None = None
-    resume_frame: int | None = None
-    frames: int | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    head: str | None = None
-    supersedes: str | None = None  # the older version of this path that this one replaces
-    first: bool = False  # the first commit of this source (its key must not hold other content)
-    finished: float = field(default_factory=time.time)
-
-
-_TEMP_NAME = re.compile(r"\.(\d+)\.\d+(?:\.\d+)?\.tmp$")  # .NAME.PID.THREAD[.OBJECT].tmp
-
-
-def temp_name(target: Path, owner: object = None) -> Path:
-    """A temp name beside `target` no other writer uses: process, thread (and object) in the name, the
-    pid first so that `remove_stale_temps` can tell a dead writer's leftovers from a live one's."""
-    tail = f".{id(owner)}" if owner is not None else ""
-    return target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}{tail}.tmp")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` by temp + fsync + rename; OSError (nothing left behind) when it cannot."""
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine (temp files carry their writer's pid)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def remove_stale_temps(folder: Path) -> int:
-    """Delete temp files under `folder` left by writers that died mid-write (a killed ingest can leave a
-    35 MB index copy); a temp whose process is still alive is left alone. Returns how many were removed."""
-    removed = 0
-    for t in [t for pattern in (".*.tmp", "*/*/.*.tmp", "*/*/*/.*.tmp") for t in folder.glob(pattern)]:
-        match = _TEMP_NAME.search(t.name)
-        if match is None or _alive(int(match.group(1))):
-            continue
-        with contextlib.suppress(OSError):
-            t.unlink()
-            removed += 1
-    return removed
-
-
-def normalise(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -765,7 +660,7 @@ class VectorStore:
         try:
             whole = self._index.materialise()
             whole.save(str(tmp))
-            _fsync(tmp)
+            fsync_path(tmp)
             count = len(whole)
             del whole
             generation = self._conn().execute("SELECT value FROM meta WHERE key='generation'").fetchone()
@@ -975,14 +870,14 @@ class VectorStore:
     def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
         """What surrounds row `key`: the keys of its track (time order) and of up to `nearby` other rows of
         its camera nearest to it in time. From the in-memory columns, so it costs no table scan.
-        KeyError for a key not in the gallery."""
+        UnknownKey for a key not in the gallery."""
         self.refresh()
         with self._lock:
             view = self._view()
         n = len(view.ids)
         i = int(np.searchsorted(view.ids, key))
         if i >= n or view.ids[i] != key:
-            raise KeyError(key)
+            raise UnknownKey(f"no row with key {key} in the gallery")
         track = int(view.track[i])
         same_track = np.flatnonzero(view.track == track) if track >= 0 else np.array([i])
         same_track = same_track[np.lexsort((view.ids[same_track], np.nan_to_num(view.time[same_track], nan=np.inf)))]
@@ -1257,8 +1152,6 @@ class VectorStore:
     def track_summaries(self) -> list:
         """Every track of a current (not superseded) source as a `identity.TrackSummary`: camera, first and
         last timestamp, normalised mean embedding."""
-        from sen_infer.identity import TrackSummary
-
         self.refresh()
         with self._lock:
             view = self._view()
@@ -1303,8 +1196,6 @@ class VectorStore:
 
     def appearances(self, person: int) -> list:
         """The tracks linked to `person` (or the track `person` when it was never linked), in time order."""
-        from sen_infer.identity import Appearance
-
         with self._db("read a timeline"):
             conn = self._conn()
             tracks = [person]
@@ -1326,12 +1217,12 @@ class VectorStore:
         return sorted(out, key=lambda a: (a.start is None, a.start or 0.0, a.track))
 
     def embedding(self, key: int) -> np.ndarray:
-        """Row `key`'s stored (unit) vector; KeyError when the gallery has no such row."""
+        """Row `key`'s stored (unit) vector; UnknownKey when the gallery has no such row."""
         self.refresh()
         with self._lock:
             i = int(np.searchsorted(self._ids, key))
             if i >= len(self._ids) or self._ids[i] != key:
-                raise KeyError(key)
+                raise UnknownKey(f"no row with key {key} in the gallery")
             return self._vectors(np.array([key]))[0]
 
     def stats(self) -> dict:

@@ -16,11 +16,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sen_infer.errors import EngineDirError, GalleryError, IngestError, QueryError, SenInferError, require_utf8
-from sen_infer.gallery import IngestReport, expand_inputs
+from sen_infer.ingest.inputs import expand_inputs
+from sen_infer.ingest.report import IngestReport
 
 
 def _retriever(args):
-    from sen_infer.retriever import Retriever
+    from sen_infer.query import Retriever
 
     require_utf8(args.engine, "--engine path", EngineDirError)
     if args.gallery is not None:
@@ -33,12 +34,12 @@ def _print_json(obj) -> None:
 
 
 def cmd_ingest(args) -> int:
-    from sen_infer.video import check_detector
+    from sen_infer.vision.detection import check_detector
 
     if args.camera is not None:
         require_utf8(args.camera, "--camera", IngestError)
     check_detector(args.detector)  # a bad detections file fails before anything is ingested
-    from sen_infer.tracking import make_tracker
+    from sen_infer.vision.tracking import make_tracker
 
     make_tracker(args.tracker, args.stride)
     r = _retriever(args)
@@ -52,7 +53,7 @@ def cmd_ingest(args) -> int:
     video_args = dict(camera=args.camera, start_time=args.start_time, detector=args.detector, stride=args.stride,
                       chunk_seconds=args.chunk_seconds, tracker=args.tracker)
     if args.workers is None:
-        from sen_infer.pipeline import recommended_workers
+        from sen_infer.ingest.pipeline import recommended_workers
 
         args.workers = recommended_workers()
     if videos and args.workers == 0:  # one video after another, decoding and embedding in turn
@@ -62,8 +63,7 @@ def cmd_ingest(args) -> int:
     elif videos:
         report.merge(_ingest_videos(g, videos, args, video_args))
     links = None
-    sharded = not hasattr(g, "store")  # a sharded root: identities are linked within one gallery only
-    if videos and not args.no_link and report.added and not sharded:
+    if videos and not args.no_link and report.added and g.capabilities.identities:
         links = g.link_identities()  # new tracks: relink the gallery's identities across cameras
     summary = {"added": report.added, "tracks": report.tracks, "skipped_existing": report.skipped_existing,
                "unreadable": report.unreadable, "reasons": report.reasons, "failed": report.failed,
@@ -151,10 +151,8 @@ def cmd_tune_index(args) -> int:
         raise QueryError(f"--target must be a recall in (0, 1], not {args.target}")
     r = _retriever(args)
     g = r.open_gallery(create=False)
-    if not hasattr(g, "store"):
-        raise GalleryError(f"{g.dir} is a sharded root: tune one shard's index at a time "
-                           f"(--gallery {g.dir}/shards/CAMERA/DAY)")
-    g.store.check_writable()
+    if not g.capabilities.tune_index:
+        g.tune_index()  # raises the one-line reason
     result = r.tune_index(queries, target=args.target)
     if args.json:
         _print_json(result)
@@ -167,14 +165,14 @@ def cmd_tune_index(args) -> int:
         print(f"target {result['target']:g} {verdict}: expansion_search {result['chosen']} stored in the gallery "
               f"({result['queries']} {'of your' if result['query_source'] == 'given' else 'of its own'} queries, "
               f"{result['rows']} rows)")
-        exact_max = r.open_gallery().exact_max
+        exact_max = r.open_gallery().store.exact_max
         if result["rows"] <= exact_max:
             print(f"note: up to {exact_max:,} rows the gallery is searched exactly; the width applies beyond that")
     return 0 if result["reached"] else 1
 
 
 def cmd_query(args) -> int:
-    from sen_infer.retriever import check_filters
+    from sen_infer.query import check_filters
 
     query = args.image if args.image else args.text
     if args.image:
@@ -185,7 +183,7 @@ def cmd_query(args) -> int:
             raise QueryError("query text is empty")
     check_filters(args.k, args.camera, args.since, args.until)
     if args.sheet:
-        from sen_infer.sheet import check_sheet_path
+        from sen_infer.cli.sheet import check_sheet_path
 
         check_sheet_path(args.sheet)  # before the query runs, not after
     r = _retriever(args)
@@ -197,7 +195,7 @@ def cmd_query(args) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if args.sheet:
-        from sen_infer.sheet import contact_sheet
+        from sen_infer.cli.sheet import contact_sheet
 
         contact_sheet(hits, args.sheet, title=query)
     if args.json:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from sen_infer.errors import QueryError, require_utf8
-from sen_infer.preprocess import read_bgr
+from sen_infer.engine.preprocess import read_bgr
 
 CELL_H, CELL_W, LABEL_H = 192, 96, 34
 SHEET_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -9,7 +9,7 @@ whatever the number and length of the videos: a producer waits when the encoder 
 video holds at most `chunks_ahead` decoded chunks that are not yet committed.
 
 What is stored is exactly what `add_video` stores: each video's chunks commit in order through
-`Gallery.commit_chunk`, each with its resume point (a crash loses only uncommitted chunks and the next
+`VideoIngest.commit`, each with its resume point (a crash loses only uncommitted chunks and the next
 ingest resumes), local track numbers become gallery-wide ids inside the committing transaction, a
 replaced file supersedes its old source, and a video that cannot be read or stored is reported while
 the others go on. Only the batching of crops differs, which changes embeddings by float32 rounding
@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sen_infer.errors import IngestError, SourceConflict, VideoReadError
-from sen_infer.gallery import IngestReport, chunk_tracks, video_failed
-
-EXPECTED_ERRORS = (VideoReadError, SourceConflict, OSError)  # one video's problem; the others go on
+from sen_infer.errors import IngestError, SourceConflict
+from sen_infer.ingest.report import IngestReport
+from sen_infer.ingest.video import EXPECTED_ERRORS, VideoIngest, chunk_jobs, video_failed
 
 
 def default_workers() -> int:
@@ -80,7 +79,7 @@ class _Stopped(Exception):
 @dataclass
 class _Video:
     """One video on its way through the pipeline."""
-    plan: object  # gallery.VideoPlan
+    plan: object  # ingest.video.VideoPlan
     report: IngestReport
     slots: threading.Semaphore  # chunks decoded and not yet committed
     given_up: bool = False  # a commit failed: its later chunks are dropped, its producer stops
@@ -104,8 +103,9 @@ _DONE = object()  # no more jobs: sent by the last producer to the encoder, then
 
 
 class _Pipeline:
-    def __init__(self, gallery, paths: list, opts, config: PipelineConfig, progress):
-        self.gallery, self.opts, self.config, self.progress = gallery, opts, config, progress
+    def __init__(self, videos: VideoIngest, encoders, paths: list, opts, config: PipelineConfig, progress):
+        self.videos, self.encoders = videos, encoders
+        self.opts, self.config, self.progress = opts, config, progress
         self.paths = iter(paths)
         self.paths_lock = threading.Lock()
         self.crops: queue.Queue = queue.Queue(config.queued_crops)  # producers -> encoder
@@ -154,12 +154,10 @@ class _Pipeline:
                     pass
 
     def _one_video(self, worker: int, path) -> None:
-        from sen_infer.video import iter_chunks
-
         report = IngestReport()
         error = None
         try:
-            plan = self.gallery.plan_video(path, self.opts, report)
+            plan = self.videos.plan(path, self.opts, report)
         except OSError as e:  # the file went away or became unreadable between the checks
             report.skip(path, f"cannot read it ({e.strerror or e})")
             plan = None
@@ -176,14 +174,13 @@ class _Pipeline:
                 raise _Stopped
 
         try:
-            for chunk in iter_chunks(plan.path_text, **self.opts.chunk_args(plan.start_frame), progress=tick):
-                tracks = chunk_tracks(chunk)
-                inputs = [x for _, _, crops in tracks for x in self.gallery.crop_inputs(crops)]
+            for chunk_job in chunk_jobs(plan, self.opts, self.videos.manifest, tick):
+                inputs = [x for per_track in chunk_job.inputs for x in per_track]
                 while not video.slots.acquire(timeout=0.1):  # the writer is behind on this video
                     if self.stop.is_set():
                         raise _Stopped
-                job = _Job(video, chunk, tracks, np.empty((len(inputs), self.gallery.dim), np.float32),
-                           len(inputs))
+                job = _Job(video, chunk_job.chunk, chunk_job.tracks,
+                           np.empty((len(inputs), self.videos.store.dim), np.float32), len(inputs))
                 self._put(job)
                 for i, x in enumerate(inputs):
                     self._put((job, i, x))
@@ -208,7 +205,7 @@ class _Pipeline:
         batch: list = []  # (job, index, input)
         pending: deque[_Job] = deque()  # jobs in arrival order, handed on in that order once embedded
         deadline = None
-        encoders = self.gallery.encoders
+        encoders = self.encoders
 
         def flush():
             nonlocal deadline
@@ -292,7 +289,7 @@ class _Pipeline:
                 start += len(crops)
             try:
                 before = video.report.added
-                self.gallery.commit_chunk(video.plan, job.chunk, job.tracks, spans, video.report)
+                self.videos.commit(video.plan, job.chunk, job.tracks, spans, video.report)
                 self.added += video.report.added - before
             except (SourceConflict, OSError) as e:
                 video_failed(video.plan, e, video.report)
@@ -301,8 +298,9 @@ class _Pipeline:
             video.slots.release()
 
 
-def run_pipeline(gallery, paths: list, opts, config: PipelineConfig, progress=None) -> IngestReport:
-    """Ingest `paths` (videos) into `gallery` with `config.workers` producers and one encoder; returns
+def run_pipeline(videos: VideoIngest, encoders, paths: list, opts, config: PipelineConfig,
+                 progress=None) -> IngestReport:
+    """Ingest `paths` (videos) into the store of `videos`, embedded by `encoders`, with `config.workers` producers and one encoder; returns
     the merged report: `seconds` is the wall time, `encoder_seconds` the time inside encoder calls."""
     total = IngestReport()
     t0 = time.perf_counter()
@@ -318,7 +316,7 @@ def run_pipeline(gallery, paths: list, opts, config: PipelineConfig, progress=No
         return total
     config = PipelineConfig(min(config.workers, len(unique)), config.batch_size, config.max_wait,
                             config.chunks_ahead, config.queued_crops)
-    pipe = _Pipeline(gallery, unique, opts, config, progress)
+    pipe = _Pipeline(videos, encoders, unique, opts, config, progress)
     threads = [threading.Thread(target=pipe.produce, args=(w,), name=f"sen-ingest-decode-{w}", daemon=True)
                for w in range(config.workers)]
     threads.append(threading.Thread(target=pipe.encode, name="sen-ingest-encode", daemon=True))
@@ -331,7 +329,7 @@ def run_pipeline(gallery, paths: list, opts, config: PipelineConfig, progress=No
         for t in threads:
             t.join()
         if pipe.added:
-            gallery.store.persist_index()  # also after an error or Ctrl-C: what was committed is indexed
+            videos.store.persist_index()  # also after an error or Ctrl-C: what was committed is indexed
         total.seconds = time.perf_counter() - t0
         total.encoder_seconds = pipe.encoder_seconds
         total.encoder_batches = pipe.batches

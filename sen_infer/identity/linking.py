@@ -17,35 +17,12 @@ smallest track id in it, so ids stay put as long as that track does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from sen_infer.store.rows import Appearance, TrackSummary  # noqa: F401  (the types linking reads and returns)
 
 DEFAULT_THRESHOLD = 0.80
 DEFAULT_MAX_GAP = 3600.0
-
-
-@dataclass(frozen=True)
-class TrackSummary:
-    track: int
-    camera: str | None
-    start: float | None  # seconds (unix time) of its first and last crop
-    end: float | None
-    embedding: np.ndarray  # normalised mean of its crops' embeddings
-
-
-@dataclass(frozen=True)
-class Appearance:
-    """One track of a person: where and when they were seen, and the keys of its crops."""
-    person: int
-    track: int
-    camera: str | None
-    source: str
-    start: float | None
-    end: float | None
-    first_frame: int
-    last_frame: int
-    keys: tuple[int, ...]
 
 
 def conflict(a: TrackSummary, b: TrackSummary, max_gap: float | None, overlapping_views: bool) -> bool:

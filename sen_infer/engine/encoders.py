@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from sen_infer.errors import BackendUnavailable, EngineDirError, ManifestError, QueryError, require_utf8
-from sen_infer.manifest import Manifest, read_manifest, sha256_file, verify_files
-from sen_infer.preprocess import to_input
-from sen_infer.tokenizer import ClipTokenizer
+from sen_infer.engine.manifest import Manifest, read_manifest, sha256_file, verify_files
+from sen_infer.engine.preprocess import to_input
+from sen_infer.engine.tokenizer import ClipTokenizer
 
 BACKENDS = ("tensorrt-int8", "tensorrt", "onnx-cuda", "onnx-cpu-int8", "onnx-cpu")
 TOKENIZER = "tokenizer.json"
@@ -361,7 +361,7 @@ class Encoders:
 
     def encode_images(self, images) -> np.ndarray:
         """Images as BGR uint8 arrays or paths (unreadable paths raise; the gallery skips them first)."""
-        from sen_infer.preprocess import check_image_array, read_bgr
+        from sen_infer.engine.preprocess import check_image_array, read_bgr
 
         m = self.manifest
         out = []

@@ -1,8 +1,5 @@
-"""A sharded gallery: many ordinary galleries under one root, searched as one.
-
-    ROOT/catalogue.sqlite          which shards exist: (camera, UTC day) -> folder, and the time span
-                                   of each shard's rows (widened before rows are committed, never narrowed)
-    ROOT/shards/<camera>/<day>/    an ordinary gallery (gallery.sqlite + index + crops)
+"""A sharded gallery: many ordinary galleries under one root (`sen_infer.gallery.catalogue`), searched
+as one. It reads and writes its shards only through `GalleryLike` (each shard is a `Gallery`).
 
 Shards are searched one after another by default (`fanout_workers`), each with the store's own
 multi-threaded search; `workers=N` searches N at once.
@@ -14,47 +11,29 @@ the shard of the day it starts, so a track never spans two shards, and per-track
 then merging gives exactly what one gallery holding the same rows gives.
 
 Keys are global: shard number << 32 | the shard's own row key (safe as a JSON number up to 2M shards
-of 4G rows each).
+of 4G rows each; `catalogue.global_key`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
-import sqlite3
 import threading
-import time
 from collections import OrderedDict
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from sen_infer.errors import GalleryError, QueryError, UnknownKey, require_utf8
-from sen_infer.gallery import Gallery, IngestReport, default_camera
+from sen_infer.gallery.catalogue import UNDATED, Catalogue, day_of, global_key, is_sharded, split_key
+from sen_infer.gallery.protocol import Capabilities
+from sen_infer.gallery.single import Gallery
+from sen_infer.ingest.inputs import default_camera
+from sen_infer.ingest.report import IngestReport
 from sen_infer.store import Row, normalise
-
-CATALOGUE = "catalogue.sqlite"
-SHIFT = 32
-LOCAL_MASK = (1 << SHIFT) - 1
-UNDATED = "undated"  # rows without a clock (no start time): their own shard per camera
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS shards (
-    no INTEGER PRIMARY KEY AUTOINCREMENT,
-    camera TEXT NOT NULL,
-    day TEXT NOT NULL,
-    path TEXT NOT NULL UNIQUE,
-    t_min REAL, t_max REAL,
-    created REAL NOT NULL,
-    UNIQUE (camera, day)
-);
-"""
-
 
 def fanout_workers() -> int:
     """Threads that search shards at once. Each shard's search is already a multi-threaded matrix product
@@ -65,96 +44,20 @@ def fanout_workers() -> int:
     return 1 if cores < 8 else cores // 4
 
 
-def is_sharded(path) -> bool:
-    return (Path(path) / CATALOGUE).is_file()
-
-
-def day_of(timestamp: float | None) -> str:
-    """The UTC day a timestamp falls in ("YYYY-MM-DD"), or "undated"."""
-    if timestamp is None or not math.isfinite(timestamp):
-        return UNDATED
-    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
-
-
-def _slug(camera: str) -> str:
-    """A folder name for a camera: readable, and unique per name (a hash suffix when it had to change)."""
-    import hashlib
-
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", camera).strip("._") or "camera"
-    return safe[:60] if safe == camera else f"{safe[:48]}-{hashlib.sha1(camera.encode()).hexdigest()[:8]}"
-
-
-def global_key(shard: int, local: int) -> int:
-    return (int(shard) << SHIFT) | int(local)
-
-
-def split_key(key: int) -> tuple[int, int]:
-    return int(key) >> SHIFT, int(key) & LOCAL_MASK
-
-
-class Catalogue:
-    """The root's list of shards (SQLite: many writers of different shards update it safely)."""
-
-    def __init__(self, root: Path, create: bool = False):
-        self.root = Path(root)
-        self.path = self.root / CATALOGUE
-        if not self.path.is_file() and not create:
-            raise GalleryError(f"no sharded gallery at {root} ({CATALOGUE} is missing)")
-        if create:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with self._conn() as conn:
-                conn.executescript(SCHEMA)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', 'sen-sharded/1')")
-
-    @contextmanager
-    def _conn(self):
-        try:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        except sqlite3.Error as e:
-            raise GalleryError(f"{self.path}: cannot open the catalogue: {e}") from None
-        try:
-            yield conn
-        except sqlite3.DatabaseError as e:
-            raise GalleryError(f"{self.path}: {e}") from None
-        finally:
-            conn.close()
-
-    def shards(self) -> list[dict]:
-        with self._conn() as conn:
-            cur = conn.execute("SELECT no, camera, day, path, t_min, t_max FROM shards ORDER BY no")
-            return [dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r)) for r in cur]
-
-    def shard_for(self, camera: str, day: str) -> dict:
-        """The shard of (camera, day), made (catalogue row + folder name) if it does not exist yet."""
-        path = f"shards/{_slug(camera)}/{day}"
-        with self._conn() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT OR IGNORE INTO shards (camera, day, path, created) VALUES (?, ?, ?, ?)",
-                         (camera, day, path, time.time()))
-            conn.execute("COMMIT")
-            r = conn.execute("SELECT no, camera, day, path, t_min, t_max FROM shards WHERE camera=? AND day=?",
-                             (camera, day)).fetchone()
-        return dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r))
-
-    def widen(self, no: int, t_min: float | None, t_max: float | None) -> None:
-        """Widen a shard's recorded time span to cover [t_min, t_max]; called BEFORE rows with those
-        times are committed, so a crash in between leaves the span too wide (harmless), never too narrow
-        (which would hide rows from a time-filtered search)."""
-        if t_min is None or t_max is None:
-            return
-        with self._conn() as conn:
-            conn.execute("UPDATE shards SET t_min = min(coalesce(t_min, ?), ?), t_max = max(coalesce(t_max, ?), ?) "
-                         "WHERE no=?", (t_min, t_min, t_max, t_max, no))
-
-    def forget(self, no: int) -> None:
-        with self._conn() as conn:
-            conn.execute("DELETE FROM shards WHERE no=?", (no,))
-
-
 class ShardedGallery:
     """The `Gallery` reading surface over a sharded root (`Retriever` opens one when ROOT holds a
     catalogue), plus ingest routed to the (camera, day) shard. Shards are opened when a query first
-    needs them; at most `max_open` stay open."""
+    needs them; at most `max_open` stay open.
+
+    Args:
+        root: the sharded root (holding `catalogue.sqlite`).
+        encoders: the encoders every shard is opened with.
+        create: make the root when it does not exist.
+        max_open: shards kept open at once (least recently used closed first).
+        workers: shards searched at once (default `fanout_workers()`).
+    """
+
+    capabilities = Capabilities(identities=False, tune_index=False, sharded=True)
 
     def __init__(self, root: Path, encoders, create: bool = False, max_open: int = 256, workers: int | None = None):
         require_utf8(str(root), "gallery path", GalleryError)
@@ -171,6 +74,7 @@ class ShardedGallery:
 
     @classmethod
     def open(cls, root, encoders, create: bool = False) -> "ShardedGallery":
+        """Open the sharded root at `root`; GalleryError when it holds no catalogue (and create=False)."""
         return cls(Path(root), encoders, create=create)
 
     # ---- shards -----------------------------------------------------------------------------------
@@ -208,6 +112,7 @@ class ShardedGallery:
             gone.close()
 
     def shard_for(self, camera: str, timestamp: float | None) -> tuple[dict, Gallery]:
+        """(catalogue entry, opened shard) of `camera` on the UTC day of `timestamp`, made if new."""
         info = self.catalogue.shard_for(camera, day_of(timestamp))
         return info, self.shard(info["no"], info, create=True)
 
@@ -230,8 +135,14 @@ class ShardedGallery:
     # ---- search -----------------------------------------------------------------------------------
     def search(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
                superseded: bool = False, per_person: bool = False) -> list[Row]:
-        """Each matching shard's top k as (key, score), merged by score then global key; then the rows of
-        the k winners only, read from their shards."""
+        """`nearest`, then the rows of the k winners only, read from their shards."""
+        best = self.nearest(query, k, camera, since, until, per_track, superseded, per_person)
+        rows = self.rows([key for key, _ in best])
+        return [replace(rows[key], score=score) for key, score in best if key in rows]
+
+    def nearest(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
+                superseded: bool = False, per_person: bool = False) -> list[tuple[int, float]]:
+        """Each matching shard's top k as (key, score), merged by score then global key."""
         if per_person:
             raise QueryError("per_person is not available on a sharded gallery: identities are linked "
                              "within one gallery")
@@ -240,7 +151,7 @@ class ShardedGallery:
         q = normalise(np.asarray(query, np.float32).reshape(-1))
 
         def one(s):
-            pairs = self.shard(s["no"], s).store.nearest(q, k, camera, since, until, per_track, superseded)
+            pairs = self.shard(s["no"], s).nearest(q, k, camera, since, until, per_track, superseded)
             return [(score, global_key(s["no"], key)) for key, score in pairs]
 
         if len(shards) <= 1 or self.workers <= 1:
@@ -248,8 +159,7 @@ class ShardedGallery:
         else:
             results = list(self._executor().map(one, shards))
         best = sorted((p for part in results for p in part), key=lambda p: (-p[0], p[1]))[:k]
-        rows = self.rows([key for _, key in best])
-        return [replace(rows[key], score=score) for score, key in best if key in rows]
+        return [(key, score) for score, key in best]
 
     def _executor(self) -> ThreadPoolExecutor:
         """One pool for the gallery's life (a pool per query cost more than small shards' searches)."""
@@ -259,6 +169,7 @@ class ShardedGallery:
             return self._pool
 
     def rows(self, keys) -> dict[int, Row]:
+        """The stored rows of global `keys`, read from their shards; missing keys are left out."""
         by_shard: dict[int, list[int]] = {}
         for key in keys:
             no, local = split_key(key)
@@ -274,29 +185,28 @@ class ShardedGallery:
         return out
 
     def keys(self, camera: str | None = None, superseded: bool = True) -> list[int]:
+        """Every row's global key (of one camera when given), shard by shard."""
         return [global_key(s["no"], k) for s in self.select(camera) for k in
                 self.shard(s["no"], s).keys(camera, superseded)]
 
     def embedding(self, key: int) -> np.ndarray:
+        """Row `key`'s stored unit vector; `UnknownKey` when no shard holds it."""
         no, local = split_key(key)
-        try:
-            return self.shard(no).embedding(local)
-        except UnknownKey:
-            raise KeyError(key) from None
+        return self.shard(no).embedding(local)
 
     def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
+        """Global keys of row `key`'s track and of its camera's rows nearest in time (in its shard)."""
         no, local = split_key(key)
-        try:
-            track, near = self.shard(no).context(local, nearby)
-        except UnknownKey:
-            raise KeyError(key) from None
+        track, near = self.shard(no).context(local, nearby)
         return [global_key(no, k) for k in track], [global_key(no, k) for k in near]
 
     def source_record(self, row: Row) -> dict | None:
-        no, _ = split_key(row.key)
-        return self.shard(no).store.source_record(row.source)
+        """The ingest record of the source `row` (a row of this root, global key) came from."""
+        no, local = split_key(row.key)
+        return self.shard(no).source_record(replace(row, key=local))
 
     def camera_summary(self) -> list[dict]:
+        """Each camera across shards with its row count and first and last time."""
         by_name: dict = {}
         for s in self.catalogue.shards():
             for c in self.shard(s["no"], s).camera_summary():
@@ -308,6 +218,7 @@ class ShardedGallery:
         return sorted(by_name.values(), key=lambda c: (c["name"] is None, c["name"] or ""))
 
     def stats(self) -> dict:
+        """The shards' statistics added up, with the number of shards."""
         parts = [(s, self.shard(s["no"], s).stats()) for s in self.catalogue.shards()]
         spans = [p["time_span"] for _, p in parts if p["time_span"]]
         return {"rows": sum(p["rows"] for _, p in parts), "sources": sum(p["sources"] for _, p in parts),
@@ -319,12 +230,20 @@ class ShardedGallery:
                 "damaged_rows": sum(p["damaged_rows"] for _, p in parts), "shards": len(parts)}
 
     def link_identities(self, *args, **kw):
+        """Not available (`capabilities.identities` is False): GalleryError."""
         raise GalleryError(f"{self.root} is a sharded root: identities are linked within one gallery, and a "
                            f"sharded root holds one per camera and day (docs/scale.md)")
 
     def timeline(self, person: int):
+        """Not available (`capabilities.identities` is False): GalleryError."""
         raise GalleryError(f"{self.root} is a sharded root: timelines follow identities linked within one gallery "
                            f"(docs/scale.md)")
+
+    def tune_index(self, target: float = 0.99, queries=None) -> dict:
+        """Not available on a root (`capabilities.tune_index` is False): GalleryError naming how to tune
+        one shard."""
+        raise GalleryError(f"{self.root} is a sharded root: tune one shard's index at a time "
+                           f"(--gallery {self.root}/shards/CAMERA/DAY)")
 
     def check(self) -> dict:
         """`info --check` over every shard: ok only when every shard is."""
@@ -343,18 +262,21 @@ class ShardedGallery:
         for s in self.catalogue.shards():
             with self._lock:
                 g = self._open.get(s["no"])
-            total += len(g) if g is not None else _table_rows(self.root / s["path"] / "gallery.sqlite")
+            total += len(g) if g is not None else Gallery.count_rows(self.root / s["path"])
         return total
 
     @property
     def dir(self) -> Path:
+        """The root folder."""
         return self.root
 
     @property
     def dim(self) -> int:
+        """The embedding size."""
         return self.encoders.dim
 
     def close(self) -> None:
+        """Close every open shard and the search pool."""
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
@@ -412,18 +334,8 @@ class ShardedGallery:
         for s in self.catalogue.shards():
             if s["camera"] != camera or s["day"] == day:
                 continue
-            db = self.root / s["path"] / "gallery.sqlite"
-            if not db.is_file():
-                continue
-            try:
-                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
-                try:
-                    if conn.execute("SELECT 1 FROM sources WHERE path=? LIMIT 1", (path,)).fetchone():
-                        return s["path"]
-                finally:
-                    conn.close()
-            except sqlite3.Error:
-                continue  # an older gallery without paths in its sources, or a damaged one: not this check's job
+            if Gallery.holds_path(self.root / s["path"], path):
+                return s["path"]
         return None
 
     def drop_days_before(self, day: str) -> list[str]:
@@ -444,23 +356,9 @@ class ShardedGallery:
         return gone
 
 
-def _table_rows(db: Path) -> int:
-    """Rows of a shard's table, read without opening it as a gallery (0 for a shard not written yet)."""
-    if not db.is_file():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
-        try:
-            return conn.execute("SELECT count(*) FROM crops").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        raise GalleryError(f"{db}: cannot count its rows: {e}") from None
-
-
 def frame_count(path) -> tuple[int, float]:
     """(frames, fps) of a video: the container's count, or decoded to count when it states none."""
-    from sen_infer.video import open_video
+    from sen_infer.vision.decode import open_video
 
     cap, fps, count = open_video(str(path))
     try:
@@ -484,16 +382,21 @@ def _rekey(row: Row, shard: int) -> Row:
     return replace(row, key=global_key(shard, row.key), track=track, person=person)
 
 
-def open_gallery_at(path, encoders, create: bool = False):
-    """A `Gallery` or a `ShardedGallery`, whichever `path` holds (`create` makes a single gallery)."""
+def open_gallery(path, encoders, create: bool = False):
+    """Open whichever gallery `path` holds: a `ShardedGallery` (a catalogue is there) or a `Gallery`.
+
+    Args:
+        path: a gallery folder or a sharded root.
+        encoders: the encoders of the engine dir it was built with.
+        create: make a single gallery when there is none (queries pass False).
+
+    Returns:
+        A `GalleryLike`.
+
+    Raises:
+        GalleryError: nothing to open (create=False) or it cannot be opened.
+        ModelMismatchError: it was built with another model.
+    """
     if is_sharded(path):
         return ShardedGallery.open(path, encoders)
     return Gallery.open(path, encoders=encoders, create=create)
-
-
-def make_sharded(root) -> None:
-    """Make an empty sharded root at `root` (refused where a single gallery already is)."""
-    if (Path(root) / "gallery.sqlite").is_file():
-        raise GalleryError(f"{root} holds a single gallery; a sharded root must be a new folder")
-    Catalogue(Path(root), create=True)
-    os.makedirs(Path(root) / "shards", exist_ok=True)

@@ -1,4 +1,5 @@
-"""`Retriever`: text (or image) in, ranked person crops out."""
+"""`Retriever`: text (or image) in, ranked person crops out; and `check_filters`, the one validator of a
+query's k and filters (the CLI and the service call it too)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from sen_infer.encoders import Encoders
-from sen_infer.errors import GalleryError, QueryError, UnknownKey, require_utf8
-from sen_infer.gallery import Gallery
+from sen_infer.engine.encoders import Encoders
+from sen_infer.engine.preprocess import read_bgr
+from sen_infer.errors import QueryError, require_utf8
+from sen_infer.gallery import GalleryLike, open_gallery
 from sen_infer.store import Hit
-from sen_infer.preprocess import read_bgr
 
 
 class Retriever:
     """`Retriever(engine_dir).query("a man in a grey hoodie with a red backpack", k=10)`.
 
-    The gallery defaults to `engine_dir/gallery`; a sharded root (`sen_infer.sharded`) opens alike. `r.gallery` (for ingest) creates it on first use;
+    The gallery defaults to `engine_dir/gallery`; a sharded root (`sen_infer.gallery.sharded`) opens alike. `r.gallery` (for ingest) creates it on first use;
     queries never do: querying a path without a gallery is a GalleryError naming the path.
     The engine dir is verified against its manifest on open (`verify=False` skips the sha256 step).
     """
@@ -28,23 +29,33 @@ class Retriever:
         self.engine_dir = Path(engine_dir)
         self.encoders = Encoders(self.engine_dir, backend, verify=verify)
         self.gallery_path = Path(gallery) if gallery is not None else self.engine_dir / "gallery"
-        self._gallery: Gallery | None = None
+        self._gallery: GalleryLike | None = None
 
     @property
     def backend(self) -> str:
         return self.encoders.backend
 
     @property
-    def gallery(self) -> Gallery:
+    def gallery(self) -> GalleryLike:
         """The gallery, created if it does not exist yet (the ingest path)."""
         return self.open_gallery(create=True)
 
-    def open_gallery(self, create: bool = False) -> Gallery:
-        """The gallery; with create=False a missing gallery is an error rather than a new empty one."""
-        if self._gallery is None:
-            from sen_infer.sharded import open_gallery_at  # a sharded root (catalogue.sqlite) or one gallery
+    def open_gallery(self, create: bool = False) -> GalleryLike:
+        """The gallery: a `Gallery`, or a `ShardedGallery` where the path is a sharded root.
 
-            self._gallery = open_gallery_at(self.gallery_path, self.encoders, create=create)
+        Args:
+            create: make a single gallery when there is none; with False a missing gallery is an error
+                rather than a new empty one.
+
+        Returns:
+            The `GalleryLike` (opened once, then kept).
+
+        Raises:
+            GalleryError: no gallery there (create=False), or it cannot be opened.
+            ModelMismatchError: it was built with another model.
+        """
+        if self._gallery is None:
+            self._gallery = open_gallery(self.gallery_path, self.encoders, create=create)
         return self._gallery
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
@@ -73,10 +84,7 @@ class Retriever:
                                                                         for t in queries) or not queries):
             raise QueryError("tune_index: queries must be a non-empty list of non-empty texts")
         vectors = self.encoders.encode_text(list(queries)) if queries is not None else None
-        g = self.open_gallery()
-        if not hasattr(g, "store"):
-            raise GalleryError(f"{g.dir} is a sharded root: tune one shard at a time (gallery=ROOT/shards/CAMERA/DAY)")
-        return g.store.tune_index(target=target, queries=vectors)
+        return self.open_gallery().tune_index(target=target, queries=vectors)
 
     def timeline(self, person: int) -> list:
         """Where and when `person` (a hit's `person`) was seen: their tracks in time order, across cameras."""
@@ -105,10 +113,7 @@ class Retriever:
         answer does not depend on re-encoding a JPEG. UnknownKey when the gallery has no such row."""
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
             raise QueryError(f"key must be an integer row key, not {key!r}")
-        try:
-            q = self.open_gallery().embedding(int(key))
-        except KeyError:
-            raise UnknownKey(f"no row with key {key} in the gallery") from None
+        q = self.open_gallery().embedding(int(key))
         return self._search(q, k, camera, since, until, per_track, superseded, per_person)
 
     def _search(self, q: np.ndarray, k, camera, since, until, per_track, superseded, per_person=False) -> list[Hit]:

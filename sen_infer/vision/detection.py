@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from sen_infer.errors import DetectionsError, IngestError, require_utf8
-from sen_infer.preprocess import is_regular_file
+from sen_infer.engine.preprocess import is_regular_file
 
 DET = tuple  # (x, y, w, h, score)
 SPLIT_AT = 1.0  # blobs wider than this many person widths are looked at for several heads
