@@ -81,7 +81,7 @@ class TimedIndex:  # the store's usearch index with the time spent inserting cou
 
 def fill(path, sizes, batch=1000, repeats=5):
     store, add, search = opener(path)
-    timed = store._index = TimedIndex(store._index)
+    timed = store.index = TimedIndex(store.index)
     emb = clustered(max(sizes) + batch * repeats * len(sizes), dim, seed=1).astype(np.float32)
     out, n = [], 0
     for target in sorted(sizes):

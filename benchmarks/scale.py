@@ -206,9 +206,11 @@ def phase_real(args) -> dict:
     asked = [people[i] for i in rng.choice(len(people), min(300, len(people)), replace=False)]
     texts = [make_caption(p.attributes, "front", rng) for p in asked]
     queries = enc.encode_text(texts)
-    with store._lock:
-        ids = store._ids.copy()
-    truth = store._exact_topk(ids, queries / np.linalg.norm(queries, axis=1, keepdims=True), 10)
+    from sen_infer.store.maintenance import exact_topk
+
+    with store.lock:
+        ids = store.columns.ids.copy()
+    truth = exact_topk(store, ids, queries / np.linalg.norm(queries, axis=1, keepdims=True), 10)
 
     def measured() -> float:
         found = [[key for key, _ in store.nearest(q, 10, per_track=False)] for q in queries]

@@ -171,7 +171,7 @@ def test_a_superseded_source_takes_no_more_rows_and_first_commits_do_not_mix_con
 
 
 def test_batched_search_errors_reach_every_waiting_thread():
-    from sen_infer.store.vector_store import _Batcher
+    from sen_infer.store.search import Batcher as _Batcher
 
     batcher, started, results = _Batcher(), threading.Barrier(4), []
 

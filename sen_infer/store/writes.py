@@ -1,0 +1,116 @@
+"""Writing to a store: rows with their source records in one transaction (`add_embeddings`), and
+removals (logged: a gallery is evidence)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sen_infer.errors import GalleryError, SourceConflict
+from sen_infer.store.rows import Row, SourceRecord, normalise
+from sen_infer.store.schema import SPANS, bump
+
+PERSIST_DELTA = 50_000  # a writer saves the index whenever this many rows wait in the in-RAM delta (what a
+# crash leaves to re-index on the next open: ~25 s of 512-d inserts on 2 cores)
+
+
+def add_embeddings(store, vectors: np.ndarray, rows: list[Row],
+                   source: SourceRecord | list[SourceRecord] | None = None,
+                   local_tracks: bool = False, spans: dict | None = None) -> tuple[int, int]:
+    """Store one row per vector (normalised, kept as float16) in one transaction, with the records of
+    `source` (one or a list) when given; returns (added, already present). Rows are unique on (source, frame, bbox).
+    With local_tracks the rows' track numbers (1, 2, ...) are local to this call and become
+    gallery-wide ids inside the committing transaction, so concurrent writers never share one.
+    `spans`: track number -> (first frame, last frame, start time, end time) of the tracks' whole
+    lives, kept for identity linking."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape != (len(rows), store.dim):
+        raise GalleryError(f"add_embeddings needs a [{len(rows)}, {store.dim}] array for {len(rows)} rows, "
+                           f"not {list(vectors.shape)}")
+    if not np.isfinite(vectors).all():
+        raise GalleryError("add_embeddings: vectors must be finite (NaN or inf found)")
+    emb = normalise(vectors).astype(np.float16)
+    records = [(r.source, r.camera, int(r.frame), r.timestamp, *map(int, r.bbox), r.track, r.crop_path,
+                e.tobytes()) for r, e in zip(rows, emb)]
+    with store.writing("write") as conn:
+        base = 0
+        if local_tracks and records:
+            base = int(conn.execute("SELECT value FROM meta WHERE key='next_track'").fetchone()[0]) - 1
+            top = max((r[8] for r in records if r[8] is not None), default=0)
+            records = [(*r[:8], None if r[8] is None else base + r[8], *r[9:]) for r in records]
+            conn.execute("UPDATE meta SET value=? WHERE key='next_track'", (str(base + top + 1),))
+        elif records:  # tracks given by the caller: keep the counter above them
+            top = max((r[8] for r in records if r[8] is not None), default=None)
+            if top is not None:
+                conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key='next_track'",
+                             (top + 1,))
+        before = conn.total_changes
+        conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
+                         "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+        added = conn.total_changes - before
+        if spans and added:
+            conn.execute(SPANS)
+            wanted = {base + int(t): v for t, v in spans.items()}
+            present = {t for (t,) in conn.execute(
+                f"SELECT DISTINCT track FROM crops WHERE track IN ({','.join('?' * len(wanted))})", list(wanted))}
+            conn.executemany("INSERT OR REPLACE INTO track_spans VALUES (?, ?, ?, ?, ?)",
+                             [(t, *wanted[t]) for t in sorted(present)])
+        for record in [source] if isinstance(source, SourceRecord) else source or []:
+            record_source(conn, record)
+    if store.index.delta_size >= max(PERSIST_DELTA, len(store.index) // 4):
+        # bounds what a crash leaves to re-index; growing with the gallery, so that a bulk import
+        # rewrites the index file a logarithmic number of times, not once per 50,000 rows
+        store.persist_index()
+    return added, len(records) - added
+
+
+def record_source(conn, s: SourceRecord) -> None:
+    """Write `s` in the committing transaction. Refused (SourceConflict, nothing of the transaction
+    kept) when its source was superseded meanwhile (the file was replaced while this ingest ran), or
+    when a first commit finds the key already taken by other content (two ingests of one path with
+    different content at once)."""
+    old = conn.execute("SELECT superseded, head FROM sources WHERE source=?", (s.source,)).fetchone()
+    if old is not None and old[0] is not None:
+        raise SourceConflict(f"{s.path or s.source}: superseded by a newer version of the file while this "
+                             f"ingest ran; nothing of this batch was stored")
+    if s.first and old is not None and old[1] is not None and s.head is not None and old[1] != s.head:
+        raise SourceConflict(f"{s.path or s.source}: another ingest stored different content under this "
+                             f"source at the same time; ingest it again")
+    if s.supersedes is not None and s.supersedes != s.source:
+        conn.execute("UPDATE sources SET superseded=? WHERE source=? AND superseded IS NULL",
+                     (s.finished, s.supersedes))
+        bump(conn, "supersessions")
+    conn.execute("INSERT INTO sources (source, kind, rows, finished, resume_frame, frames, size, mtime_ns, head, "
+                 "path) VALUES (?1, ?2, (SELECT count(*) FROM crops WHERE source = ?1), ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                 "ON CONFLICT (source) DO UPDATE SET kind=excluded.kind, rows=excluded.rows, "
+                 "finished=excluded.finished, resume_frame=excluded.resume_frame, frames=excluded.frames, "
+                 "size=excluded.size, mtime_ns=excluded.mtime_ns, head=excluded.head, path=excluded.path",
+                 (s.source, s.kind, s.finished, s.resume_frame, s.frames, s.size, s.mtime_ns, s.head,
+                  s.path or s.source))
+
+
+def remove(store, keys) -> int:
+    """Delete rows by key (and their index entries) in one transaction; returns how many existed.
+    Removals are logged in the `removed` table (key, source, time): a gallery is evidence, and
+    what left it, and when, is part of that. Keys are never reused."""
+    keys = sorted({int(k) for k in keys})
+    store.check_writable()
+    if not keys:
+        return 0
+    with store.writing("remove rows") as conn:
+        now, gone = time.time(), 0
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            conn.execute(f"INSERT OR IGNORE INTO removed (key, source, at) SELECT id, source, ? FROM crops "
+                         f"WHERE id IN ({marks})", [now, *part])
+            before = conn.total_changes
+            conn.execute(f"DELETE FROM crops WHERE id IN ({marks})", part)
+            gone += conn.total_changes - before
+        conn.execute("UPDATE sources SET rows = (SELECT count(*) FROM crops WHERE crops.source = "
+                     "sources.source) WHERE source IN (SELECT source FROM removed WHERE at = ?)", (now,))
+        bump(conn)
+    if gone:
+        store.persist_index()
+    return gone
