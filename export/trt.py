@@ -152,9 +152,9 @@ class TensorRTToolkit:
         return build_plan(self.trt, onnx_path, plan_path, profiles, cache_path, calibrator)
 
     def runner(self, plan_path: Path):
-        from sen_infer.engine.encoders import _TrtTower
+        from sen_infer.engine.encoders import TrtTower
 
-        return _TrtTower(plan_path)
+        return TrtTower(plan_path)
 
     def describe(self) -> dict:
         from sen_infer.engine.encoders import trt_runtime

@@ -1,6 +1,6 @@
 """The field's retrieval metrics: R@1/5/10, mAP and mINP, in percent.
 
-Protocol (DESIGN.md): rank the gallery by similarity for every query; a gallery item is relevant
+Protocol (docs/design.md, "Evaluation protocol"): rank the gallery by similarity for every query; a gallery item is relevant
 when its identity equals the query's. AP averages precision over *all* relevant items;
 INP = (number relevant) / (1-based rank of the last relevant). Ties are broken by gallery order
 (a stable sort), so results are deterministic.

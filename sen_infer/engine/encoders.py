@@ -1,9 +1,10 @@
 """Text and image encoders over an engine dir, on the fastest backend available, verified on open.
 
 Backends: "tensorrt-int8" / "tensorrt" (plans, GPU), "onnx-cuda" (onnxruntime-gpu), "onnx-cpu-int8"
-(static QDQ int8; dynamic int8 in engine dirs exported before it) and "onnx-cpu" (fp32). "auto" takes the first available in that order.
+(static QDQ int8; dynamic int8 in engine dirs exported before it) and "onnx-cpu" (fp32). "auto" takes
+the first available in that order.
 
-Opening enforces the engine-dir contract (DESIGN.md) before a single embedding reaches a gallery:
+Opening enforces the engine-dir contract (docs/design.md) before a single embedding reaches a gallery:
 the manifest's schema and ranges, the sha256 of every file the chosen backend loads (cached by
 path + size + mtime + ctime, see `HashCache`), the towers' input/output signatures against the
 manifest, a dry run of the text tower at the full context length, and for TensorRT plans the
@@ -95,7 +96,16 @@ class HashCache:
 
 
 # ---- towers --------------------------------------------------------------------------------------
-class _OrtTower:
+class OrtTower:
+    """An ONNX tower on onnxruntime: one input, one output, errors as one-line EngineDirErrors.
+
+    Args:
+        path: the .onnx file. providers: onnxruntime execution providers, in order of preference.
+
+    Raises:
+        EngineDirError: onnxruntime cannot load the file, or it is not a one-input one-output tower.
+    """
+
     def __init__(self, path: Path, providers: list[str]):
         import onnxruntime as ort
 
@@ -119,13 +129,14 @@ class _OrtTower:
         self.run_options.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The tower's output for the batch `x`; EngineDirError when inference fails."""
         try:
             return self.session.run(None, {self.input: x}, self.run_options)[0]
         except Exception as e:
             raise EngineDirError(f"{self.path}: inference failed ({_one_line(e)})") from None
 
 
-class _TrtTower:
+class TrtTower:
     """A TensorRT plan run through cuda-python buffers (no torch). Also the runner export's GPU
     parity gate uses, so the gate checks the code deployments run."""
 
@@ -257,7 +268,23 @@ def _tokenizer(engine_dir: Path, manifest: Manifest) -> ClipTokenizer:
 
 
 class Encoders:
-    """The two towers of an engine dir. `encode_text` and `encode_images` return float32 [N, D]."""
+    """The two towers of an engine dir. `encode_text` and `encode_images` return float32 [N, D].
+
+    Opening checks the engine dir against its manifest (see the module's docstring), so that a wrong or
+    tampered file fails here, not inside a query.
+
+    Args:
+        engine_dir: the engine dir.
+        backend: "auto" (the first of `BACKENDS` that can run here) or one of them by name.
+        batch_size: most texts or images per tower call.
+        verify: check the sha256 of the tokenizer and the towers loaded against the manifest.
+        hash_cache: where sha256s are remembered (default `HashCache()`, under ~/.cache/sen_infer).
+
+    Raises:
+        EngineDirError: no engine dir there, a file missing or modified (ManifestError), a tower that does
+            not fit the manifest, plans built for another TensorRT or GPU, or no backend that can run.
+        BackendUnavailable: the backend named is unknown or cannot run here.
+    """
 
     def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", batch_size: int = 32,
                  verify: bool = True, hash_cache: HashCache | None = None):
@@ -271,11 +298,11 @@ class Encoders:
         self.tokenizer = _tokenizer(self.engine_dir, self.manifest)
         image_file, text_file = (self.engine_dir / f for f in names)
         if self.backend.startswith("tensorrt"):
-            self._image, self._text = _TrtTower(image_file), _TrtTower(text_file)
+            self._image, self._text = TrtTower(image_file), TrtTower(text_file)
         else:
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.backend == "onnx-cuda" \
                 else ["CPUExecutionProvider"]
-            self._image, self._text = _OrtTower(image_file, providers), _OrtTower(text_file, providers)
+            self._image, self._text = OrtTower(image_file, providers), OrtTower(text_file, providers)
         self._check_towers(image_file, text_file)
 
     def _choose(self, backend: str, verify: bool) -> str:
@@ -340,9 +367,23 @@ class Encoders:
 
     @property
     def dim(self) -> int:
+        """The embedding size D (the manifest's `embed_dim`)."""
         return int(self.manifest.embed_dim)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Embed texts with the text tower, `batch_size` at a time, each batch padded to its longest text.
+
+        Args:
+            texts: the texts (one string counts as a list of one). A text longer than the context length
+                is cut to it, with a warning.
+
+        Returns:
+            float32 [N, D], L2-normalised, in the order of `texts`.
+
+        Raises:
+            QueryError: an empty or non-UTF-8 text.
+            EngineDirError: the tower fails to run.
+        """
         if isinstance(texts, str):
             texts = [texts]
         for t in texts:
@@ -360,7 +401,19 @@ class Encoders:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
     def encode_images(self, images) -> np.ndarray:
-        """Images as BGR uint8 arrays or paths (unreadable paths raise; the gallery skips them first)."""
+        """Images as BGR uint8 arrays or paths (unreadable paths raise; the gallery skips them first).
+
+        Args:
+            images: a list of paths or BGR uint8 arrays ([h, w], [h, w, 3] or [h, w, 4]), any size:
+                each is resized and normalised as at training (`preprocess.to_input`).
+
+        Returns:
+            float32 [N, D], L2-normalised, in the order of `images`.
+
+        Raises:
+            QueryError: a path that cannot be read as an image, or an array that is not a picture.
+            EngineDirError: the tower fails to run.
+        """
         from sen_infer.engine.preprocess import check_image_array, read_bgr
 
         m = self.manifest
@@ -377,7 +430,19 @@ class Encoders:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
     def encode_inputs(self, x: np.ndarray) -> np.ndarray:
-        """Already preprocessed images (float32 [N, 3, H, W], `preprocess.to_input`) -> float32 [N, D]."""
+        """Already preprocessed images (float32 [N, 3, H, W], `preprocess.to_input`) -> float32 [N, D].
+
+        The ingest's path: crops are preprocessed where they are cut, and embedded in batches later.
+
+        Args:
+            x: float32 [N, 3, H, W] at the manifest's `image_size`, normalised with its mean and std.
+
+        Returns:
+            float32 [N, D], L2-normalised.
+
+        Raises:
+            EngineDirError: the tower fails to run (inputs of another size, for one).
+        """
         out = [self._image(np.ascontiguousarray(x[i : i + self.batch_size], np.float32))
                for i in range(0, len(x), self.batch_size)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)

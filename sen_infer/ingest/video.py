@@ -72,7 +72,7 @@ class VideoPlan:
     must record (the superseded version, whether the key is new)."""
     path: object  # as given, for messages
     path_text: str  # resolved
-    identity: dict  # size, mtime_ns, head (`_file_identity`) when the ingest began
+    identity: dict  # size, mtime_ns, head (`inputs.file_identity`) when the ingest began
     key: str
     camera: str
     start_time: float | None

@@ -77,6 +77,8 @@ class _Painter:
         self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], colour)
 
 
+# long: one figure drawn back to front (legs, torso, bag, arms, head, hat), each part reading the previous
+# parts' geometry; split into helpers it would thread a dozen coordinates through every call
 def render_person(a: PersonAttributes, pose: Pose, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw person `a` in `pose`, `height` pixels tall. Returns (BGR uint8 [h,w,3], mask uint8 [h,w])."""
     g = _Painter(height)
