@@ -7,11 +7,20 @@ The older types keep their second base (ValueError / OSError) so callers that ca
 
 
 class SenInferError(Exception):
-    """Base class of every error sen_infer raises on purpose."""
+    """Base class of every error sen_infer raises on purpose.
+
+    Catch it to handle any bad input in one place: the CLI prints it as `error: <message>` and exits 2,
+    the service answers it as {"error": "<message>"} with the status `serve.errors.status_of` gives it.
+    """
 
 
 class EngineDirError(SenInferError):
-    """An engine dir that is missing, incomplete, tampered with or not an engine dir."""
+    """An engine dir that is missing, incomplete, tampered with or not an engine dir.
+
+    Raised when `Encoders` (so `Retriever`) opens one, naming the file at fault: a sha256 that differs
+    from the manifest, a tower whose inputs or outputs do not match it, TensorRT plans built for another
+    TensorRT or GPU. Re-export the engine dir rather than skipping the check.
+    """
 
 
 class ManifestError(EngineDirError, ValueError):
@@ -23,35 +32,62 @@ class TokenizerError(EngineDirError, ValueError):
 
 
 class BackendUnavailable(SenInferError):
-    """A requested backend (TensorRT, onnxruntime CUDA, int8 files) cannot run here."""
+    """A requested backend (TensorRT, onnxruntime CUDA, int8 files) cannot run here.
+
+    Raised only for a backend named explicitly (or an unknown name): "auto" takes the next one instead.
+    """
 
 
 class GalleryError(SenInferError):
-    """A gallery that cannot be opened, read or written."""
+    """A gallery that cannot be opened, read or written.
+
+    Also SQLite's errors, as one line saying what was being done, and what a gallery kind cannot do
+    (`GalleryLike.capabilities`): a sharded root's `link_identities`, for one.
+    """
 
 
 class ModelMismatchError(GalleryError):
-    """A gallery built with another model than the engine's: its embeddings would be garbage here."""
+    """A gallery built with another model than the engine's: its embeddings would be garbage here.
+
+    Raised on open when the gallery's model fingerprint or embedding size differs from the encoders'.
+    Open it with the engine dir it was built with, or ingest into a new gallery.
+    """
 
 
 class SourceConflict(GalleryError):
     """A batch refused because its source changed under it (replaced while being ingested, or stored at
-    the same moment with other content by another ingest). Nothing of the batch was stored."""
+    the same moment with other content by another ingest). Nothing of the batch was stored.
+
+    The ingest methods catch it and record the file in `IngestReport.failed`; a caller sees it only from
+    `VectorStore.add_embeddings`. Ingesting the file again stores its current content.
+    """
 
 
 class QueryError(SenInferError, ValueError):
-    """A query that cannot be answered (empty or non-UTF-8 text, bad filter, unwritable sheet)."""
+    """A query that cannot be answered (empty or non-UTF-8 text, bad filter, unwritable sheet).
+
+    Raised before any search runs (`query.check_filters` is the one validator of k and filters); also a
+    ValueError, for callers that catch that.
+    """
 
 
 class UnknownKey(QueryError, KeyError):
-    """A row key that is not in the gallery (never stored, removed, or damaged and no longer served)."""
+    """A row key that is not in the gallery (never stored, removed, or damaged and no longer served).
+
+    The one answer for a missing key from the store up to the service's 404; also a KeyError, for
+    callers that catch that (its message is printed unquoted).
+    """
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 
 class IngestError(SenInferError, ValueError):
-    """Ingest arguments that cannot work for any source (stride, timestamps, camera name)."""
+    """Ingest arguments that cannot work for any source (stride, timestamps, camera name).
+
+    Raised before anything is stored. A problem with one source (unreadable, replaced while read) is
+    not raised but recorded in the `IngestReport`, and the other sources go on.
+    """
 
 
 class DetectionsError(IngestError):

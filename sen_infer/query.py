@@ -19,9 +19,20 @@ from sen_infer.store import Hit
 class Retriever:
     """`Retriever(engine_dir).query("a man in a grey hoodie with a red backpack", k=10)`.
 
-    The gallery defaults to `engine_dir/gallery`; a sharded root (`sen_infer.gallery.sharded`) opens alike. `r.gallery` (for ingest) creates it on first use;
-    queries never do: querying a path without a gallery is a GalleryError naming the path.
+    The gallery defaults to `engine_dir/gallery`; a sharded root (`sen_infer.gallery.sharded`) opens
+    alike. `r.gallery` (for ingest) creates it on first use; queries never do: querying a path without a
+    gallery is a GalleryError naming the path.
     The engine dir is verified against its manifest on open (`verify=False` skips the sha256 step).
+
+    Args:
+        engine_dir: the engine dir `export` wrote (towers, tokenizer, manifest).
+        gallery: a gallery folder or a sharded root (default `engine_dir/gallery`), opened on first use.
+        backend: "auto" (the fastest that runs here) or one of `engine.encoders.BACKENDS`.
+        verify: check the sha256 of every file loaded against the manifest.
+
+    Raises:
+        EngineDirError: the engine dir is missing, incomplete or tampered with, or its plans are foreign.
+        BackendUnavailable: the backend named cannot run here.
     """
 
     def __init__(self, engine_dir: str | os.PathLike, gallery: str | os.PathLike | None = None,
@@ -33,11 +44,16 @@ class Retriever:
 
     @property
     def backend(self) -> str:
+        """The backend the encoders run on ("onnx-cpu", "tensorrt", ...): the one "auto" chose."""
         return self.encoders.backend
 
     @property
     def gallery(self) -> GalleryLike:
-        """The gallery, created if it does not exist yet (the ingest path)."""
+        """The gallery, created if it does not exist yet (the ingest path).
+
+        Raises:
+            GalleryError: it cannot be opened or made. ModelMismatchError: it holds another model's rows.
+        """
         return self.open_gallery(create=True)
 
     def open_gallery(self, create: bool = False) -> GalleryLike:
@@ -59,9 +75,32 @@ class Retriever:
         return self._gallery
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Embed texts with the text tower, for callers that search or compare vectors themselves.
+
+        Args:
+            texts: query texts (one string counts as a list of one). A text longer than the model's
+                context is truncated, with a warning.
+
+        Returns:
+            float32 [N, D], L2-normalised, in the order of `texts`.
+
+        Raises:
+            QueryError: an empty or non-UTF-8 text.
+        """
         return self.encoders.encode_text(texts)
 
     def encode_images(self, images) -> np.ndarray:
+        """Embed pictures with the image tower (the vectors `query_image` searches with).
+
+        Args:
+            images: a list of image paths or BGR uint8 arrays ([h, w], [h, w, 3] or [h, w, 4]).
+
+        Returns:
+            float32 [N, D], L2-normalised, in the order of `images`.
+
+        Raises:
+            QueryError: a path that cannot be read as an image, or an array that is not a picture.
+        """
         return self.encoders.encode_images(images)
 
     def query(self, text: str, k: int = 10, camera: str | list[str] | None = None, since: float | None = None,
@@ -70,7 +109,26 @@ class Retriever:
         """The k best crops for `text`, best first (ties by key); one per track unless per_track=False,
         one per person linked across cameras with per_person=True (after `gallery.link_identities()`).
         `camera`: one camera's name, or a list of names (rows of any of them).
-        Rows of a file that was later replaced are left out unless superseded=True."""
+        Rows of a file that was later replaced are left out unless superseded=True.
+
+        Args:
+            text: what the person looks like, in words.
+            k: most hits returned (fewer when fewer rows match).
+            camera: a camera name or a list of names; an unknown name matches nothing.
+            since / until: bounds on the rows' timestamps, in seconds (Unix time where the ingest was given
+                a start time); a row without a timestamp never matches a time window.
+            per_track: one hit per track (its best crop); False lets one track fill the page.
+            superseded: include rows of files replaced since they were ingested.
+            per_person: one hit per linked person (a single gallery only).
+
+        Returns:
+            `Hit`s (= `Row`s) with their cosine `score`.
+
+        Raises:
+            QueryError: empty text, a bad k or filter, or per_person on a sharded gallery.
+            GalleryError: no gallery at the path, or it cannot be read.
+            ModelMismatchError: the gallery was built with another model.
+        """
         if not isinstance(text, str) or not text.strip():
             raise QueryError("query text is empty")
         return self._search(self.encoders.encode_text([text])[0], k, camera, since, until, per_track, superseded,
@@ -79,7 +137,20 @@ class Retriever:
     def tune_index(self, queries: list[str] | None = None, target: float = 0.99) -> dict:
         """Set the gallery's search width to the smallest that reaches `target` recall@10 against exact
         search, measured on your users' text `queries` (best: the modality the gallery is searched
-        with), or on its own vectors when none are given; stored in the gallery (see VectorStore.tune_index)."""
+        with), or on its own vectors when none are given; stored in the gallery (see VectorStore.tune_index).
+
+        Args:
+            queries: sample query texts; None measures on a sample of the gallery's own vectors.
+            target: the recall@10 to reach, with 95 % confidence over the queries.
+
+        Returns:
+            What was measured and chosen ({"measured", "chosen", "reached", ...}); when no width reaches
+            `target` the widest measured is chosen and "reached" is False.
+
+        Raises:
+            QueryError: `queries` is not a non-empty list of non-empty texts.
+            GalleryError: a sharded root (tune one shard), a read-only gallery, or fewer than 20 rows.
+        """
         if queries is not None and (isinstance(queries, str) or not all(isinstance(t, str) and t.strip()
                                                                         for t in queries) or not queries):
             raise QueryError("tune_index: queries must be a non-empty list of non-empty texts")
@@ -87,7 +158,19 @@ class Retriever:
         return self.open_gallery().tune_index(target=target, queries=vectors)
 
     def timeline(self, person: int) -> list:
-        """Where and when `person` (a hit's `person`) was seen: their tracks in time order, across cameras."""
+        """Where and when `person` (a hit's `person`) was seen: their tracks in time order, across cameras.
+
+        Args:
+            person: a person id (`Hit.person`); a track never linked is a person of its own.
+
+        Returns:
+            `Appearance`s (track, camera, source, first and last time and frame, keys of its crops); empty
+            for an id the gallery does not know.
+
+        Raises:
+            QueryError: `person` is not an integer.
+            GalleryError: a sharded root (identities are linked within one gallery), or no gallery.
+        """
         if isinstance(person, bool) or not isinstance(person, (int, np.integer)):
             raise QueryError(f"person must be an integer id (a hit's person), not {person!r}")
         return self.open_gallery().timeline(int(person))
@@ -95,7 +178,19 @@ class Retriever:
     def query_image(self, image, k: int = 10, camera: str | None = None, since: float | None = None,
                     until: float | None = None, per_track: bool = True, superseded: bool = False,
                     per_person: bool = False) -> list[Hit]:
-        """Find a person by example (re-identification): a path or a BGR uint8 array."""
+        """Find a person by example (re-identification): a path or a BGR uint8 array.
+
+        Args:
+            image: an image path, or a BGR uint8 array ([h, w], [h, w, 3] or [h, w, 4]).
+            k, camera, since, until, per_track, superseded, per_person: as `query`.
+
+        Returns:
+            `Hit`s with their cosine `score`, best first.
+
+        Raises:
+            QueryError: an image that cannot be read or is not a picture, or a bad k or filter.
+            GalleryError: no gallery at the path, or it cannot be read.
+        """
         if isinstance(image, (str, os.PathLike)):
             require_utf8(str(image), "query image path")
             img = read_bgr(str(image))
@@ -110,7 +205,20 @@ class Retriever:
                       since: float | None = None, until: float | None = None, per_track: bool = True,
                       superseded: bool = False, per_person: bool = False) -> list[Hit]:
         """More like a stored crop ("find similar"): row `key`'s stored embedding is the query, so the
-        answer does not depend on re-encoding a JPEG. UnknownKey when the gallery has no such row."""
+        answer does not depend on re-encoding a JPEG. UnknownKey when the gallery has no such row.
+
+        Args:
+            key: a row key (`Hit.key`); the row itself usually comes first, unless the filters leave it out.
+            k, camera, since, until, per_track, superseded, per_person: as `query`.
+
+        Returns:
+            `Hit`s with their cosine `score`, best first.
+
+        Raises:
+            UnknownKey: the gallery has no row `key`.
+            QueryError: a key that is not an integer, or a bad k or filter.
+            GalleryError: no gallery at the path, or it cannot be read.
+        """
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
             raise QueryError(f"key must be an integer row key, not {key!r}")
         q = self.open_gallery().embedding(int(key))

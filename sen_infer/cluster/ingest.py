@@ -121,16 +121,20 @@ class Progress:
         self.frames, self.running, self.attempts = 0, {}, {}
 
     def start(self, path: str, pid: int) -> None:
+        """A task began `path` in process `pid` (a retry counts as another attempt)."""
         self.running[path] = pid
         self.attempts[path] = self.attempts.get(path, 0) + 1
 
     def add(self, frames: int) -> None:
+        """Count `frames` more decoded (tasks report every 50 or so)."""
         self.frames += frames
 
     def done(self, path: str) -> None:
+        """`path` is no longer running."""
         self.running.pop(path, None)
 
     def state(self) -> dict:
+        """{"frames": decoded so far, "running": path -> pid, "attempts": path -> tasks started}."""
         return {"frames": self.frames, "running": dict(self.running), "attempts": dict(self.attempts)}
 
 
@@ -208,9 +212,18 @@ class ClusterJob:
     started: float = field(default_factory=time.perf_counter)
 
     def state(self) -> dict:
+        """The job's progress now (`Progress.state`): frames decoded, videos running, attempts per video."""
         return ray.get(self.progress.state.remote())
 
     def wait(self, bar=None) -> IngestReport:
+        """Wait for every video, then save and close the shards' writers.
+
+        Args:
+            bar: a tqdm-like progress bar, updated with the frames decoded.
+
+        Returns:
+            The merged `IngestReport`; a video whose task failed for good is in `failed`, not raised.
+        """
         report = IngestReport()
         report.merge(self.skipped)
         left = list(self.refs)
@@ -260,6 +273,8 @@ def start_time_of(path: str, how: str, given: float | None, frames: int, fps: fl
 
 
 def camera_of(path: str, how: str, given: str | None) -> str:
+    """A video's camera: the one given (every video the same), else by `how`: "name" (its file name, see
+    `default_camera`) or "parent" (its folder's name). IngestError for another `how`."""
     if given is not None:
         return given
     if how == "parent":

@@ -26,6 +26,23 @@ MAX_SIDE = 4096  # image side in pixels
 
 @dataclass
 class Manifest:
+    """What `export` recorded about an engine dir's model (`manifest.json`), the contract a deployment
+    checks before it embeds anything; `read_manifest` reads and validates it.
+
+    Attributes:
+        fingerprint: sha256 of the checkpoint's weights; a gallery stores it and refuses another model.
+        model_name: the model's name in its training config.
+        embed_dim: size of the embeddings both towers return.
+        image_size: (H, W) the image tower takes. mean / std: per-channel RGB normalisation of its input.
+        context_length: tokens the text tower takes (77 for CLIP).
+        sot_id / eot_id: start- and end-of-text token ids, checked against `tokenizer.json`.
+        files: file name -> sha256 of every file a backend may load.
+        precisions: what was exported, e.g. ["fp32", "int8", "trt-fp16"].
+        parity: figures measured at export, per precision (each passed its gate to be listed).
+        tensorrt: TensorRT version, GPU, compute capability and profiles of the plans; None without plans.
+        opset: the ONNX opset. created: when it was exported. producer: library versions used.
+        format_version: "MAJOR.MINOR"; readers refuse majors they do not know.
+    """
     fingerprint: str  # sha256 of the checkpoint's model.safetensors
     model_name: str
     embed_dim: int
@@ -45,11 +62,23 @@ class Manifest:
     format_version: str = FORMAT_VERSION
 
     def to_dict(self) -> dict:
+        """The manifest as JSON-ready values (tuples as lists), as `write` stores it."""
         d = asdict(self)
         d["image_size"], d["mean"], d["std"] = list(self.image_size), list(self.mean), list(self.std)
         return d
 
     def write(self, engine_dir: str | os.PathLike) -> Path:
+        """Write `manifest.json` into `engine_dir` (`export` does, after its parity gates passed).
+
+        Args:
+            engine_dir: the engine dir.
+
+        Returns:
+            The path written.
+
+        Raises:
+            OSError: it cannot be written.
+        """
         path = Path(engine_dir) / MANIFEST
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=1))
@@ -58,6 +87,8 @@ class Manifest:
 
 
 def check_version(version: str, where: str = MANIFEST) -> None:
+    """ManifestError, naming `where`, for a format_version whose major this reader does not know (or one
+    that is not "MAJOR.MINOR"); any minor of a known major passes."""
     try:
         major = int(str(version).split(".")[0])
     except ValueError:
@@ -69,6 +100,18 @@ def check_version(version: str, where: str = MANIFEST) -> None:
 
 
 def read_manifest(engine_dir: str | os.PathLike) -> Manifest:
+    """Read and validate the manifest of an engine dir (types and ranges; not the files' sha256).
+
+    Args:
+        engine_dir: the engine dir.
+
+    Returns:
+        The `Manifest`; fields it does not know (a newer minor version's) are ignored.
+
+    Raises:
+        ManifestError: no manifest.json, invalid JSON, an unsupported format_version, a missing field,
+            or a value out of range (the first one found is named).
+    """
     path = Path(engine_dir) / MANIFEST
     if not path.is_file():
         raise ManifestError(f"{engine_dir} is not an engine dir: {MANIFEST} is missing")
@@ -137,6 +180,7 @@ def validate(m: Manifest, where) -> None:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file, read `chunk` bytes at a time (towers are hundreds of MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

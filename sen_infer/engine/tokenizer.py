@@ -50,6 +50,17 @@ def clean(text: str) -> str:
 
 
 class ClipTokenizer:
+    """open_clip's CLIP tokenizer without torch: open_clip's cleaning and word split here, the byte-level
+    BPE of `tokenizer.json` by `tokenizers`, so the ids are exactly open_clip's.
+
+    Args:
+        path: the engine dir's `tokenizer.json`.
+        context_length: most tokens per text, start and end tokens included (the manifest's).
+
+    Raises:
+        TokenizerError: the file cannot be loaded, or it has no <start_of_text> / <end_of_text> token.
+    """
+
     def __init__(self, path: str | os.PathLike, context_length: int = 77):
         from tokenizers import Tokenizer, pre_tokenizers
 
@@ -77,7 +88,15 @@ class ClipTokenizer:
         return ids, True
 
     def encode(self, texts: list[str] | str, pad_to: int | None = None) -> tuple[np.ndarray, list[int]]:
-        """(int32 [N, L], indices of truncated texts). L is the batch's longest sequence or `pad_to`."""
+        """(int32 [N, L], indices of truncated texts). L is the batch's longest sequence or `pad_to`.
+
+        Args:
+            texts: one text or a list of them.
+            pad_to: a fixed width (e.g. the context length) instead of the batch's longest sequence.
+
+        Returns:
+            (token ids padded with 0, the indices of texts cut to the context length).
+        """
         if isinstance(texts, str):
             texts = [texts]
         seqs, truncated = [], []

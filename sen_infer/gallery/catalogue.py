@@ -94,6 +94,8 @@ class Catalogue:
             conn.close()
 
     def shards(self) -> list[dict]:
+        """Every shard as {"no", "camera", "day", "path", "t_min", "t_max"}, by number; read anew on each
+        call, so a shard another process made or removed is seen at once."""
         with self._conn() as conn:
             cur = conn.execute("SELECT no, camera, day, path, t_min, t_max FROM shards ORDER BY no")
             return [dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r)) for r in cur]
@@ -121,6 +123,8 @@ class Catalogue:
                          "WHERE no=?", (t_min, t_min, t_max, t_max, no))
 
     def forget(self, no: int) -> None:
+        """Remove shard `no` from the catalogue (retention): searches stop selecting it. Its folder is
+        the caller's to delete."""
         with self._conn() as conn:
             conn.execute("DELETE FROM shards WHERE no=?", (no,))
 

@@ -55,6 +55,9 @@ class ShardedGallery:
         create: make the root when it does not exist.
         max_open: shards kept open at once (least recently used closed first).
         workers: shards searched at once (default `fanout_workers()`).
+
+    Raises:
+        GalleryError: no catalogue at `root` (and create=False), or a root path that is not UTF-8.
     """
 
     capabilities = Capabilities(identities=False, tune_index=False, sharded=True)
@@ -81,7 +84,11 @@ class ShardedGallery:
     def shard(self, no: int, info: dict | None = None, create: bool = False) -> Gallery:
         """Shard `no`, opened on first use. Without `info` (a key's shard, not one just read from the
         catalogue) the catalogue is asked first: a shard another process removed (retention) is gone
-        for this reader too, even while it was open here."""
+        for this reader too, even while it was open here.
+
+        Raises:
+            UnknownKey: no shard `no` in the catalogue (never made, or removed by retention).
+        """
         if info is None:
             info = next((s for s in self.catalogue.shards() if s["no"] == no), None)
             if info is None:
@@ -135,14 +142,22 @@ class ShardedGallery:
     # ---- search -----------------------------------------------------------------------------------
     def search(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
                superseded: bool = False, per_person: bool = False) -> list[Row]:
-        """`nearest`, then the rows of the k winners only, read from their shards."""
+        """`nearest`, then the rows of the k winners only, read from their shards.
+
+        Args:
+            query, k, camera, since, until, per_track, superseded: as `Gallery.search`; keys are global.
+
+        Raises:
+            QueryError: per_person=True (identities are linked within one gallery).
+        """
         best = self.nearest(query, k, camera, since, until, per_track, superseded, per_person)
         rows = self.rows([key for key, _ in best])
         return [replace(rows[key], score=score) for key, score in best if key in rows]
 
     def nearest(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
                 superseded: bool = False, per_person: bool = False) -> list[tuple[int, float]]:
-        """Each matching shard's top k as (key, score), merged by score then global key."""
+        """Each matching shard's top k as (key, score), merged by score then global key.
+        Arguments and errors as `search`."""
         if per_person:
             raise QueryError("per_person is not available on a sharded gallery: identities are linked "
                              "within one gallery")
@@ -169,7 +184,11 @@ class ShardedGallery:
             return self._pool
 
     def rows(self, keys) -> dict[int, Row]:
-        """The stored rows of global `keys`, read from their shards; missing keys are left out."""
+        """The stored rows of global `keys`, read from their shards; missing keys are left out.
+
+        Returns:
+            {global key: `Row`}, the rows' `key`, `track` and `person` made global too.
+        """
         by_shard: dict[int, list[int]] = {}
         for key in keys:
             no, local = split_key(key)
@@ -190,18 +209,30 @@ class ShardedGallery:
                 self.shard(s["no"], s).keys(camera, superseded)]
 
     def embedding(self, key: int) -> np.ndarray:
-        """Row `key`'s stored unit vector; `UnknownKey` when no shard holds it."""
+        """Row `key`'s stored unit vector; `UnknownKey` when no shard holds it.
+
+        Raises:
+            UnknownKey: its shard is gone, or the shard has no such row.
+        """
         no, local = split_key(key)
         return self.shard(no).embedding(local)
 
     def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
-        """Global keys of row `key`'s track and of its camera's rows nearest in time (in its shard)."""
+        """Global keys of row `key`'s track and of its camera's rows nearest in time (in its shard).
+
+        Raises:
+            UnknownKey: its shard is gone, or the shard has no such row.
+        """
         no, local = split_key(key)
         track, near = self.shard(no).context(local, nearby)
         return [global_key(no, k) for k in track], [global_key(no, k) for k in near]
 
     def source_record(self, row: Row) -> dict | None:
-        """The ingest record of the source `row` (a row of this root, global key) came from."""
+        """The ingest record of the source `row` (a row of this root, global key) came from.
+
+        Raises:
+            UnknownKey: the row's shard is gone.
+        """
         no, local = split_key(row.key)
         return self.shard(no).source_record(replace(row, key=local))
 
@@ -218,7 +249,11 @@ class ShardedGallery:
         return sorted(by_name.values(), key=lambda c: (c["name"] is None, c["name"] or ""))
 
     def stats(self) -> dict:
-        """The shards' statistics added up, with the number of shards."""
+        """The shards' statistics added up, with the number of shards.
+
+        Returns:
+            `Gallery.stats`'s figures summed (without "index"), and "shards".
+        """
         parts = [(s, self.shard(s["no"], s).stats()) for s in self.catalogue.shards()]
         spans = [p["time_span"] for _, p in parts if p["time_span"]]
         return {"rows": sum(p["rows"] for _, p in parts), "sources": sum(p["sources"] for _, p in parts),
@@ -246,7 +281,11 @@ class ShardedGallery:
                            f"(--gallery {self.root}/shards/CAMERA/DAY)")
 
     def check(self) -> dict:
-        """`info --check` over every shard: ok only when every shard is."""
+        """`info --check` over every shard: ok only when every shard is.
+
+        Returns:
+            {"ok", "problems" (each prefixed with its shard's folder), "rows", "index_size"}.
+        """
         problems, rows, indexed = [], 0, 0
         for s in self.catalogue.shards():
             c = self.shard(s["no"], s).check()
@@ -287,7 +326,19 @@ class ShardedGallery:
 
     # ---- ingest -----------------------------------------------------------------------------------
     def add_video(self, path, camera: str | None = None, start_time: float | None = None, **kw) -> IngestReport:
-        """Ingest one video into the shard of its camera and the UTC day it starts."""
+        """Ingest one video into the shard of its camera and the UTC day it starts.
+
+        Args:
+            path: the video. camera: its camera (default: from its name, `ingest.inputs.default_camera`).
+            start_time: Unix time of its first frame; None puts it in the camera's undated shard.
+            **kw: the other arguments of `Gallery.add_video`.
+
+        Returns:
+            The shard's `IngestReport`; a video another day's shard already holds is skipped, with a note.
+
+        Raises:
+            VideoReadError: with a start_time, a video that cannot be opened (its length is read first).
+        """
         path_text = str(Path(path).resolve())
         camera = camera if camera is not None else default_camera(path_text)
         info, note = self.route(path_text, camera, start_time, video_duration(path) if start_time is not None else 0.0)
@@ -313,7 +364,12 @@ class ShardedGallery:
     def add_videos(self, paths, camera: str | None = None, start_time: float | None = None, workers=None,
                    batch_size=None, max_wait=None, **kw) -> IngestReport:
         """One video after another, each into its shard (the pipeline's overlap is for one gallery; on a
-        cluster, `python -m sen_infer.cluster ingest` spreads videos over workers instead)."""
+        cluster, `python -m sen_infer.cluster ingest` spreads videos over workers instead).
+        `workers`, `batch_size` and `max_wait` are accepted for `Gallery.add_videos`'s sake and unused.
+
+        Returns:
+            The merged `IngestReport`.
+        """
         report = IngestReport()
         progress = kw.pop("progress", None)  # add_videos reports (frames, crops embedded)
         per_frame = None if progress is None else (lambda n: progress(n, 0))
@@ -322,7 +378,14 @@ class ShardedGallery:
         return report
 
     def add_images(self, items, camera: str | None = None, timestamp: float | None = None, **kw) -> IngestReport:
-        """Pictures into the shard of `camera` (default "images") and the day of `timestamp`."""
+        """Pictures into the shard of `camera` (default "images") and the day of `timestamp`.
+
+        Args:
+            items, camera, timestamp, **kw: as `Gallery.add_images`; the rows keep `camera` as given.
+
+        Returns:
+            The shard's `IngestReport`.
+        """
         info, g = self.shard_for(camera if camera is not None else "images", timestamp)
         if timestamp is not None:
             self.catalogue.widen(info["no"], timestamp, timestamp)
@@ -340,7 +403,11 @@ class ShardedGallery:
 
     def drop_days_before(self, day: str) -> list[str]:
         """Retention: delete every dated shard of a day before `day` ("YYYY-MM-DD"), catalogue entry first
-        (a search no longer sees it), then its folder. Returns the removed shards' paths."""
+        (a search no longer sees it), then its folder. Returns the removed shards' paths.
+
+        Raises:
+            QueryError: `day` is not "YYYY-MM-DD".
+        """
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
             raise QueryError(f"day must be YYYY-MM-DD, not {day!r}")
         gone = []

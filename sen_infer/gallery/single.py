@@ -78,52 +78,147 @@ class Gallery:
     # ---- reading: the store's (see VectorStore for each) -------------------------------------------
     def search(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
                superseded: bool = False, per_person: bool = False) -> list[Row]:
-        """The best k rows for the vector `query` (`VectorStore.search`)."""
+        """The best k rows for the vector `query` (`VectorStore.search`).
+
+        Args:
+            query: a query embedding, [dim] (normalised here), e.g. `Retriever.encode_text(...)[0]`.
+            k: most rows returned.
+            camera: a camera name or a list of names; an unknown name matches nothing.
+            since / until: bounds on the rows' timestamps in seconds; a row without one never matches.
+            per_track: one row per track. per_person: one row per linked person (`link_identities`).
+            superseded: include rows of files replaced since they were ingested.
+
+        Returns:
+            `Row`s with their cosine `score`, best first (ties by key).
+
+        Raises:
+            GalleryError: a query of another size, or a database that cannot be read.
+        """
         return self.store.search(query, k, camera, since, until, per_track, superseded, per_person)
 
     def nearest(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
                 superseded: bool = False, per_person: bool = False) -> list[tuple[int, float]]:
-        """`search` as (key, cosine) pairs, without reading the rows."""
+        """`search` as (key, cosine) pairs, without reading the rows.
+
+        Args:
+            query, k, camera, since, until, per_track, superseded, per_person: as `search`.
+
+        Returns:
+            (key, cosine) pairs, best first (ties by key).
+        """
         return self.store.nearest(query, k, camera, since, until, per_track, superseded, per_person)
 
     def rows(self, keys) -> dict[int, Row]:
-        """The stored rows of `keys`; missing keys are left out."""
+        """The stored rows of `keys`; missing keys are left out.
+
+        Args:
+            keys: row keys (any iterable of ints).
+
+        Returns:
+            {key: `Row`} without `score`; `superseded` and `person` filled in.
+        """
         return self.store.rows(keys)
 
     def keys(self, camera: str | None = None, superseded: bool = True) -> list[int]:
-        """Every row's key (of one camera when given), in insertion order."""
+        """Every row's key (of one camera when given), in insertion order.
+
+        Args:
+            camera: only this camera's rows. superseded: include rows of files replaced since.
+
+        Returns:
+            Row keys, ascending.
+        """
         return self.store.keys(camera, superseded)
 
     def embedding(self, key: int) -> np.ndarray:
-        """Row `key`'s stored unit vector; `UnknownKey` when there is no such row."""
+        """Row `key`'s stored unit vector; `UnknownKey` when there is no such row.
+
+        Returns:
+            float32 [dim], at the float16 precision it is stored in.
+
+        Raises:
+            UnknownKey: no such row (never stored, removed, or damaged).
+        """
         return self.store.embedding(key)
 
     def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
-        """Keys of row `key`'s track and of its camera's rows nearest in time; `UnknownKey` when absent."""
+        """Keys of row `key`'s track and of its camera's rows nearest in time; `UnknownKey` when absent.
+
+        Args:
+            key: the row. nearby: most other rows of its camera returned (its own track's excluded).
+
+        Returns:
+            (keys of its track, keys of the nearby rows), each in time order.
+
+        Raises:
+            UnknownKey: no such row.
+        """
         return self.store.context(key, nearby)
 
     def source_record(self, row: Row) -> dict | None:
-        """The ingest record of the source `row` came from (path, content identity)."""
+        """The ingest record of the source `row` came from (path, content identity).
+
+        Returns:
+            The `sources` table's columns (source, kind, path, size, mtime_ns, head, resume_frame, frames,
+            superseded, ...), or None for a source ingested without a record.
+        """
         return self.store.source_record(row.source)
 
     def camera_summary(self) -> list[dict]:
-        """Each camera with its row count and first and last time."""
+        """Each camera with its row count and first and last time.
+
+        Returns:
+            [{"name", "rows", "first", "last"}] by name, rows without a camera (name None) last.
+        """
         return self.store.camera_summary()
 
     def stats(self) -> dict:
-        """Counts, cameras, time span and index figures (`python -m sen_infer info`)."""
+        """Counts, cameras, time span and index figures (`python -m sen_infer info`).
+
+        Returns:
+            {"rows", "sources", "superseded_sources", "tracks", "cameras", "time_span", "index_size",
+            "damaged_rows", "index"}.
+        """
         return self.store.stats()
 
     def check(self) -> dict:
-        """The full consistency check of `info --check`: {"ok", "problems", ...figures}."""
+        """The full consistency check of `info --check`: {"ok", "problems", ...figures}.
+
+        Reads every page and every embedding: slow on a large gallery. A row found damaged is no longer
+        served from then on.
+
+        Returns:
+            {"ok", "problems" (one line each), "rows", "usable_rows", "index_size", "max_vector_difference"}.
+        """
         return self.store.check()
 
     def remove(self, keys) -> int:
-        """Delete rows by key (logged in the gallery); returns how many existed."""
+        """Delete rows by key (logged in the gallery); returns how many existed.
+
+        Args:
+            keys: row keys; unknown ones are ignored. Their crop pictures stay on disk.
+
+        Returns:
+            How many of `keys` existed and were removed.
+
+        Raises:
+            GalleryError: the gallery is read-only or cannot be written.
+        """
         return self.store.remove(keys)
 
     def tune_index(self, target: float = 0.99, queries: np.ndarray | None = None) -> dict:
-        """Choose and store the search width reaching `target` recall@10 (`VectorStore.tune_index`)."""
+        """Choose and store the search width reaching `target` recall@10 (`VectorStore.tune_index`).
+
+        Args:
+            target: the recall@10 against exact search to reach, with 95 % confidence.
+            queries: [m, dim] query embeddings (your users' queries are best); None: its own vectors.
+
+        Returns:
+            What was measured and chosen ({"measured", "chosen", "reached", ...}).
+
+        Raises:
+            GalleryError: read-only, fewer than 20 rows, or queries of another size.
+        """
         self.store.check_writable()
         return self.store.tune_index(target=target, queries=queries)
 
@@ -136,12 +231,29 @@ class Gallery:
 
     @staticmethod
     def count_rows(path) -> int:
-        """Rows of the gallery at `path`, read without opening it (0 where none is written yet)."""
+        """Rows of the gallery at `path`, read without opening it (0 where none is written yet).
+
+        Args:
+            path: a gallery folder (a sharded root's shard).
+
+        Returns:
+            Its row count (damaged rows included); 0 where there is no gallery.
+
+        Raises:
+            GalleryError: its table cannot be read.
+        """
         return peek.count_rows(Path(path))
 
     @staticmethod
     def holds_path(path, source_path: str) -> bool:
-        """Whether the gallery at `path` ingested the file `source_path`, read without opening it."""
+        """Whether the gallery at `path` ingested the file `source_path`, read without opening it.
+
+        Args:
+            path: a gallery folder. source_path: the file's resolved path.
+
+        Returns:
+            True when a source record (any version) names that path.
+        """
         return peek.holds_path(Path(path), source_path)
 
     @property
@@ -159,7 +271,20 @@ class Gallery:
                         overlapping_views: bool = False) -> dict:
         """Link the gallery's tracks into persons across cameras and time gaps (`sen_infer.identity`) and
         store the result; every row's `person` and `query(per_person=True)` follow it. Re-running after
-        more ingest relinks everything. Returns {"tracks", "persons", "linked_tracks", parameters}."""
+        more ingest relinks everything. Returns {"tracks", "persons", "linked_tracks", parameters}.
+
+        Args:
+            threshold: cosine two tracks' mean embeddings must reach (default `identity.DEFAULT_THRESHOLD`).
+            max_gap: most seconds between one track's end and the other's start (default
+                `identity.DEFAULT_MAX_GAP`).
+            overlapping_views: cameras see the same ground, so tracks of two cameras may overlap in time.
+
+        Returns:
+            {"tracks", "persons", "linked_tracks", "threshold", "max_gap", "overlapping_views"}.
+
+        Raises:
+            IngestError: threshold outside [-1, 1] or max_gap not > 0. GalleryError: it cannot be written.
+        """
         threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         max_gap = DEFAULT_MAX_GAP if max_gap is None else float(max_gap)
         if not (-1.0 <= threshold <= 1.0) or not (max_gap > 0):
@@ -174,7 +299,14 @@ class Gallery:
         return {"tracks": len(person_of), "persons": len(sizes), "linked_tracks": linked, **params}
 
     def timeline(self, person: int) -> list:
-        """The appearances (tracks) of `person` in time order across cameras (`identity.Appearance`)."""
+        """The appearances (tracks) of `person` in time order across cameras (`identity.Appearance`).
+
+        Args:
+            person: a person id (`Row.person`); a track never linked is a person of its own.
+
+        Returns:
+            `Appearance`s; empty for an id the gallery does not know.
+        """
         return self.store.appearances(int(person))
 
     # ---- ingest -----------------------------------------------------------------------------------
@@ -198,7 +330,14 @@ class Gallery:
                                                                           batch_size, progress)
 
     def source_done(self, source: str) -> bool:
-        """Whether the current version of `source` (a resolved path) was ingested to its end."""
+        """Whether the current version of `source` (a resolved path) was ingested to its end.
+
+        Args:
+            source: the video's resolved path.
+
+        Returns:
+            False when never ingested, interrupted, or decoded short of its announced end.
+        """
         return self.videos.source_done(source)
 
     def add_video(self, path: str | os.PathLike, camera: str | None = None, start_time: float | None = None,

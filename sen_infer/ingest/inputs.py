@@ -16,6 +16,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"}
 
 def fingerprint_range(path: str, a: int, b: int) -> str:
+    """The hex sha1 of bytes [a, b) of the file at `path` (the content part of `file_identity`)."""
     with open(path, "rb") as f:
         f.seek(a)
         return hashlib.sha1(f.read(b - a)).hexdigest()
@@ -55,6 +56,8 @@ def default_camera(source: str) -> str:
 
 
 def finite_time(value, what: str) -> float | None:
+    """`value` as float seconds (None stays None); IngestError naming `what` for anything else,
+    NaN and infinities included (a time that would break filters and JSON)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -63,6 +66,8 @@ def finite_time(value, what: str) -> float | None:
 
 
 def camera_name(camera) -> str | None:
+    """`camera` checked (None stays None): IngestError for a non-string, a blank one or one that is not
+    UTF-8, so a bad name stops an ingest before anything is stored under it."""
     if camera is None:
         return None
     if not isinstance(camera, str) or not camera.strip():

@@ -300,8 +300,9 @@ class _Pipeline:
 
 def run_pipeline(videos: VideoIngest, encoders, paths: list, opts, config: PipelineConfig,
                  progress=None) -> IngestReport:
-    """Ingest `paths` (videos) into the store of `videos`, embedded by `encoders`, with `config.workers` producers and one encoder; returns
-    the merged report: `seconds` is the wall time, `encoder_seconds` the time inside encoder calls."""
+    """Ingest `paths` (videos) into the store of `videos`, embedded by `encoders`, with `config.workers`
+    producers and one encoder; returns the merged report: `seconds` is the wall time, `encoder_seconds`
+    the time inside encoder calls."""
     total = IngestReport()
     t0 = time.perf_counter()
     unique, seen = [], set()

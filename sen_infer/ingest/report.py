@@ -8,6 +8,26 @@ from dataclasses import dataclass, field
 
 @dataclass
 class IngestReport:
+    """What one ingest call did. Problems with single inputs land here instead of being raised, so one
+    bad file never stops the others: read `unreadable`, `failed` and `incomplete` after every call.
+
+    Attributes:
+        added: rows stored.
+        skipped_existing: rows, files or videos already stored (nothing added for them).
+        unreadable: inputs skipped (missing, not a file, not an image or video, undecodable); `reasons`
+            says why for each.
+        tracks: video tracks stored (one row each).
+        frames: video frames decoded.
+        crops_embedded: crops (or pictures) run through the image encoder.
+        seconds: wall time of the call.
+        encoder_seconds: time inside image-encoder calls of video ingest; / `seconds` is its busy share.
+        encoder_batches: image-encoder calls made for video crops.
+        reasons: input -> why it is in `unreadable`.
+        failed: input -> why its ingest failed on our side (a crop not writable, the file replaced while
+            read); what it committed before stays, the rest was not stored.
+        incomplete: video -> "decoded N of M frames" (stored, but a rerun looks at it again).
+        notes: remarks that are not failures, e.g. frame times that disagree with the stated fps.
+    """
     added: int = 0
     skipped_existing: int = 0
     unreadable: list[str] = field(default_factory=list)  # inputs skipped; `reasons` says why
@@ -23,16 +43,30 @@ class IngestReport:
     notes: list[str] = field(default_factory=list)  # e.g. frame times that disagree with the stated fps
 
     def fail(self, item, reason: str) -> None:
-        """Record an input whose ingest failed on our side (e.g. a crop could not be written)."""
+        """Record an input whose ingest failed on our side (e.g. a crop could not be written).
+
+        Args:
+            item: the input (a path, shown with undecodable bytes as \\xNN). reason: one line.
+        """
         self.failed[printable(item)] = reason
 
     def skip(self, item, reason: str) -> None:
-        """Record an input that was not ingested, and why (one line)."""
+        """Record an input that was not ingested, and why (one line).
+
+        Args:
+            item: the input (a path, shown with undecodable bytes as \\xNN). reason: one line.
+        """
         name = printable(item)
         self.unreadable.append(name)
         self.reasons[name] = reason
 
     def merge(self, other: "IngestReport") -> None:
+        """Add `other` into this report: counts and times summed, lists extended, dicts updated. The one
+        merge every ingest path uses (per video, per pipeline, per Ray task).
+
+        Args:
+            other: the report to add; it is left as it was.
+        """
         self.added += other.added
         self.skipped_existing += other.skipped_existing
         self.unreadable += other.unreadable

@@ -36,10 +36,13 @@ class IndexParams:
                 raise GalleryError(f"index parameter {name} must be an integer from 2 to 4096, not {value!r}")
 
     def to_json(self) -> str:
+        """The settings as the JSON kept in the gallery's meta table (keys sorted)."""
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | None) -> "IndexParams":
+        """Settings read from the meta table's JSON (the defaults for none, missing keys defaulted);
+        GalleryError when it is unreadable or out of range."""
         if not text:
             return cls()
         try:
@@ -91,9 +94,11 @@ class TieredIndex:
 
     @property
     def delta_size(self) -> int:
+        """Rows held in RAM only, not yet in the saved file (the store saves when this grows large)."""
         return len(self.delta)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
+        """A bool per key: in the delta, or in the base and not removed since it was saved."""
         keys = np.asarray(keys, np.int64).reshape(-1)
         if not len(keys):
             return np.zeros(0, bool)
@@ -123,11 +128,13 @@ class TieredIndex:
 
     # ---- changes ---------------------------------------------------------------------------------
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Add rows to the in-RAM delta (the mapped base cannot change)."""
         keys = np.asarray(keys, np.int64).reshape(-1)
         if len(keys):
             self.delta.add(keys, np.asarray(vectors, np.float32))
 
     def remove(self, keys: np.ndarray) -> None:
+        """Remove rows: out of the delta, and tombstoned in the base; unknown keys are ignored."""
         keys = np.asarray(keys, np.int64).reshape(-1)
         if not len(keys):
             return
@@ -141,6 +148,7 @@ class TieredIndex:
             self._tombstones.update(int(k) for k in keys[present])
 
     def set_expansion_search(self, value: int) -> None:
+        """Use search width `value` in both tiers from now on (what `tune_index` measures and stores)."""
         self.params = IndexParams(self.params.connectivity, self.params.expansion_add, int(value))
         for index in (self.base, self.delta):
             if index is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 
 from sen_infer.errors import GalleryError
 
@@ -13,7 +14,8 @@ DB_FILE = "gallery.sqlite"
 
 
 def _read_only(db: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
+    """A read-only connection (the path quoted: `?`, `#` or `%` in a folder name must not cut the URI)."""
+    return sqlite3.connect(f"file:{quote(str(db.resolve()))}?mode=ro", uri=True, timeout=60)
 
 
 def count_rows(folder: Path) -> int:

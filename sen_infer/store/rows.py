@@ -12,7 +12,21 @@ import numpy as np
 @dataclass(frozen=True)
 class Row:
     """One person crop: what is given to `add_embeddings` (key None), what `rows` returns, and what a
-    search returns (with its cosine `score`). `superseded`: its source file was later replaced."""
+    search returns (with its cosine `score`). `superseded`: its source file was later replaced.
+
+    Attributes:
+        source: the source key: a file's path ("path#<hex>" for a later version of it), or "array:<sha1>".
+        camera: its camera's name, None when none was given.
+        frame: the video frame of the crop (-1 for a picture).
+        timestamp: seconds from the video's start, or Unix time where a start time was given; None if unknown.
+        bbox: (x, y, w, h) of the crop in its frame (the whole picture for an image).
+        track: the gallery-wide track id (None for a picture stored without one).
+        crop_path: the picture the row shows: the stored copy, or the track's best crop as a JPEG.
+        key: the row key (None before it is stored); never reused.
+        score: cosine similarity to the query (search hits only).
+        superseded: its source file was later replaced (rows kept, hidden from queries unless asked for).
+        person: the identity its track is linked to across cameras (`link_identities`).
+    """
     source: str
     camera: str | None = None
     frame: int = -1
@@ -26,6 +40,7 @@ class Row:
     person: int | None = None  # the identity its track is linked to across cameras (`link_identities`)
 
     def to_dict(self) -> dict:
+        """The row as JSON-ready values (`bbox` a list), as the CLI prints hits."""
         d = asdict(self)
         d["bbox"] = list(self.bbox)
         return d

@@ -157,6 +157,9 @@ def top(view: View, pos: np.ndarray, scores: np.ndarray, k: int,
 
 def collapse(view: View, pos: np.ndarray, scores: np.ndarray, k: int,
               per_track: bool) -> list[tuple[int, float]]:
+    """The first k (key, score) of the candidates `pos`, by score then key. With per_track (or a
+    `view.group`: per linked person) a row whose track (person) already has a better one is skipped;
+    rows without a track always count."""
     keys = view.ids[pos]
     order = np.lexsort((keys, -scores))
     out, seen = [], set()

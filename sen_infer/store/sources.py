@@ -57,6 +57,8 @@ def source_record(store, source: str) -> dict | None:
 
 
 def has_row(store, source: str, frame: int, bbox) -> bool:
+    """Whether the row (source, frame, bbox) is stored: the key rows are unique on, so an ingest can
+    skip a picture it would only add again."""
     with store.db("read rows"):
         return store.conn().execute("SELECT 1 FROM crops WHERE source=? AND frame=? AND x=? AND y=? AND w=? "
                                     "AND h=?", (source, frame, *bbox)).fetchone() is not None

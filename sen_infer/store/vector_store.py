@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from sen_infer.errors import GalleryError, UnknownKey, require_utf8
-from sen_infer.store import identities, maintenance, reads, search, sources, writes
+import sen_infer.store.identities as identities
+import sen_infer.store.maintenance as maintenance
+import sen_infer.store.reads as reads
+import sen_infer.store.search as search
+import sen_infer.store.sources as sources
+import sen_infer.store.writes as writes
 from sen_infer.store.ann import IndexParams, TieredIndex
 from sen_infer.store.columns import Columns
 from sen_infer.store.connection import Database
@@ -48,6 +53,9 @@ class VectorStore:
         exact_max / filtered_exact_max: up to how many rows (selected rows) search is exact.
         read_only: never write (how files we may not write are opened).
         index_params: HNSW parameters of a new gallery (an existing one keeps its own).
+
+    Raises:
+        GalleryError: not a usable gallery database. ModelMismatchError: it holds another model's vectors.
     """
 
     def __init__(self, path: Path, fingerprint: str, dim: int, exact_max: int = EXACT_MAX,
@@ -90,6 +98,14 @@ class VectorStore:
 
         Files we may not write open read-only: searchable, never written (not even the schema).
         `index_params` apply to a new gallery; an existing one keeps those stored in it.
+
+        Args:
+            path, fingerprint, dim, exact_max, filtered_exact_max, index_params: as the class's.
+            create: make the folder and database where there are none; with False a missing gallery is an
+                error, never a new one.
+
+        Returns:
+            The opened `VectorStore` (`read_only` set where its files may not be written).
 
         Raises:
             GalleryError: no gallery there (create=False), or one that cannot be opened or made.
@@ -240,11 +256,33 @@ class VectorStore:
                        source: SourceRecord | list[SourceRecord] | None = None,
                        local_tracks: bool = False, spans: dict | None = None) -> tuple[int, int]:
         """Store one row per vector with the source records, in one transaction (`writes.add_embeddings`);
-        returns (added, already present)."""
+        returns (added, already present).
+
+        Args:
+            vectors: [N, dim], finite; normalised here and stored as float16.
+            rows: one `Row` per vector (key None); a row is unique on (source, frame, bbox).
+            source: the `SourceRecord`(s) committed with the rows (content identity, resume point).
+            local_tracks: the rows' track numbers are local to this call: made gallery-wide in the commit.
+            spans: track number -> (first frame, last frame, start time, end time), for identity linking.
+
+        Returns:
+            (rows added, rows already present).
+
+        Raises:
+            GalleryError: vectors of another shape or not finite, or a gallery that cannot be written.
+            SourceConflict: a source was superseded meanwhile, or its key holds other content.
+        """
         return writes.add_embeddings(self, vectors, rows, source, local_tracks, spans)
 
     def remove(self, keys) -> int:
-        """Delete rows by key, logged in the `removed` table; returns how many existed (`writes.remove`)."""
+        """Delete rows by key, logged in the `removed` table; returns how many existed (`writes.remove`).
+
+        Args:
+            keys: row keys; unknown ones are ignored. Keys are never reused.
+
+        Raises:
+            GalleryError: read-only, or the gallery cannot be written.
+        """
         return writes.remove(self, keys)
 
     # ---- reading -----------------------------------------------------------------------------------
@@ -255,17 +293,30 @@ class VectorStore:
     def search(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
                until: float | None = None, per_track: bool = True, superseded: bool = False,
                per_person: bool = False) -> list[Row]:
-        """The best k rows for `query` matching the filters, with their cosine `score` (`search.search`)."""
+        """The best k rows for `query` matching the filters, with their cosine `score` (`search.search`).
+
+        Args:
+            query: a [dim] vector (normalised here). k, camera, since, until, per_track, superseded,
+                per_person: as `Gallery.search` (`camera` may be a list of names too).
+
+        Raises:
+            GalleryError: a query of another size, or a database that cannot be read.
+        """
         return search.search(self, query, k, camera, since, until, per_track, superseded, per_person)
 
     def nearest(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
                 until: float | None = None, per_track: bool = True, superseded: bool = False,
                 per_person: bool = False) -> list[tuple[int, float]]:
-        """`search` as (key, cosine) pairs, without reading the rows (`search.nearest`)."""
+        """`search` as (key, cosine) pairs, without reading the rows (`search.nearest`).
+        Arguments and errors as `search`."""
         return search.nearest(self, query, k, camera, since, until, per_track, superseded, per_person)
 
     def rows(self, keys: list[int]) -> dict[int, Row]:
-        """The stored rows of `keys` (missing keys are left out), superseded ones marked."""
+        """The stored rows of `keys` (missing keys are left out), superseded ones marked.
+
+        Returns:
+            {key: `Row`} without `score`, `person` filled in where the track is linked.
+        """
         return sources.rows(self, keys)
 
     def keys(self, camera: str | None = None, superseded: bool = True) -> list[int]:
@@ -283,7 +334,11 @@ class VectorStore:
             return self.vectors(np.array([key]))[0]
 
     def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
-        """Keys of row `key`'s track and of its camera's rows nearest in time (`reads.context`)."""
+        """Keys of row `key`'s track and of its camera's rows nearest in time (`reads.context`).
+
+        Raises:
+            UnknownKey: the gallery has no row `key`.
+        """
         return reads.context(self, key, nearby)
 
     def camera_summary(self) -> list[dict]:
@@ -296,7 +351,8 @@ class VectorStore:
         return sources.source(self, path)
 
     def new_source_key(self, path: str, content: str) -> str:
-        """The key for a new version of the file at `path` with content fingerprint `content`."""
+        """The key for a new version of the file at `path` with content fingerprint `content`: the path
+        itself the first time, else "path#<12 hex digits of the fingerprint's sha1>"."""
         return sources.new_source_key(self, path, content)
 
     def rows_of(self, source: str, limit: int = 2) -> list[Row]:
@@ -328,7 +384,20 @@ class VectorStore:
     def tune_index(self, target: float = 0.99, k: int = 10, queries: np.ndarray | None = None,
                    sample: int = 300, widths=(64, 96, 128, 192, 256, 384, 512, 768, 1024), seed: int = 0) -> dict:
         """Choose, store and use the smallest search width reaching `target` recall@k against exact search
-        (`maintenance.tune_index`); returns what was measured and chosen."""
+        (`maintenance.tune_index`); returns what was measured and chosen.
+
+        Args:
+            target: the recall@k to reach, with 95 % confidence over the queries. k: the recall's depth.
+            queries: [m, dim] query embeddings; None: `sample` of its own vectors (drawn with `seed`), each
+                asked for its k nearest other rows.
+            widths: the search widths (usearch expansion_search) tried, smallest first.
+
+        Returns:
+            {"target", "k", "queries", "query_source", "rows", "measured", "chosen", "reached", "at"}.
+
+        Raises:
+            GalleryError: fewer than 2k rows, queries of another size, or a gallery that cannot be written.
+        """
         return maintenance.tune_index(self, target, k, queries, sample, widths, seed)
 
     def stats(self) -> dict:

@@ -43,6 +43,7 @@ class VideoTracks:
         return self.final and self.expected > 0 and self.frames < self.expected - 1
 
     def time(self, frame: int) -> float:
+        """Seconds from the video's start of `frame`, a frame of this chunk (from the decoder's clock)."""
         return float(self.times[frame - self.start])
 
 

@@ -165,6 +165,9 @@ def people_in_mask(mask: np.ndarray, min_box: tuple[int, int], person_aspect: fl
 
 
 class HogDetector:
+    """OpenCV's HOG + linear SVM people detector: needs no background model, so it also works where the
+    camera moves; people smaller than its 64 x 128 window are missed. SVM weights become scores in (0, 1)."""
+
     def __init__(self, min_box: tuple[int, int]):
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
@@ -346,6 +349,8 @@ class OnnxDetector:
 
 
 def make_detector(detector: str, min_box: tuple[int, int]):
+    """The detector a spec names ("mog2", "mog2-split", "hog", "mot:PATH", "onnx[-FORMAT]:PATH"), keeping
+    boxes of at least `min_box` (w, h). IngestError for an unknown spec, DetectionsError for a bad file."""
     if detector == "mog2":
         return Mog2Detector(min_box)
     if detector == "mog2-split":

@@ -24,6 +24,8 @@ TRACKERS = ("iou", "motion")
 
 @dataclass
 class Observation:
+    """One sighting of a tracked person: the box in one processed frame, the crop while it is among the
+    track's best candidates (None once dropped), and how good a crop it is."""
     frame: int  # 0-based frame index
     box: BOX
     quality: float
@@ -33,12 +35,14 @@ class Observation:
 
 @dataclass
 class Track:
+    """One person followed through a chunk: its sightings in frame order (`id` is local to the tracker)."""
     id: int
     observations: list[Observation] = field(default_factory=list)
     last_frame: int = 0
 
     @property
     def box(self) -> BOX:
+        """The last box seen."""
         return self.observations[-1].box
 
 
@@ -81,6 +85,7 @@ def covered_share(box, others) -> float:
 
 
 def clip_box(box, width: int, height: int) -> BOX | None:
+    """`box` cut to the frame, as ints; None when less than 2 pixels wide or high are left (nothing to crop)."""
     x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
     x1, y1 = min(width, int(box[0]) + int(box[2])), min(height, int(box[1]) + int(box[3]))
     if x1 - x0 < 2 or y1 - y0 < 2:
@@ -130,6 +135,8 @@ class IouTracker(_CropKeeper):
         self.next_id = 1
 
     def update(self, index: int, boxes, frame: np.ndarray) -> None:
+        """Associate the boxes of processed frame `index` with the tracks, start a track for each box left,
+        and end tracks unmatched for more than `max_age` frames. Boxes scoring under `min_score` are ignored."""
         boxes = [b for b in boxes if len(b) < 5 or b[4] >= self.min_score]
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.active) for bi, b in enumerate(boxes)),
                        reverse=True)
@@ -154,6 +161,7 @@ class IouTracker(_CropKeeper):
         self.active = still
 
     def close(self) -> list[Track]:
+        """End every track (the chunk or video is over) and return all of them, finished ones first."""
         self.finished += self.active
         self.active = []
         return self.finished
@@ -176,12 +184,14 @@ class KalmanBox:
         self.H = np.eye(4, 8)
 
     def predict(self) -> None:
+        """Move the state one processed frame ahead (constant velocity); uncertainty grows."""
         h = self.mean[3]
         std = [self.POS * h, self.POS * h, 1e-2, self.POS * h, self.VEL * h, self.VEL * h, 1e-5, self.VEL * h]
         self.mean = self.F @ self.mean
         self.cov = self.F @ self.cov @ self.F.T + np.diag(np.square(std))
 
     def update(self, box) -> None:
+        """Correct the state with a matched (x, y, w, h) box."""
         x, y, w, h = (float(v) for v in box[:4])
         z = np.array([x + w / 2, y + h / 2, w / max(h, 1e-6), h])
         r = np.diag(np.square([self.POS * self.mean[3], self.POS * self.mean[3], 1e-1, self.POS * self.mean[3]]))
@@ -192,6 +202,7 @@ class KalmanBox:
 
     @property
     def box(self) -> tuple[float, float, float, float]:
+        """The estimated (x, y, w, h), at least one pixel wide and high."""
         cx, cy, a, h = self.mean[:4]
         h = max(h, 1.0)
         w = max(a * h, 1.0)
@@ -223,6 +234,8 @@ class MotionTracker(_CropKeeper):
         self.next_id = 1
 
     def update(self, index: int, boxes, frame: np.ndarray) -> None:
+        """Predict every track to processed frame `index`, match the boxes in two stages (confident, then
+        weak), keep each matched track's crop, age the others, and start tracks from confident boxes left."""
         dets = [tuple(b) if len(b) >= 5 else (*b, 1.0) for b in boxes]
         dets = [d for d in dets if d[4] >= self.low]
         for _, kf, _ in self.tracks:
@@ -272,6 +285,7 @@ class MotionTracker(_CropKeeper):
         self.tracks = kept
 
     def close(self) -> list[Track]:
+        """End every track and return the confirmed ones (unconfirmed tracks are dropped)."""
         self.finished += [t for t, _, state in self.tracks if state[0] >= self.confirm]
         self.tracks = []
         return self.finished
