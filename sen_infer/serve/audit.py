@@ -19,6 +19,12 @@ from sen_infer.serve.auth import AccessError
 
 
 class AuditLog:
+    """The service's audit log file: `record(**fields)` appends one line, `tail(n)` reads the last n.
+
+    Raises:
+        AccessError: (on opening) the file cannot be opened for appending.
+    """
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()
@@ -30,6 +36,7 @@ class AuditLog:
                               f"choose another place with --audit FILE") from None
 
     def record(self, **fields) -> None:
+        """Appends one JSON line of `fields`, stamped with the UTC time (milliseconds), in one write()."""
         line = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:] + "Z",
                            **fields}, ensure_ascii=False, separators=(",", ":"))
         # format characters (bidi overrides such as U+202E, zero-width joiners) are written as \u escapes:
@@ -53,4 +60,5 @@ class AuditLog:
         return out
 
     def close(self) -> None:
+        """Closes the file (a test or an embedding app that opens many services; the server never does)."""
         os.close(self._fd)

@@ -19,20 +19,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sen_infer.errors import SenInferError
 from sen_infer.files import write_atomic
+from sen_infer.serve.errors import AccessError
 
 ROLES = ("viewer", "admin")  # admin may do everything a viewer may, and read the audit log
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 FORMAT = "sen-infer-keys/1"
 
 
-class AccessError(SenInferError):
-    """A key file that cannot be read or written, or a service that would be open to the network."""
-
-
 @dataclass(frozen=True)
 class Key:
+    """A stored key: who holds it, their role, the SHA-256 of the secret (never the secret), when made."""
+
     name: str
     role: str
     sha256: str
@@ -40,6 +38,7 @@ class Key:
 
 
 def hash_key(secret: str) -> str:
+    """The hex SHA-256 a key file stores for `secret` (a plain hash suits long random secrets)."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -94,6 +93,7 @@ class KeyFile:
         return secret
 
     def remove(self, name: str) -> None:
+        """Revokes `name`'s key (a running service keeps the keys it loaded until it restarts)."""
         keys = self.load()
         if name not in keys:
             raise AccessError(f"no key named {name!r} in {self.path}")
@@ -111,9 +111,11 @@ class Gate:
 
     @property
     def enabled(self) -> bool:
+        """Whether keys are checked at all (False: a loopback-only service without a key file)."""
         return self.keys is not None
 
     def identify(self, authorization: str | None) -> Key | None:
+        """The key an `Authorization: Bearer SECRET` header presents, or None (missing, malformed, unknown)."""
         if not authorization:
             return None
         scheme, _, secret = authorization.partition(" ")
@@ -128,6 +130,7 @@ class Gate:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether `host` (a bind address) is reachable from this machine only, where keys may be omitted."""
     if host == "localhost":
         return True
     try:

@@ -15,18 +15,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sen_infer.errors import SenInferError, VideoReadError
 from sen_infer.engine.preprocess import read_bgr
+from sen_infer.errors import VideoReadError
+from sen_infer.serve.errors import FrameUnavailable
 from sen_infer.store import Row
 
 BOX_COLOUR = (0, 200, 255)  # BGR amber: visible on both dark and light scenes
 
 
-class FrameUnavailable(SenInferError):
-    """The source of a row can no longer give its frame (moved, deleted, replaced, undecodable)."""
-
-
 def draw_box(frame: np.ndarray, bbox, label: str | None = None) -> np.ndarray:
+    """`frame` with the row's box (x, y, w, h) drawn in place, and its label above it: the operator sees
+    which person of the frame the hit is."""
     x, y, w, h = (int(v) for v in bbox)
     thick = max(2, round(min(frame.shape[:2]) / 240))
     cv2.rectangle(frame, (x, y), (x + w - 1, y + h - 1), BOX_COLOUR, thick)

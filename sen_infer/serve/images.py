@@ -8,19 +8,18 @@ import struct
 import cv2
 import numpy as np
 
+from sen_infer.serve.errors import PictureTooLarge, UnsupportedUpload, UploadError
+
 MAX_PIXELS = 40_000_000  # 40 MP: larger than any camera frame a person crop comes from
 
 
-class UploadError(Exception):
-    """An upload the service refuses; `status` is its HTTP status (400, 413, 415 or 422)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 def header_size(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) from a PNG or JPEG header; UploadError for anything else."""
+    """(format, width, height) from a PNG or JPEG header, read without decoding a pixel.
+
+    Raises:
+        UnsupportedUpload: neither PNG nor JPEG (a 415).
+        UploadError: a JPEG without a frame header (truncated).
+    """
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
         w, h = struct.unpack(">II", data[16:24])
         return "png", w, h
@@ -39,18 +38,24 @@ def header_size(data: bytes) -> tuple[str, int, int]:
                 h, w = struct.unpack(">HH", data[i + 5:i + 9])
                 return "jpeg", w, h
             i += 2 + length
-        raise UploadError(400, "the uploaded JPEG has no frame header (truncated or not a JPEG)")
-    raise UploadError(415, "upload a JPEG or PNG picture")
+        raise UploadError("the uploaded JPEG has no frame header (truncated or not a JPEG)")
+    raise UnsupportedUpload("upload a JPEG or PNG picture")
 
 
 def decode_upload(data: bytes) -> np.ndarray:
-    """The uploaded picture as BGR uint8, after the format and size checks."""
+    """The uploaded picture as BGR uint8, after the format and size checks.
+
+    Raises:
+        UploadError: empty, or damaged so that it cannot be decoded (a 400).
+        UnsupportedUpload: not a JPEG or PNG (a 415).
+        PictureTooLarge: more than MAX_PIXELS stated in its header (a 413).
+    """
     if not data:
-        raise UploadError(400, "the uploaded file is empty")
+        raise UploadError("the uploaded file is empty")
     kind, w, h = header_size(data)
     if w < 1 or h < 1 or w * h > MAX_PIXELS:
-        raise UploadError(413, f"the uploaded {kind.upper()} is {w}x{h}; at most {MAX_PIXELS // 1_000_000} MP")
+        raise PictureTooLarge(f"the uploaded {kind.upper()} is {w}x{h}; at most {MAX_PIXELS // 1_000_000} MP")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
-        raise UploadError(400, f"the uploaded {kind.upper()} cannot be decoded (damaged or truncated)")
+        raise UploadError(f"the uploaded {kind.upper()} cannot be decoded (damaged or truncated)")
     return img

@@ -8,11 +8,17 @@ import logging
 import socket
 import sys
 
-from sen_infer.serve.app import ServeConfig, create_app
+from sen_infer.serve.app import create_app
+from sen_infer.serve.config import ServeConfig
 from sen_infer.serve.auth import AccessError
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """The listening TCP socket on host:port (port 0: any free one), made here so the port can be printed.
+
+    Raises:
+        AccessError: the address cannot be bound (in use, not this machine's, no permission).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto must say TCP: asyncio sets TCP_NODELAY only on accepted sockets whose proto is IPPROTO_TCP, and
     # without it a keep-alive client waits ~40 ms per response (Nagle's algorithm meets delayed ACKs)
@@ -29,6 +35,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(config: ServeConfig, log_level: str = "info") -> None:
+    """Runs the service until SIGINT or SIGTERM; prints "listening on URL" once it can answer.
+
+    Raises:
+        AccessError, SenInferError: the service cannot start (see `create_app`, `bind`).
+    """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

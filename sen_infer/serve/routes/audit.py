@@ -1,0 +1,25 @@
+"""Reading the audit log (admin keys only): searches of surveillance footage are themselves sensitive, so
+whoever reviews them is recorded too.
+
+Handlers say why in comments: FastAPI publishes a handler's docstring in the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from sen_infer.serve.deps import AdminKey, ServiceDep
+from sen_infer.serve.errors import LimitExceeded
+from sen_infer.serve.schemas import API
+
+router = APIRouter(prefix=API, tags=["admin"])
+
+
+# The last `limit` audit records, oldest first; reading them adds a line of its own.
+@router.get("/audit", summary="The last audit records (admin keys only)")
+def audit(request: Request, svc: ServiceDep, caller: AdminKey, limit: int = 100):
+    if not 1 <= limit <= svc.limits.max_audit:
+        raise LimitExceeded(f"limit must be between 1 and {svc.limits.max_audit}")
+    lines = svc.audit.tail(limit)
+    svc.audit_request(request, caller, 200, lines=len(lines))  # reading the log is logged
+    return {"lines": lines}
