@@ -18,7 +18,18 @@ SHEET_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def check_sheet_path(path) -> Path:
     """`path` as a Path if a contact sheet can be written there, else QueryError: checked before the
-    query runs, and before OpenCV sees the name (it crashes on names that are not UTF-8)."""
+    query runs, and before OpenCV sees the name (it crashes on names that are not UTF-8).
+
+    Args:
+        path: where the sheet is to go; its extension picks the image format.
+
+    Returns:
+        `path` as a Path.
+
+    Raises:
+        QueryError: not UTF-8, a directory, an extension OpenCV cannot write, or a folder that is missing
+            or not writable.
+    """
     path = Path(path)
     require_utf8(str(path), "--sheet path")
     if path.is_dir():
@@ -47,7 +58,21 @@ def _label_time(ts) -> str:
 
 
 def contact_sheet(hits, path: str, columns: int = 5, title: str | None = None) -> np.ndarray:
-    """Write the sheet to `path` (JPEG/PNG by extension) and return it."""
+    """Write the sheet to `path` (JPEG/PNG by extension) and return it: the hits at a glance, where a
+    list of crop paths makes a person hard to compare across cameras.
+
+    Args:
+        hits: the query's hits (crop_path, score, camera, timestamp; superseded ones are framed red).
+        path: the image to write (see `check_sheet_path`).
+        columns: crops per row.
+        title: drawn above the grid (the query text), ASCII only.
+
+    Returns:
+        The sheet as a BGR array.
+
+    Raises:
+        QueryError: a bad `path`, or the image cannot be encoded or written.
+    """
     path = check_sheet_path(path)
     rows = max(1, -(-len(hits) // columns))
     top = 28 if title else 0

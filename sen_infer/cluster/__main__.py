@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import argparse
 import calendar
-import json
 import sys
 import time
 
-from sen_infer.cli.main import _finite_float, _Parser, _positive_int, run
+from sen_infer.cli.args import Parser, finite_float, positive_int, print_json, run
 from sen_infer.errors import SenInferError
 
 
 def cmd_ingest(args) -> int:
+    """Ingest the videos on Ray into the sharded root and report what was added.
+
+    Args:
+        args: the parsed `ingest` arguments.
+
+    Returns:
+        1 if some video failed (a re-run resumes it), else 0.
+
+    Raises:
+        SenInferError: a bad engine dir (before a cluster is started), a bad address or source, or
+            --start-time with --start-time-from name|mtime.
+    """
     from tqdm import tqdm
 
     from sen_infer.cluster.ingest import IngestConfig, connect, start_ingest
-    from sen_infer.gallery import VideoOptions
     from sen_infer.engine.manifest import read_manifest
+    from sen_infer.ingest.video import VideoOptions
 
     read_manifest(args.engine)  # a wrong engine dir is one line here, before a cluster is started
 
@@ -42,7 +53,7 @@ def cmd_ingest(args) -> int:
            "videos": len(job.refs), "seconds": round(report.seconds, 1), "unreadable": report.reasons,
            "failed": report.failed, "incomplete": report.incomplete}
     if args.json:
-        print(json.dumps(out))
+        print_json(out)
     else:
         print(f"{report.added} rows added from {len(job.refs)} videos in {report.seconds:.1f} s "
               f"({report.skipped_existing} already there)")
@@ -52,6 +63,17 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_retain(args) -> int:
+    """Delete the shards of days before the last --keep-days (today included); undated ones are listed.
+
+    Args:
+        args: the parsed `retain` arguments.
+
+    Returns:
+        0.
+
+    Raises:
+        SenInferError: --gallery is not a sharded root, or --today is not YYYY-MM-DD.
+    """
     from sen_infer.gallery.sharded import Catalogue, ShardedGallery
 
     Catalogue(args.gallery)  # a clear error when ROOT is not a sharded gallery
@@ -73,8 +95,13 @@ def cmd_retain(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m sen_infer.cluster", description="Ingest on a Ray cluster into a sharded gallery.")
-    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    """The `python -m sen_infer.cluster` parser, with the base CLI's argument types and error contract.
+
+    Returns:
+        A parser for `sen_infer.cli.args.run`.
+    """
+    ap = Parser(prog="python -m sen_infer.cluster", description="Ingest on a Ray cluster into a sharded gallery.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("ingest", help="ingest videos (files or folders) on Ray")
     p.add_argument("paths", nargs="+")
     p.add_argument("--address", default="local", help="auto (a running cluster), local[:N] (this machine, N CPUs), "
@@ -83,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", required=True, help="sharded root, on a path every node can write (made if missing)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--camera", help="camera name (default: each video's file name)")
-    p.add_argument("--start-time", type=_finite_float,
+    p.add_argument("--start-time", type=finite_float,
                    help="unix time of the first frame, the same for every video (one recording, or a test)")
     p.add_argument("--start-time-from", choices=("option", "name", "mtime"), default="option",
                    help="each video's own start: name = the first YYYYMMDD-HHMMSS in its file name (UTC); "
@@ -92,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera of each video without --camera: its file name (default) or its folder's name")
     p.add_argument("--detector", default="mog2")
     p.add_argument("--tracker", default="motion", choices=("iou", "motion"))
-    p.add_argument("--stride", type=_positive_int, default=2)
-    p.add_argument("--chunk-seconds", type=_finite_float, default=60.0)
-    p.add_argument("--embedders", type=_positive_int, default=1, help="encoder actors (default 1)")
+    p.add_argument("--stride", type=positive_int, default=2)
+    p.add_argument("--chunk-seconds", type=finite_float, default=60.0)
+    p.add_argument("--embedders", type=positive_int, default=1, help="encoder actors (default 1)")
     p.add_argument("--embedder-cpus", type=float, default=1.0, help="CPUs each encoder actor reserves")
     p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs each video task reserves")
     p.add_argument("--json", action="store_true")
@@ -102,13 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_ingest)
     p = sub.add_parser("retain", help="delete whole days older than the retention period")
     p.add_argument("--gallery", required=True)
-    p.add_argument("--keep-days", type=_positive_int, required=True, help="days to keep, today included")
+    p.add_argument("--keep-days", type=positive_int, required=True, help="days to keep, today included")
     p.add_argument("--today", help="YYYY-MM-DD (default: today, UTC)")
     p.set_defaults(fn=cmd_retain)
     return ap
 
 
 def main(argv=None) -> int:
+    """Run the cluster command line: errors are one line `error: ...` and exit 2, as in `python -m sen_infer`.
+
+    Args:
+        argv: the arguments (default: sys.argv[1:]).
+
+    Returns:
+        The exit code.
+    """
     return run(build_parser(), argv)
 
 
