@@ -7,6 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# the tests' own helper modules (helpers.py, serving.py, videos.py) import from any test folder
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the SDK's sha256 cache lives in a per-run folder, not in the user's ~/.cache (subprocesses inherit it)
 os.environ.setdefault("SEN_INFER_CACHE", tempfile.mkdtemp(prefix="sen_infer_cache_"))
@@ -43,12 +45,32 @@ def tiny_run(synth_learn, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_engine(tiny_run, tmp_path_factory):
-    """An engine dir (fp32 + int8) exported from the trained tiny checkpoint: (dir, manifest)."""
+def engine(tiny_run, tmp_path_factory) -> Path:
+    """The engine dir every SDK, service and benchmark test uses: the trained tiny checkpoint exported with
+    fp32 + int8 towers. Read-only: a test that damages an engine copies it first."""
     from export.onnx import export_engine_dir
 
     out = tmp_path_factory.mktemp("engines") / "tiny"
-    return out, export_engine_dir(tiny_run[1] / "best", out, int8=True, log=lambda *_: None)
+    export_engine_dir(tiny_run[1] / "best", out, int8=True, log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def engine_fp32(tiny_run, tmp_path_factory) -> Path:
+    """The same trained tiny model with fp32 towers only, for checks that must not depend on int8."""
+    from export.onnx import export_engine_dir
+
+    out = tmp_path_factory.mktemp("engines") / "tiny_fp32"
+    export_engine_dir(tiny_run[1] / "best", out, int8=False, log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The one CLI runner: `cli("query", "--engine", ...)` runs `python -m sen_infer ...` (see helpers.run_cli)."""
+    from helpers import run_cli
+
+    return run_cli
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402  (re-exported: the service runs from the repository root)
 
 
 @contextmanager

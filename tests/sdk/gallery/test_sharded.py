@@ -18,16 +18,16 @@ QUERIES = ["a woman in a red coat carrying a black backpack", "a man in a grey h
 
 
 @pytest.fixture(scope="module")
-def twin(tiny_engine, video, tmp_path_factory):
+def twin(engine, video, tmp_path_factory):
     """The same three recordings (two cameras on day 1, camera 1 again on day 2) in one gallery and in a
     sharded root."""
     root = tmp_path_factory.mktemp("sharded")
     day2 = root / "cam1 next day.mp4"
     shutil.copy(video / "cam1.mp4", day2)
     jobs = [(video / "cam1.mp4", "cam1", START), (video / "cam2.mp4", "cam2", START), (day2, "cam1", START + DAY)]
-    single = Retriever(tiny_engine[0], gallery=root / "single")
+    single = Retriever(engine, gallery=root / "single")
     make_sharded(root / "sharded")
-    sharded = Retriever(tiny_engine[0], gallery=root / "sharded")
+    sharded = Retriever(engine, gallery=root / "sharded")
     for path, camera, t in jobs:
         single.gallery.add_video(path, camera=camera, start_time=t)
         sharded.gallery.add_video(path, camera=camera, start_time=t)
@@ -95,9 +95,9 @@ def test_global_keys_resolve_to_their_shard(twin):
         sharded.query(QUERIES[0], per_person=True)
 
 
-def test_a_filter_opens_only_matching_shards(twin, tiny_engine):
+def test_a_filter_opens_only_matching_shards(twin, engine):
     _, _, root = twin
-    fresh = Retriever(tiny_engine[0], gallery=root / "sharded")
+    fresh = Retriever(engine, gallery=root / "sharded")
     g = fresh.open_gallery()
     assert g.opened == 0
     hits = fresh.query(QUERIES[1], k=5, camera="cam2")
@@ -111,11 +111,11 @@ def test_a_filter_opens_only_matching_shards(twin, tiny_engine):
     assert g.opened == 3 and len(g.last_searched) == 3
 
 
-def test_retention_drops_whole_days(twin, tiny_engine, tmp_path):
+def test_retention_drops_whole_days(twin, engine, tmp_path):
     _, _, root = twin
     copy = tmp_path / "copy"
     shutil.copytree(root / "sharded", copy)
-    r = Retriever(tiny_engine[0], gallery=copy)
+    r = Retriever(engine, gallery=copy)
     before = len(r.open_gallery())
     gone = r.open_gallery().drop_days_before("2023-11-15")
     assert sorted(gone) == ["shards/cam1/2023-11-14", "shards/cam2/2023-11-14"]
@@ -126,12 +126,12 @@ def test_retention_drops_whole_days(twin, tiny_engine, tmp_path):
         r.open_gallery().drop_days_before("last week")
 
 
-def test_a_reader_stops_serving_what_retention_removed(twin, tiny_engine, tmp_path):
+def test_a_reader_stops_serving_what_retention_removed(twin, engine, tmp_path):
     """A search service holding shards open must not go on serving a day that retention deleted."""
     _, _, root = twin
     copy = tmp_path / "copy"
     shutil.copytree(root / "sharded", copy)
-    reader = Retriever(tiny_engine[0], gallery=copy)
+    reader = Retriever(engine, gallery=copy)
     old = [h.key for h in reader.query(QUERIES[0], k=50) if h.timestamp < START + DAY]
     assert old and reader.open_gallery().rows(old)
     ShardedGallery(copy, encoders=None).drop_days_before("2023-11-15")  # another process's retention run

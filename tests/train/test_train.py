@@ -1,9 +1,6 @@
 """Training end to end on SynthPEDES: resume equivalence, learning, checkpoints, CLI errors."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,12 +9,11 @@ from safetensors.torch import load_file
 from sen_train.config import load_config
 from sen_train.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import run_cli  # noqa: E402
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    return run_cli(*args, module=None, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}, timeout=None)
 
 
 def test_resume_equals_uninterrupted_run(synth_small, tmp_path):

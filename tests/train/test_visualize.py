@@ -1,19 +1,15 @@
 """The visualise command writes PNGs of the expected size for a tiny checkpoint."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import run_cli  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "sen_train.visualize", *args], cwd=ROOT, capture_output=True,
-                          text=True, env=ENV)
+    return run_cli(*args, module="sen_train.visualize", env=ENV, timeout=None)
 
 
 def test_retrieval_grid_and_tir_sheet(tiny_run, synth_learn, tmp_path):

@@ -13,7 +13,7 @@ from sen_infer.vision.detection import OnnxDetector, join_fragments, make_detect
 from sen_infer.errors import DetectionsError, IngestError
 from sen_infer.vision.tracking import IouTracker, MotionTracker
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 
 # ---- ONNX person detectors ------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 from sen_train.data.synth_video import VideoConfig, VideoWriteError, generate, identities_from_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 CFG = VideoConfig(cameras=2, seconds=4, seed=5, fps=10, width=240, height=160, people=4, tracks_per_camera=4)
 
 

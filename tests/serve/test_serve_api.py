@@ -16,19 +16,19 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
+from helpers import run_cli  # noqa: E402
 from serving import ROOT, call, served, wait_until  # noqa: E402
 
 START = 1_700_000_000.0  # the cameras' clock: Unix seconds
 
 
 @pytest.fixture(scope="module")
-def site(tiny_engine, video, synth_learn, tmp_path_factory):
+def site(engine, video, synth_learn, tmp_path_factory):
     """An engine, a gallery of two cameras' video plus two pictures, and a file beside it that no route
     may ever return."""
     from sen_infer import Retriever
 
     root = tmp_path_factory.mktemp("site")
-    engine = tiny_engine[0]
     gallery = root / "gallery"
     r = Retriever(engine, gallery=gallery)
     for cam in ("cam1", "cam2"):
@@ -415,8 +415,7 @@ def test_keys_roles_and_audit(site, tmp_path):
 
 
 def cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "sen_infer", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_cli(*args, timeout=timeout)
 
 
 def test_serve_refuses_what_would_be_unsafe_or_cannot_work(site, tmp_path):

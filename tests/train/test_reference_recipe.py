@@ -15,7 +15,7 @@ from sen_train.loader import pad_crop, random_erasing
 from sen_train.sampler import ReferenceIdentitySampler
 from sen_train.train import EpochWarmupCosine, reference_param_groups
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 
 
 def test_reference_sampler_draws_1_or_2_per_identity_in_rounds_of_distinct_identities():

@@ -18,19 +18,9 @@ import pytest
 from sen_infer import Retriever
 from videos import looped_avi
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, run_cli  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
 CHUNK = 2.0  # seconds: 20-frame chunks at 10 fps, so every video commits several times
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_run, tmp_path_factory):
-    """The trained tiny model, fp32 towers only: what is checked here does not depend on int8."""
-    from export.onnx import export_engine_dir
-
-    out = tmp_path_factory.mktemp("engines") / "tiny_fp32"
-    export_engine_dir(tiny_run[1] / "best", out, int8=False, log=lambda *_: None)
-    return out
 
 
 def _rows(gallery_dir: Path) -> dict:
@@ -52,7 +42,7 @@ def _sources(gallery_dir: Path) -> dict:
         return {s: (r, f) for s, r, f in conn.execute("SELECT source, resume_frame, frames FROM sources")}
 
 
-def _batch_noise(engine, video) -> float:
+def _batch_noise(engine_fp32, video) -> float:
     """The largest change of one crop's normalised fp32 embedding when it is embedded in batches of
     another size and company (1, 3, 8 and all crops at once): onnxruntime's kernels sum in an order
     that depends on the batch, so float32 results differ by rounding."""
@@ -60,7 +50,7 @@ def _batch_noise(engine, video) -> float:
     from sen_infer.store import normalise
     from sen_infer.vision.decode import extract_tracks
 
-    enc = Encoders(engine, "onnx-cpu")
+    enc = Encoders(engine_fp32, "onnx-cpu")
     m = enc.manifest
     from sen_infer.engine.preprocess import to_input
 
@@ -74,17 +64,17 @@ def _batch_noise(engine, video) -> float:
     return worst
 
 
-def test_pipeline_stores_the_rows_of_the_sequential_path(engine, video, tmp_path):
+def test_pipeline_stores_the_rows_of_the_sequential_path(engine_fp32, video, tmp_path):
     """Two cameras, several chunks each: the sequential path (add_video per file) and the pipeline
     (two producers, an encoder batching 8 crops across tracks and cameras) store the same rows: same
     sources, frames, boxes, cameras, times, crop pictures, track grouping, resume points. The fp32 tower
     is used: a dynamically quantised int8 tower scales activations over the whole batch, so its
     embeddings depend on their batch-mates beyond rounding (docs/sdk.md)."""
     paths = [video / "cam1.mp4", video / "cam2.mp4"]
-    seq = Retriever(engine, gallery=tmp_path / "seq", backend="onnx-cpu").gallery
+    seq = Retriever(engine_fp32, gallery=tmp_path / "seq", backend="onnx-cpu").gallery
     for p in paths:
         seq.add_video(p, chunk_seconds=CHUNK)
-    pipe = Retriever(engine, gallery=tmp_path / "pipe", backend="onnx-cpu").gallery
+    pipe = Retriever(engine_fp32, gallery=tmp_path / "pipe", backend="onnx-cpu").gallery
     rep = pipe.add_videos(paths, workers=2, batch_size=8, chunk_seconds=CHUNK)
     assert not rep.unreadable and not rep.failed and rep.added > 0 and rep.encoder_batches > 0
     a, b = _rows(tmp_path / "seq"), _rows(tmp_path / "pipe")
@@ -99,7 +89,7 @@ def test_pipeline_stores_the_rows_of_the_sequential_path(engine, video, tmp_path
     # and, as crops of one track never point in opposite directions (pairwise cosine >= 0, so the mean of
     # 4 has norm >= 1/2), its normalisation by at most 2 * eps / (1/2) = 4 eps. Each side's float16 rounding
     # adds at most half a step, 2^-12 for |x| < 1. eps is a sample, not a bound: a factor 4 of margin.
-    eps = _batch_noise(engine, video)
+    eps = _batch_noise(engine_fp32, video)
     assert eps < 1e-4  # rounding-level: a mixed-up crop would move an embedding by ~0.1 or more
     tol = 2 * 2 ** -12 + 4 * (4 * eps)
     worst = max(float(np.abs(a[k][4] - b[k][4]).max()) for k in a)
@@ -109,13 +99,12 @@ def test_pipeline_stores_the_rows_of_the_sequential_path(engine, video, tmp_path
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "sen_infer", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, env=ENV, timeout=300)
+    return run_cli(*args, env=ENV)
 
 
-def test_cli_workers_with_two_videos(engine, video, tmp_path):
+def test_cli_workers_with_two_videos(engine_fp32, video, tmp_path):
     g = tmp_path / "g"
-    r = _cli("ingest", "--engine", engine, "--gallery", g, "--workers", "2", "--json", "--no-link",
+    r = _cli("ingest", "--engine", engine_fp32, "--gallery", g, "--workers", "2", "--json", "--no-link",
              video / "cam1.mp4", video / "cam2.mp4")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -127,15 +116,15 @@ def test_cli_workers_with_two_videos(engine, video, tmp_path):
         owners = dict(conn.execute("SELECT track, min(source) FROM crops GROUP BY track HAVING "
                                    "count(DISTINCT source) > 1").fetchall())
     assert owners == {}  # no track id shared by the two cameras
-    again = _cli("ingest", "--engine", engine, "--gallery", g, "--workers", "2", "--json", "--quiet",
+    again = _cli("ingest", "--engine", engine_fp32, "--gallery", g, "--workers", "2", "--json", "--quiet",
                  video / "cam1.mp4", video / "cam2.mp4")
     assert again.returncode == 0 and json.loads(again.stdout)["added"] == 0  # idempotent
     assert json.loads(again.stdout)["skipped_existing"] == 2
-    bad = _cli("ingest", "--engine", engine, "--gallery", g, "--workers", "-1", video / "cam1.mp4")
+    bad = _cli("ingest", "--engine", engine_fp32, "--gallery", g, "--workers", "-1", video / "cam1.mp4")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--workers" in bad.stderr
 
 
-def test_grown_and_replaced_recordings_through_the_pipeline(engine, video, tmp_path):
+def test_grown_and_replaced_recordings_through_the_pipeline(engine_fp32, video, tmp_path):
     """A recording that grew is resumed where it ended; one replaced by other content becomes a new
     source that supersedes the old rows (kept, marked), with track ids of its own."""
     import cv2
@@ -151,7 +140,7 @@ def test_grown_and_replaced_recordings_through_the_pipeline(engine, video, tmp_p
 
     rec, other = tmp_path / "rec.avi", tmp_path / "other.avi"
     avi(other, "cam2", 80)
-    gallery = Retriever(engine, gallery=tmp_path / "g").gallery
+    gallery = Retriever(engine_fp32, gallery=tmp_path / "g").gallery
     first = gallery.add_videos([avi(rec, "cam1", 40), other], workers=2, chunk_seconds=CHUNK)
     assert first.added > 0 and gallery.source_done(str(rec.resolve()))
     before = set(gallery.keys())
@@ -187,7 +176,7 @@ def _undo_immutable(path: Path) -> None:
     path.chmod(0o755)
 
 
-def test_bad_videos_are_reported_and_the_others_stored(engine, video, tmp_path):
+def test_bad_videos_are_reported_and_the_others_stored(engine_fp32, video, tmp_path):
     """Among good videos: random bytes, an empty file, a missing path, and a video whose crops cannot be
     written (its crop folder is read-only). Each is reported; the good ones are stored to their end."""
     garbage, empty, missing = tmp_path / "garbage.mp4", tmp_path / "empty.mp4", tmp_path / "missing.mp4"
@@ -197,7 +186,7 @@ def test_bad_videos_are_reported_and_the_others_stored(engine, video, tmp_path):
     blocked.parent.mkdir()
     shutil.copy(video / "cam1.mp4", blocked)
     g = tmp_path / "g"
-    gallery = Retriever(engine, gallery=g).gallery
+    gallery = Retriever(engine_fp32, gallery=g).gallery
     crop_dir = g / "crops" / hashlib.sha1(str(blocked.resolve()).encode()).hexdigest()[:16]
     _make_immutable(crop_dir)
     try:
@@ -238,10 +227,10 @@ def long_videos(video, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def whole(engine, long_videos, tmp_path_factory):
+def whole(engine_fp32, long_videos, tmp_path_factory):
     """The rows of an uninterrupted sequential ingest of the long videos."""
     g = tmp_path_factory.mktemp("whole") / "g"
-    gallery = Retriever(engine, gallery=g).gallery
+    gallery = Retriever(engine_fp32, gallery=g).gallery
     for p in long_videos:
         gallery.add_video(p, chunk_seconds=CHUNK)
     gallery.close()
@@ -258,26 +247,26 @@ def _committed_prefix_only(g: Path) -> None:
                                     (source, resume)).fetchone()[0] == 0
 
 
-def test_a_killed_pipeline_keeps_committed_chunks_and_resumes(engine, long_videos, whole, tmp_path):
+def test_a_killed_pipeline_keeps_committed_chunks_and_resumes(engine_fp32, long_videos, whole, tmp_path):
     g = tmp_path / "g"
-    p = subprocess.run([sys.executable, "-c", KILLED, str(engine), str(g), "300", *map(str, long_videos)],
+    p = subprocess.run([sys.executable, "-c", KILLED, str(engine_fp32), str(g), "300", *map(str, long_videos)],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == -9, p.stderr
     _committed_prefix_only(g)
     before = set(_rows(g))
     assert before < whole  # something committed, not everything, nothing foreign
-    gallery = Retriever(engine, gallery=g).gallery
+    gallery = Retriever(engine_fp32, gallery=g).gallery
     rest = gallery.add_videos(long_videos, workers=2, chunk_seconds=CHUNK)
     assert all(gallery.source_done(str(v.resolve())) for v in long_videos)
     assert len(before) + rest.added == len(whole) and set(_rows(g)) == whole  # resumed, nothing twice
     gallery.close()
 
 
-def test_an_interrupted_pipeline_stops_its_threads_and_resumes(engine, long_videos, whole, tmp_path):
+def test_an_interrupted_pipeline_stops_its_threads_and_resumes(engine_fp32, long_videos, whole, tmp_path):
     """Ctrl-C (KeyboardInterrupt in the calling thread) stops the producers and the encoder, leaves the
     committed chunks and their resume points, and a rerun completes the same rows."""
     g = tmp_path / "g"
-    gallery = Retriever(engine, gallery=g).gallery
+    gallery = Retriever(engine_fp32, gallery=g).gallery
     threads = threading.active_count()
     seen = [0]
 

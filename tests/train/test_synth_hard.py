@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from sen_train.data.render import Pose, render_person
 from sen_train.data.synth import SynthConfig, generate
 from sen_train.data.synth_video import dataset_difficulty
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 STANDARD_DIGEST = "d67a4c2691d05082fe000ac24791e76928371033b8bdaf789d829ec07992f374"  # before the hard mode existed
 
 

@@ -5,11 +5,10 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 from sen_train.sampler import IdentityBatchSampler
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 
 
 def _free_port() -> int:

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import onnxruntime as ort
 import open_clip
@@ -17,7 +16,7 @@ from export.towers import ImageTower, TextTower
 from sen_infer.engine.manifest import ManifestError, read_manifest, verify_files
 from sen_train.checkpoint import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
@@ -26,17 +25,13 @@ def ckpt(tiny_run):
     return tiny_run[1] / "best"
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_engine):
-    return tiny_engine
-
 
 def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def test_engine_dir_contents_and_manifest(engine, ckpt):
-    out, manifest = engine
+    out = engine
     names = {p.name for p in out.iterdir()}
     assert {"manifest.json", "image_encoder.onnx", "text_encoder.onnx", "image_encoder.int8.onnx",
             "text_encoder.int8.onnx", "tokenizer.json"} <= names
@@ -57,7 +52,7 @@ def test_engine_dir_contents_and_manifest(engine, ckpt):
 
 
 def test_dynamic_batch_agrees_with_torch(engine, ckpt):
-    out, _ = engine
+    out = engine
     model = load_model(ckpt)
     session = _session(out / "image_encoder.onnx")
     torch.manual_seed(0)
@@ -71,7 +66,7 @@ def test_dynamic_batch_agrees_with_torch(engine, ckpt):
 
 
 def test_every_text_length_agrees_with_torch(engine, ckpt):
-    out, _ = engine
+    out = engine
     model = load_model(ckpt)
     session = _session(out / "text_encoder.onnx")
     full = open_clip.tokenize(["a woman in a red coat carrying a black backpack " * 8,
@@ -121,7 +116,7 @@ def test_other_model_refused_without_force_and_gallery_kept(engine, ckpt, tmp_pa
 
 
 def test_unknown_major_version_is_refused(engine, tmp_path):
-    out, _ = engine
+    out = engine
     data = json.loads((out / "manifest.json").read_text())
     for version, ok in (("1.7", True), ("2.0", False)):
         (tmp_path / "manifest.json").write_text(json.dumps({**data, "format_version": version}))

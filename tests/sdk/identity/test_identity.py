@@ -4,7 +4,6 @@ store's persons (rows, per-person search, timelines, other readers), and the CLI
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from sen_infer import Row, VectorStore
 from sen_infer.identity.linking import TrackSummary, conflict, link_tracks, pairwise_scores
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 DIM = 32
 FP = "f" * 64
 
@@ -109,11 +108,10 @@ def test_store_persons_rows_search_and_timeline(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_links_after_ingest_and_answers_per_person_and_timeline(tiny_engine, tmp_path):
+def test_cli_links_after_ingest_and_answers_per_person_and_timeline(engine, tmp_path):
     from sen_train.data.synth_video import VideoConfig, generate
 
     generate(VideoConfig(cameras=2, seconds=8, seed=9, people=3), tmp_path / "v", progress=False)
-    engine, _ = tiny_engine
     base = [sys.executable, "-m", "sen_infer"]
     common = ["--engine", str(engine), "--gallery", str(tmp_path / "g"), "--json"]
     r = subprocess.run(base + ["ingest", *common, "--quiet", "--detector", "mog2-split", "--tracker", "motion",

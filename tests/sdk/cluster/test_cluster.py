@@ -36,11 +36,11 @@ def footage(video, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sequential(tiny_engine, footage, tmp_path_factory):
+def sequential(engine, footage, tmp_path_factory):
     """The reference: the same videos ingested one after another in this process into a sharded root."""
     root = tmp_path_factory.mktemp("seq") / "root"
     make_sharded(root)
-    g = Retriever(tiny_engine[0], gallery=root).open_gallery()
+    g = Retriever(engine, gallery=root).open_gallery()
     for path in footage:
         g.add_video(path, start_time=START, chunk_seconds=CHUNK_S)
     return table(g)
@@ -81,38 +81,38 @@ def config(engine, root) -> IngestConfig:
                         embedder_cpus=0.0)
 
 
-def test_ray_ingest_equals_sequential_and_reruns_add_nothing(cluster, tiny_engine, footage, sequential, tmp_path):
+def test_ray_ingest_equals_sequential_and_reruns_add_nothing(cluster, engine, footage, sequential, tmp_path):
     root = tmp_path / "root"
-    report = start_ingest(config(tiny_engine[0], root), footage).wait()
+    report = start_ingest(config(engine, root), footage).wait()
     assert report.added == len(sequential) and not report.failed and not report.unreadable
-    g = Retriever(tiny_engine[0], gallery=root).open_gallery()
+    g = Retriever(engine, gallery=root).open_gallery()
     assert_same_rows(table(g), sequential)
     assert sorted(s["camera"] for s in g.catalogue.shards()) == ["cam1.mp4", "cam2.mp4", "lobby camera.avi"]
 
-    again = start_ingest(config(tiny_engine[0], root), footage).wait()
+    again = start_ingest(config(engine, root), footage).wait()
     assert again.added == 0 and again.skipped_existing == len(footage)
     g.close()
-    assert_same_rows(table(Retriever(tiny_engine[0], gallery=root).open_gallery()), sequential)
+    assert_same_rows(table(Retriever(engine, gallery=root).open_gallery()), sequential)
 
 
-def test_a_killed_worker_s_video_is_ingested_exactly_once(cluster, tiny_engine, footage, sequential, tmp_path):
+def test_a_killed_worker_s_video_is_ingested_exactly_once(cluster, engine, footage, sequential, tmp_path):
     root = tmp_path / "root"
     long = str(footage[2].resolve())
-    job = start_ingest(config(tiny_engine[0], root), [footage[2]])
+    job = start_ingest(config(engine, root), [footage[2]])
     kill_worker_of(job, long)
     report = job.wait()
     state = job.state()
     assert state["attempts"][long] >= 2  # Ray ran it again after the kill
     assert not report.failed
-    g = Retriever(tiny_engine[0], gallery=root).open_gallery()
+    g = Retriever(engine, gallery=root).open_gallery()
     want = {k: v for k, v in sequential.items() if k[0] == long}
     assert_same_rows(table(g), want)  # every row once: nothing lost, nothing twice
 
-    again = start_ingest(config(tiny_engine[0], root), [footage[2]]).wait()
+    again = start_ingest(config(engine, root), [footage[2]]).wait()
     assert again.added == 0
 
 
-def test_cli(tiny_engine, footage, tmp_path, cluster):
+def test_cli(engine, footage, tmp_path, cluster):
     """The command line joins the running local cluster (auto) and reports in one JSON line."""
     import json
     import subprocess
@@ -124,7 +124,7 @@ def test_cli(tiny_engine, footage, tmp_path, cluster):
     broken = tmp_path / "broken camera.mp4"
     broken.write_bytes(b"not a video")
     done = subprocess.run([sys.executable, "-m", "sen_infer.cluster", "ingest", "--address", "auto", "--engine",
-                           str(tiny_engine[0]), "--gallery", str(root), "--start-time", str(START), "--embedder-cpus",
+                           str(engine), "--gallery", str(root), "--start-time", str(START), "--embedder-cpus",
                            "0", "--json", "--quiet", str(footage[0]), str(broken)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -167,7 +167,7 @@ def test_each_video_s_start_time_and_camera(tmp_path):
 
 
 
-def test_a_video_whose_retries_are_spent_is_reported_and_a_rerun_finishes_it(cluster, tiny_engine, footage,
+def test_a_video_whose_retries_are_spent_is_reported_and_a_rerun_finishes_it(cluster, engine, footage,
                                                                             sequential, tmp_path):
     """With no retries left a killed video is reported as failed, the job's other videos are stored, and
     running the job again resumes it from its last committed chunk: the same rows as the sequential run."""
@@ -175,12 +175,12 @@ def test_a_video_whose_retries_are_spent_is_reported_and_a_rerun_finishes_it(clu
 
     root = tmp_path / "root"
     long = str(footage[2].resolve())
-    job = start_ingest(replace(config(tiny_engine[0], root), max_retries=0), [footage[2], footage[1]])
+    job = start_ingest(replace(config(engine, root), max_retries=0), [footage[2], footage[1]])
     kill_worker_of(job, long)
     report = job.wait()
     assert list(report.failed) == [long] and "Error" in report.failed[long]
-    again = start_ingest(config(tiny_engine[0], root), [footage[2], footage[1]]).wait()
+    again = start_ingest(config(engine, root), [footage[2], footage[1]]).wait()
     assert not again.failed and again.added > 0
-    g = Retriever(tiny_engine[0], gallery=root).open_gallery()
+    g = Retriever(engine, gallery=root).open_gallery()
     want = {k: v for k, v in sequential.items() if k[0] in (long, str(footage[1].resolve()))}
     assert_same_rows(table(g), want)

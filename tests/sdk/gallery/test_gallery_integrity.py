@@ -17,18 +17,12 @@ from sen_infer.engine.encoders import Encoders
 from sen_infer.vision.decode import frame_times
 from videos import looped_avi
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, run_cli  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_engine):
-    return tiny_engine[0]
-
-
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "sen_infer", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, env=ENV, timeout=300)
+    return run_cli(*args, env=ENV)
 
 
 def _tracks_by_source(db: Path) -> dict:

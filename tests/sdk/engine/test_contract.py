@@ -23,9 +23,9 @@ def tree_digest(root: Path) -> dict:
 
 
 @pytest.fixture
-def engine_copy(tiny_engine, tmp_path):
+def engine_copy(engine, tmp_path):
     dst = tmp_path / "engine"
-    shutil.copytree(tiny_engine[0], dst, ignore=shutil.ignore_patterns("gallery"))
+    shutil.copytree(engine, dst, ignore=shutil.ignore_patterns("gallery"))
     return dst
 
 

@@ -1,16 +1,13 @@
 """scripts/ablation.py's analysis modes on real checkpoints: seed averaging, paired bootstrap, TIR probe."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, run_cli  # noqa: E402
 SCRIPT = str(ROOT / "scripts" / "ablation.py")
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True)
+    return run_cli(SCRIPT, *args, module=None, timeout=None)
 
 
 def test_combine_averages_seed_runs(tmp_path):

@@ -63,8 +63,8 @@ def _planted_nodes(model, dim: int) -> set[str]:
     return found
 
 
-def test_static_int8_engine_records_the_sweep_and_the_gate(tiny_engine):
-    out, manifest = tiny_engine
+def test_static_int8_engine_records_the_sweep_and_the_gate(engine):
+    out = engine
     m = read_manifest(out)
     assert SWEEP_FILE in m.files  # hashed like the towers: an edited record is refused by verify_files
     sweep = json.loads((out / SWEEP_FILE).read_text())

@@ -47,12 +47,11 @@ WAIT_S = 30  # every wait is bounded by this; none asserts how fast anything is
 
 # ---- fixtures ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def site(tiny_engine, video, tmp_path_factory):
+def site(engine, video, tmp_path_factory):
     """A gallery of the two synthetic cameras, ingested with the SDK at Unix times."""
     from sen_infer import Retriever
 
     root = tmp_path_factory.mktemp("serve_browser")
-    engine = tiny_engine[0]
     gallery = root / "gallery"
     r = Retriever(engine, gallery=gallery)
     r.gallery.add_videos([video / "cam1.mp4", video / "cam2.mp4"], start_time=START)

@@ -21,13 +21,8 @@ from sen_infer import EngineDirError, Gallery, ModelMismatchError, QueryError, R
 from sen_infer.engine.encoders import Encoders
 from sen_infer.engine.preprocess import read_bgr, to_input
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, run_cli  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_engine):
-    return tiny_engine[0]
 
 
 @pytest.fixture(scope="module")
@@ -317,8 +312,7 @@ def test_unreadable_video_is_reported(engine, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "sen_infer", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=ENV)
+    return run_cli(*args, env=ENV, timeout=None)
 
 
 def test_cli_ingest_query_info(engine, test_images, tmp_path):

@@ -3,11 +3,10 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from sen_train.pruning import prune, pruned_captions
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 
 
 def test_prune_keeps_nouns_adjectives_pronouns():

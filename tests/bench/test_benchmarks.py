@@ -1,9 +1,10 @@
 """Smoke tests: every benchmark runs on a tiny engine and writes its figures (values not asserted)."""
 
 import json
-from pathlib import Path
 
 import pytest
+
+from helpers import ROOT
 
 from benchmarks import e2e, encoders, index, ingest, onnx_towers, synth_speed, train_speed, video_retrieval
 
@@ -21,8 +22,8 @@ def _load(tmp_path, name):
     return doc
 
 
-def test_encoders(tiny_engine, tiny_run, results_in_tmp):
-    encoders.main(["--engine", str(tiny_engine[0]), "--ckpt", str(tiny_run[1] / "best"), "--batches", "1", "4",
+def test_encoders(engine, tiny_run, results_in_tmp):
+    encoders.main(["--engine", str(engine), "--ckpt", str(tiny_run[1] / "best"), "--batches", "1", "4",
                    "--repeats", "2"])
     doc = _load(results_in_tmp, "encoders_tiny")
     backends = {r["backend"] for r in doc["rows"]}
@@ -32,8 +33,8 @@ def test_encoders(tiny_engine, tiny_run, results_in_tmp):
     assert (results_in_tmp / "encoders_tiny.png").stat().st_size > 1000
 
 
-def test_index(tiny_engine, results_in_tmp):
-    index.main(["--n", "3000", "--dim", "64", "--queries", "50", "--engine", str(tiny_engine[0]), "--real", "200"])
+def test_index(engine, results_in_tmp):
+    index.main(["--n", "3000", "--dim", "64", "--queries", "50", "--engine", str(engine), "--real", "200"])
     doc = _load(results_in_tmp, "index")
     methods = {r["method"] for r in doc["rows"]}
     assert {"numpy exact f32", "usearch exact f32", "usearch HNSW f16", "usearch HNSW i8"} <= methods
@@ -42,15 +43,15 @@ def test_index(tiny_engine, results_in_tmp):
     assert any(r["data"].startswith("SynthPEDES") for r in doc["rows"])
 
 
-def test_e2e(tiny_engine, results_in_tmp):
-    e2e.main(["--engine", str(tiny_engine[0]), "--n", "2000", "--queries", "5"])
+def test_e2e(engine, results_in_tmp):
+    e2e.main(["--engine", str(engine), "--n", "2000", "--queries", "5"])
     doc = _load(results_in_tmp, "e2e")
     assert [r["stage"] for r in doc["rows"]] == ["tokenize", "encode", "search", "metadata", "total"]
     assert doc["ingest_frames_per_s"] > 0 and doc["ingest"]["frames"] == 2 * 150
 
 
-def test_onnx_towers_and_video_retrieval(tiny_engine, synth_learn, results_in_tmp, tmp_path_factory):
-    onnx_towers.main(["--engine", str(tiny_engine[0]), "--repeats", "2"])
+def test_onnx_towers_and_video_retrieval(engine, synth_learn, results_in_tmp, tmp_path_factory):
+    onnx_towers.main(["--engine", str(engine), "--repeats", "2"])
     doc = _load(results_in_tmp, "onnx_towers_tiny")
     assert doc["text_fp32_77_over_short"] > 0
     from sen_train.data.synth_video import VideoConfig, generate, identities_from_dataset
@@ -58,7 +59,7 @@ def test_onnx_towers_and_video_retrieval(tiny_engine, synth_learn, results_in_tm
     video = tmp_path_factory.mktemp("bench_video")
     generate(VideoConfig(cameras=1, seconds=6, fps=10, seed=2), video, identities_from_dataset(synth_learn, "test"),
              progress=False)
-    video_retrieval.main(["--engine", str(tiny_engine[0]), "--video", str(video)])
+    video_retrieval.main(["--engine", str(engine), "--video", str(video)])
     doc = _load(results_in_tmp, "video_retrieval")
     assert 0 <= doc["R1"] <= doc["R5"] <= 100 and doc["frames"] == 60
 
@@ -70,8 +71,8 @@ def test_generator_and_training_speed(results_in_tmp):
     assert _load(results_in_tmp, "train_speed")["rows"][0]["samples_per_s"] > 0
 
 
-def test_ingest(tiny_engine, results_in_tmp):
-    ingest.main(["--rows", "300", "600", "--small", "200", "--dim", "32", "--engine", str(tiny_engine[0]),
+def test_ingest(engine, results_in_tmp):
+    ingest.main(["--rows", "300", "600", "--small", "200", "--dim", "32", "--engine", str(engine),
                  "--photos", "2", "--video-minutes", "0.2"])
     doc = _load(results_in_tmp, "ingest")
     whats = [r["what"] for r in doc["rows"]]
@@ -88,7 +89,7 @@ def test_gpu_check_exits_2_with_one_line_without_a_gpu():
 
     if shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0:
         pytest.skip("a GPU is present: the check would run for real")
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     r = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and r.stdout == ""
@@ -108,10 +109,10 @@ def test_random_checkpoint_loads_and_says_it_is_random(tmp_path):
     assert random_checkpoint.main(["--preset", "nope", "--out", str(tmp_path / "x")]) == 2
 
 
-def test_identity_benchmark_and_video_retrieval_pipelines(tiny_engine, synth_learn, results_in_tmp, tmp_path_factory):
+def test_identity_benchmark_and_video_retrieval_pipelines(engine, synth_learn, results_in_tmp, tmp_path_factory):
     from benchmarks import identity
 
-    identity.main(["--engine", str(tiny_engine[0]), "--dataset", str(synth_learn), "--cameras", "2", "--seconds", "6",
+    identity.main(["--engine", str(engine), "--dataset", str(synth_learn), "--cameras", "2", "--seconds", "6",
                    "--people", "3", "--seed", "4"])
     doc = _load(results_in_tmp, "identity")
     assert [r["threshold"] for r in doc["rows"]] == identity.THRESHOLDS
@@ -122,13 +123,13 @@ def test_identity_benchmark_and_video_retrieval_pipelines(tiny_engine, synth_lea
     video = tmp_path_factory.mktemp("pipelines_video")
     generate(VideoConfig(cameras=1, seconds=5, fps=10, seed=3), video, identities_from_dataset(synth_learn, "test"),
              progress=False)
-    video_retrieval.main(["--engine", str(tiny_engine[0]), "--video", str(video), "--pipelines",
+    video_retrieval.main(["--engine", str(engine), "--video", str(video), "--pipelines",
                           "mog2+iou,mog2-split+motion", "--name", "pipelines"])
     rows = _load(results_in_tmp, "pipelines")["rows"]
     assert [r["pipeline"] for r in rows] == ["mog2 + iou", "mog2-split + motion"]
 
 
-def test_serve_load(tiny_engine, video, results_in_tmp, tmp_path):
+def test_serve_load(engine, video, results_in_tmp, tmp_path):
     """The load benchmark on a small gallery for a second per level: no request fails and every row the
     concurrent ingest committed is in the table and served (its figures are not asserted)."""
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
@@ -136,8 +137,8 @@ def test_serve_load(tiny_engine, video, results_in_tmp, tmp_path):
     from sen_infer import Retriever
 
     gallery = tmp_path / "gallery"
-    Retriever(tiny_engine[0], gallery=gallery).gallery.add_video(video / "cam1.mp4", camera="cam1")
-    serve.main(["--engine", str(tiny_engine[0]), "--gallery", str(gallery), "--video-dir", str(video),
+    Retriever(engine, gallery=gallery).gallery.add_video(video / "cam1.mp4", camera="cam1")
+    serve.main(["--engine", str(engine), "--gallery", str(gallery), "--video-dir", str(video),
                 "--data", str(tmp_path / "no data"), "--seconds", "1", "--clients", "1", "3",
                 "--work", str(tmp_path / "work")])
     doc = _load(results_in_tmp, "serve")
@@ -148,13 +149,13 @@ def test_serve_load(tiny_engine, video, results_in_tmp, tmp_path):
     assert doc["ingest"]["rows_in_table"] == doc["ingest"]["rows_before"] + doc["ingest"]["rows_committed_by_ingest"]
 
 
-def test_cluster(tiny_engine, video, results_in_tmp, tmp_path):
+def test_cluster(engine, video, results_in_tmp, tmp_path):
     """The scale-out benchmark, small: Ray with 1 and 2 workers stores the rows the sequential ingest
     stores, and the fan-out rows cover 1, 10 and 100 shards (figures not asserted)."""
     pytest.importorskip("ray", reason="the cluster extra is not installed")
     from benchmarks import cluster
 
-    cluster.main(["--engine", str(tiny_engine[0]), "--video-dir", str(video), "--videos", "2", "--rows", "3000",
+    cluster.main(["--engine", str(engine), "--video-dir", str(video), "--videos", "2", "--rows", "3000",
                   "--dim", "32", "--queries", "10", "--work", str(tmp_path / "work")])
     doc = _load(results_in_tmp, "cluster")
     ingest = [r for r in doc["rows"] if r["part"] == "ingest"]

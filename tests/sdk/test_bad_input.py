@@ -11,7 +11,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, run_cli as run  # noqa: E402
 BAD = os.fsdecode(b"caf\xe9")  # Latin-1 bytes in a UTF-8 world: a str with a surrogate escape
 
 
@@ -29,9 +28,7 @@ def _env(tmp: Path) -> dict:
 
 
 def run_cli(args, tmp: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    # argv goes through os.fsencode so surrogate-escaped names reach the child as the raw bytes a shell passes
-    argv = [os.fsencode(a) for a in [sys.executable, "-m", "sen_infer", *map(str, args)]]
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, env=_env(tmp), timeout=timeout)
+    return run(*args, env=_env(tmp), timeout=timeout, text=False)
 
 
 def rows(gallery: Path) -> int:
@@ -40,11 +37,10 @@ def rows(gallery: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def base(tiny_engine, synth_learn, tmp_path_factory):
+def base(engine, synth_learn, tmp_path_factory):
     """(engine dir, gallery with 6 crops, a few images) shared read-only by the cases; cases copy what they damage."""
     from sen_infer import Retriever
 
-    engine = tiny_engine[0]
     work = tmp_path_factory.mktemp("bad_input")
     images = sorted((synth_learn / "imgs").rglob("*.jpg"))[:8]
     gallery = work / "gallery"

@@ -16,7 +16,7 @@ from sen_train.data.readers import detect_format
 from sen_train.data.render import Pose, render_person
 from sen_train.data.synth import SynthConfig, generate, split_sizes
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 
 
 def _digest(root: Path) -> str:
