@@ -5,8 +5,6 @@ filters, access control, the audit log, hostile paths and oversized or malformed
 import http.client
 import json
 import shutil
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
 from helpers import run_cli  # noqa: E402
-from serving import ROOT, call, served, wait_until  # noqa: E402
+from serving import call, served, wait_until  # noqa: E402
 
 START = 1_700_000_000.0  # the cameras' clock: Unix seconds
 
@@ -363,9 +361,8 @@ def test_rows_committed_by_another_process_are_served(server, site, synth_learn)
     folder.mkdir()
     for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[10:13]:
         shutil.copy(p, folder / p.name)
-    done = subprocess.run([sys.executable, "-m", "sen_infer", "ingest", "--engine", str(site["engine"]),
-                           "--gallery", str(site["gallery"]), "--camera", "late", "--quiet", str(folder)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_cli("ingest", "--engine", site["engine"], "--gallery", site["gallery"], "--camera", "late", "--quiet",
+                   folder)
     assert done.returncode == 0, done.stderr
     assert call(server, "/api/v1/info")[2]["rows"] == before + 3
     hits = call(server, "/api/v1/query", {"text": "a person", "k": 10, "camera": "late"})[2]["hits"]
@@ -374,8 +371,7 @@ def test_rows_committed_by_another_process_are_served(server, site, synth_learn)
 
 # ---- access control ---------------------------------------------------------------------------------
 def add_key(keyfile: Path, name: str, role: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "sen_infer", "keys", "add", name, "--role", role, "--file",
-                           str(keyfile)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = run_cli("keys", "add", name, "--role", role, "--file", keyfile, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -23,6 +21,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the playwright package is not installed (pip install playwright)")
 
+from helpers import run_cli  # noqa: E402
 from serving import ROOT, call, served  # noqa: E402
 
 
@@ -292,8 +291,7 @@ def test_search_page(site, browser, artifacts):
 
 def test_search_page_with_access_keys(site, browser, artifacts):
     keyfile = site["root"] / "keys.json"
-    out = subprocess.run([sys.executable, "-m", "sen_infer", "keys", "add", "op", "--role", "viewer",
-                          "--file", str(keyfile)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = run_cli("keys", "add", "op", "--role", "viewer", "--file", keyfile, timeout=120)
     assert out.returncode == 0, out.stderr
     key = out.stdout.strip().splitlines()[-1].strip()
     assert key
