@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from sen_infer.errors import TokenizerError  # noqa: F401  (re-exported: its historic home)
+from sen_infer.errors import TokenizerError
 
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 # open_clip's pre-tokenisation pattern (without its special-token prefix: those are added tokens here)

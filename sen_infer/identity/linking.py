@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sen_infer.store.rows import Appearance, TrackSummary  # noqa: F401  (the types linking reads and returns)
+from sen_infer.store.rows import TrackSummary
 
 DEFAULT_THRESHOLD = 0.80
 DEFAULT_MAX_GAP = 3600.0

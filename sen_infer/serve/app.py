@@ -23,7 +23,7 @@ from sen_infer.serve.routes.query import UPLOAD_PATH
 from sen_infer.serve.schemas import ErrorOut
 from sen_infer.serve.service import Service, version
 
-__all__ = ["ServeConfig", "Service", "create_app"]
+__all__ = ["create_app"]
 
 
 def create_app(config: ServeConfig, service: Service | None = None):

@@ -15,7 +15,7 @@ import unicodedata
 from collections import deque
 from pathlib import Path
 
-from sen_infer.serve.auth import AccessError
+from sen_infer.serve.errors import AccessError
 
 
 class AuditLog:

@@ -10,7 +10,7 @@ import sys
 
 from sen_infer.serve.app import create_app
 from sen_infer.serve.config import ServeConfig
-from sen_infer.serve.auth import AccessError
+from sen_infer.serve.errors import AccessError
 
 
 def bind(host: str, port: int) -> socket.socket:

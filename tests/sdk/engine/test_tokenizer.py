@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from export.tokenizer import build_tokenizer_json
-from sen_infer.engine.tokenizer import ClipTokenizer, TokenizerError
+from sen_infer.engine.tokenizer import ClipTokenizer
+from sen_infer.errors import TokenizerError
 
 CORPUS = [
     "A woman in a RED coat carrying a black backpack.",
