@@ -118,7 +118,7 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
                 upcoming.setdefault(b, make_detector(detector, min_box))(frame, index)
 
     def new_tracker():
-        return make_tracker(tracker_kind, stride)
+        return make_tracker(tracker_kind, stride, fps)
 
     def chunk(tracker, start, end, positions, final):
         notes: list[str] = []

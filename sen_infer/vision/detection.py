@@ -352,15 +352,15 @@ class SsdLiteDetector:
     """The neural person detector (`sen_infer.vision.ssdlite`) behind the detectors' call: boxes of at least
     `min_box` (w, h), in frame pixels, with their scores. DetectorUnavailable when it is not installed."""
 
-    def __init__(self, min_box: tuple[int, int], min_score: float = 0.3):
+    def __init__(self, min_box: tuple[int, int], min_score: float = 0.3, grid: tuple[int, int] | None = None):
         from sen_infer.vision.ssdlite import SsdLite
 
         self.model = SsdLite(min_score=min_score)
-        self.min_box = min_box
+        self.min_box, self.grid = min_box, None if grid == (1, 1) else grid
 
     def __call__(self, frame: np.ndarray, index: int) -> list[DET]:
         """People in `frame` (its number is not needed: each frame is seen on its own)."""
-        return [(x, y, w, h, s) for x, y, w, h, s in self.model.detect(frame)
+        return [(x, y, w, h, s) for x, y, w, h, s in self.model.detect(frame, self.grid)
                 if w >= self.min_box[0] and h >= self.min_box[1]]
 
 
@@ -373,8 +373,12 @@ def make_detector(detector: str, min_box: tuple[int, int]):
         return Mog2SplitDetector(min_box)
     if detector == "hog":
         return HogDetector(min_box)
-    if detector == "ssdlite":
-        return SsdLiteDetector(min_box)
+    if detector == "ssdlite" or (isinstance(detector, str) and detector.startswith("ssdlite:")):
+        grid = detector.partition(":")[2]
+        rows, _, cols = grid.partition("x")
+        if grid and not (rows.isdigit() and cols.isdigit() and 1 <= int(rows) <= 4 and 1 <= int(cols) <= 4):
+            raise IngestError(f"detector {detector!r}: write ssdlite:RxC with 1 to 4 rows and columns of tiles")
+        return SsdLiteDetector(min_box, grid=(int(rows), int(cols)) if grid else None)
     if isinstance(detector, str) and detector.startswith("mot:"):
         return MotDetections(detector[4:], min_box)
     if isinstance(detector, str) and detector.startswith("onnx"):

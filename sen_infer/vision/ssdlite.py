@@ -190,10 +190,32 @@ class SsdLite:
         boxes = np.stack([yc - bh / 2, xc - bw / 2, yc + bh / 2, xc + bw / 2], axis=1)
         return boxes, 1.0 / (1.0 + np.exp(-logits[:, 1]))
 
-    def detect(self, bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
-        """People in a BGR frame: (x, y, w, h, score) in frame pixels, best first, after NMS."""
+    def detect(self, bgr: np.ndarray, grid: tuple[int, int] | None = None,
+               overlap: float = 0.25) -> list[tuple[float, float, float, float, float]]:
+        """People in a BGR frame: (x, y, w, h, score) in frame pixels, best first, after NMS.
+
+        Args:
+            bgr: the frame.
+            grid: (rows, columns) of overlapping tiles, each run at the network's input size, besides the
+                whole frame: small people are seen at a higher resolution. A box that touches a tile's
+                inner border is dropped (a person cut there is seen whole by a neighbour or the whole frame).
+            overlap: how much neighbouring tiles share, as a share of a tile.
+        """
+        fh, fw = bgr.shape[:2]
         boxes, scores = self.raw(bgr)
-        return nms_boxes(boxes, scores, bgr.shape[:2], self.min_score, self.nms_iou)
+        keep = scores >= self.min_score
+        pixels, kept = [boxes[keep] * [fh, fw, fh, fw]], [scores[keep]]
+        for y0, x0, th, tw in tiles(bgr.shape[:2], grid, overlap) if grid else []:
+            b, s = self.raw(bgr[y0:y0 + th, x0:x0 + tw])
+            keep = s >= self.min_score
+            b = b[keep] * [th, tw, th, tw] + [y0, x0, y0, x0]
+            margin = 2.0  # pixels: a box this close to an inner tile border was cut by it
+            cut = ((b[:, 0] < y0 + margin) & (y0 > 0)) | ((b[:, 1] < x0 + margin) & (x0 > 0)) | \
+                ((b[:, 2] > y0 + th - margin) & (y0 + th < fh)) | ((b[:, 3] > x0 + tw - margin) & (x0 + tw < fw))
+            pixels.append(b[~cut])
+            kept.append(s[keep][~cut])
+        return nms_boxes(np.concatenate(pixels), np.concatenate(kept), (fh, fw), self.min_score, self.nms_iou,
+                         scale=(1.0, 1.0))
 
 
 def preprocess(bgr: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
@@ -215,17 +237,28 @@ def preprocess(bgr: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
+def tiles(frame_hw: tuple[int, int], grid: tuple[int, int], overlap: float) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, h, w) of `grid` rows x columns of equal tiles covering the frame, neighbours sharing
+    `overlap` of a tile."""
+    (fh, fw), (rows, cols) = frame_hw, grid
+    th = int(round(fh / (rows - (rows - 1) * overlap))) if rows > 1 else fh
+    tw = int(round(fw / (cols - (cols - 1) * overlap))) if cols > 1 else fw
+    ys = [round(i * (fh - th) / (rows - 1)) if rows > 1 else 0 for i in range(rows)]
+    xs = [round(j * (fw - tw) / (cols - 1)) if cols > 1 else 0 for j in range(cols)]
+    return [(y, x, th, tw) for y in ys for x in xs]
+
+
 def nms_boxes(boxes: np.ndarray, scores: np.ndarray, frame_hw, min_score: float, nms_iou: float,
-              offset: tuple[float, float] = (0.0, 0.0), scale: tuple[float, float] | None = None) -> list[tuple]:
-    """Normalised (y0, x0, y1, x1) boxes scoring at least `min_score` as frame-pixel (x, y, w, h, score),
-    clipped to the frame and suppressed at `nms_iou`, best first. `offset`/`scale` place a tile's boxes."""
+              scale: tuple[float, float] | None = None) -> list[tuple]:
+    """(y0, x0, y1, x1) boxes scoring at least `min_score` as frame-pixel (x, y, w, h, score), clipped to
+    the frame and suppressed at `nms_iou`, best first. Boxes are normalised unless `scale` says otherwise
+    ((1, 1): already in pixels)."""
     keep = scores >= min_score
     if not keep.any():
         return []
     fh, fw = frame_hw
     sh, sw = scale if scale is not None else (fh, fw)
-    b = boxes[keep] * [sh, sw, sh, sw] + [offset[0], offset[1], offset[0], offset[1]]
-    b = np.clip(b, 0, [fh, fw, fh, fw])
+    b = np.clip(boxes[keep] * [sh, sw, sh, sw], 0, [fh, fw, fh, fw])
     s = scores[keep]
     rects = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)] for y0, x0, y1, x1 in b]
     picked = np.asarray(cv2.dnn.NMSBoxes(rects, s.astype(float).tolist(), min_score, nms_iou), int).reshape(-1)

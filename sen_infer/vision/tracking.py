@@ -291,13 +291,25 @@ class MotionTracker(_CropKeeper):
         return self.finished
 
 
-def make_tracker(kind: str, stride: int):
-    """A tracker for frames `stride` apart: ages are in processed frames, about 0.8 s (iou) / 2 s (motion)
-    of 15 fps footage."""
+# how long a track outlives its last match, in seconds of footage (what the per-frame ages of the
+# trackers were tuned as on 15 fps footage: 12 and 30 frames), and the fewest processed frames it is
+IOU_MAX_AGE_S, IOU_MIN_AGE = 0.8, 4
+MOTION_MAX_AGE_S, MOTION_MIN_AGE = 2.0, 6
+
+
+def make_tracker(kind: str, stride: int, fps: float = 15.0):
+    """A tracker for processed frames `stride` apart in footage of `fps` frames per second: its parameters
+    are set in seconds (`IOU_MAX_AGE_S`, `MOTION_MAX_AGE_S`) and turned into processed frames here, so a
+    7 fps and a 25 fps camera keep a hidden person's track for the same time.
+
+    Raises:
+        IngestError: an unknown tracker name.
+    """
+    per_second = max(fps, 1e-3) / max(1, stride)  # processed frames per second of footage
     if kind == "iou":
-        return IouTracker(max_age=max(4, 12 // max(1, stride)))
+        return IouTracker(max_age=max(IOU_MIN_AGE, int(IOU_MAX_AGE_S * per_second)))
     if kind == "motion":
-        return MotionTracker(max_age=max(6, 30 // max(1, stride)))
+        return MotionTracker(max_age=max(MOTION_MIN_AGE, int(MOTION_MAX_AGE_S * per_second)))
     from sen_infer.errors import IngestError
 
     raise IngestError(f"unknown tracker {kind!r} ({', '.join(TRACKERS)})")

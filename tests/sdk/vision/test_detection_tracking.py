@@ -274,3 +274,26 @@ def test_tracking_benchmark_scores_pipelines_and_an_oracle(tmp_path):
     assert oracle["precision"] == pytest.approx(1.0) and oracle["recall"] > 0.9
     assert all(0 <= row["multi-person crops %"] <= 100 for row in doc["rows"])
     assert (tmp_path / "out" / "tracking.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("fps, stride", [(7.0, 1), (25.0, 2)])
+def test_tracker_parameters_are_seconds_at_any_frame_rate(fps, stride):
+    """A person hidden for 1.5 s keeps their track (motion keeps tracks 2 s) and one hidden for 3 s gets a
+    new one, whether the camera runs at 7 fps or at 25 fps processed every 2nd frame."""
+    from sen_infer.vision.tracking import make_tracker
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+
+    def run(hidden_s: float) -> int:
+        tracker = make_tracker("motion", stride, fps)
+        step = stride / fps  # seconds between processed frames
+        t, index = 0.0, 0
+        while t < 6.0 + hidden_s:
+            hidden = 2.0 <= t < 2.0 + hidden_s
+            x = 20 + 20 * t  # 20 px per second: the box overlaps its predicted self at any rate
+            tracker.update(index, [] if hidden else [(x, 60, 30, 90, 0.9)], frame)
+            t, index = t + step, index + stride
+        return len(tracker.close())
+
+    assert run(1.5) == 1
+    assert run(3.0) == 2
