@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.report import write
+from benchmarks.report import markdown_table, write
 
 # figures where a smaller value is better (the ratio's meaning flips)
 LOWER_IS_BETTER = ("_ms", "_s", "seconds", "bytes")
@@ -107,12 +107,9 @@ def main(argv=None) -> int:
                      "better": "lower" if any(s in key.split(":")[-1] for s in LOWER_IS_BETTER) else "higher"})
     figures = {"benchmark_run": benchmark, "args": bench_args, "rounds": args.rounds,
                "old": str(args.old), "new": str(args.new)}
-    path = write(args.name or f"ab_{benchmark}", figures, rows, ["figure", "old", "new", "new/old", "old_spread",
-                                                                   "better"])
-    for row in rows:
-        print(f"{row['figure']:<60} old {row['old']:12.4g} new {row['new']:12.4g}  new/old {row['new/old']:.3f}"
-              f"  (old's own spread {row['old_spread']:.3f})")
-    print(f"-> {path}")
+    columns = ["figure", "old", "new", "new/old", "old_spread", "better"]
+    print(markdown_table(rows, columns))
+    print(f"-> {write(args.name or f'ab_{benchmark}', figures, rows, columns)}")
     return 0
 
 
