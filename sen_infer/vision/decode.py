@@ -47,26 +47,66 @@ class VideoTracks:
         return float(self.times[frame - self.start])
 
 
+# a decoder position this many median frame intervals past the previous good one is garbage (a spike),
+# not a pause: variable-rate recordings pause for a few frames, not for ten
+MAX_STEP = 10.0
+
+
+def good_positions(t: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Indices of the decoder positions (seconds from frame 0) that can be trusted: finite, not the 0 a
+    decoder reports for a frame it has no time for (real recordings do so for their last frame), strictly
+    increasing, and not a spike far beyond what the median frame interval allows."""
+    finite = np.flatnonzero(np.isfinite(t) & ~((t <= 0) & (frames > 0)))
+    steps = np.diff(t[finite]) / np.maximum(np.diff(frames[finite]), 1)
+    dt = float(np.median(steps[steps > 0])) if (steps > 0).any() else 0.0
+    kept: list[int] = []
+    for i in finite:
+        if not kept:
+            kept.append(i)
+            continue
+        last = kept[-1]
+        if t[i] > t[last] and (dt == 0.0 or t[i] - t[last] <= MAX_STEP * dt * (frames[i] - frames[last])):
+            kept.append(i)
+    return np.asarray(kept, np.intp)
+
+
 def frame_times(positions_ms: list[float], fps: float, notes: list[str], first: int = 0,
-                origin_ms: float | None = None) -> np.ndarray:
+                origin_ms: float | None = None, before: tuple[int, float, float] | None = None) -> np.ndarray:
     """Seconds from the video's start of frames first, first+1, ... The decoder's position
     (CAP_PROP_POS_MSEC, relative to frame 0's `origin_ms`) is the truth: real containers state rates
-    their frames do not keep (a '50 fps' file with frames 40 ms apart). Falls back to frame / fps when
-    the positions are missing or not increasing, and says so in `notes`."""
+    their frames do not keep (a '50 fps' file with frames 40 ms apart). Missing or garbage positions are
+    interpolated between the good ones and extrapolated at the rate the good ones keep, never a reason to
+    discard the good ones; `notes` says so. With fewer than two good positions the chunk continues from
+    `before` (the previous chunk's last frame, its time and frame interval), else from frame / fps."""
     pos = np.asarray(positions_ms, np.float64) / 1000.0
-    by_rate = (first + np.arange(len(pos))) / fps
+    frames = first + np.arange(len(pos))
     origin = pos[0] if origin_ms is None and len(pos) else (origin_ms or 0.0) / 1000.0
-    usable = len(pos) > 1 and np.isfinite(pos).all() and (np.diff(pos) > 0).all()
-    if not usable:
+    t = pos - origin
+    kept = good_positions(t, frames) if len(pos) > 1 else np.zeros(0, np.intp)
+    if len(kept) < 2:
+        if before is not None:
+            last_frame, last_time, dt = before
+            if len(pos) > 1:
+                notes.append(f"decoder gives no usable frame times for frames {first}-{first + len(pos) - 1}; "
+                             f"they continue at the {1 / dt:.3g} fps of the frames before")
+            return last_time + (frames - last_frame) * dt
         if len(pos) > 1:
             notes.append(f"decoder gives no usable frame times; timestamps are frame / {fps:g} fps")
-        return by_rate
-    pos = pos - origin
-    span, stated = pos[-1] - pos[0], by_rate[-1] - by_rate[0]
+        return frames / fps
+    kf, kt = frames[kept], t[kept]
+    dt = float((kt[-1] - kt[0]) / (kf[-1] - kf[0]))  # the rate the good positions keep
+    times = np.interp(frames, kf, kt)
+    times[frames < kf[0]] = kt[0] - (kf[0] - frames[frames < kf[0]]) * dt
+    times[frames > kf[-1]] = kt[-1] + (frames[frames > kf[-1]] - kf[-1]) * dt
+    if len(kept) < len(pos):
+        notes.append(f"{len(pos) - len(kept)} of {len(pos)} decoder frame times were missing or out of order "
+                     f"(frames {first}-{first + len(pos) - 1}); interpolated at {1 / dt:.3g} fps")
+    stated = (frames[-1] - frames[0]) / fps
+    span = times[-1] - times[0]
     if stated > 0 and abs(span - stated) > 0.1 * stated:
         notes.append(f"container states {fps:g} fps but frames span {span:.1f} s, not {stated:.1f} s: "
                      f"timestamps follow the frames (about {(len(pos) - 1) / span:.3g} fps)")
-    return pos
+    return times
 
 
 def open_video(path: str | Path):
@@ -120,9 +160,15 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
     def new_tracker():
         return make_tracker(tracker_kind, stride, fps)
 
+    clock: list = []  # (last frame, its time, frame interval) of the previous chunk
+
     def chunk(tracker, start, end, positions, final):
         notes: list[str] = []
-        times = frame_times(positions, fps, notes, start, origin)
+        times = frame_times(positions, fps, notes, start, origin, clock[-1] if clock else None)
+        if len(times):
+            interval = float((times[-1] - times[0]) / (len(times) - 1)) if len(times) > 1 else 0.0
+            interval = interval if interval > 0 else 1.0 / fps
+            clock.append((start + len(times) - 1, float(times[-1]), interval))
         tracks = [t for t in tracker.close() if len(t.observations) >= min_observations]
         return VideoTracks([(t, pick_crops(t, crops_per_track)) for t in tracks], fps, end, expected, times,
                            notes, start, final)

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sen_infer import Gallery, GalleryError, Retriever
@@ -559,3 +560,28 @@ def test_tune_index_from_the_cli_stores_the_width_and_refuses_bad_input(engine, 
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = _cli("tune-index", "--engine", engine, "--gallery", tmp_path / "nothing")
     assert r.returncode == 2 and "no gallery" in r.stderr
+
+
+def test_bad_decoder_positions_are_interpolated_not_a_reason_to_drop_the_good_ones():
+    """A '50 fps' recording whose 341 frames are 40 ms apart and whose last frame's position reads 0 (as
+    real recordings do) spans 13.6 s, not the 6.8 s the stated rate gives; a garbage spike and missing
+    (NaN) positions inside are interpolated. Compared in float64: exact up to interpolation rounding."""
+    positions = [40.0 * i for i in range(341)]
+    positions[-1] = 0.0
+    positions[100] = 9e9  # garbage
+    positions[200] = float("nan")
+    notes = []
+    times = frame_times(positions, 50.0, notes)
+    np.testing.assert_allclose(times, 0.04 * np.arange(341), atol=1e-9)
+    assert any("3 of 341 decoder frame times" in n for n in notes), notes
+    assert any("states 50 fps" in n for n in notes), notes
+
+
+def test_a_chunk_without_positions_continues_the_clock_of_the_one_before():
+    """Chunked ingest: a later chunk whose decoder reports nothing usable goes on at the measured rate
+    from where the previous chunk ended, never back to frame / stated fps (which ran backwards)."""
+    notes = []
+    first = frame_times([40.0 * i for i in range(100)], 50.0, notes)  # frames 0-99, 25 fps in truth
+    later = frame_times([0.0] * 50, 50.0, notes, first=100, origin_ms=0.0, before=(99, float(first[-1]), 0.04))
+    assert np.all(np.diff(np.concatenate([first, later])) > 0)
+    np.testing.assert_allclose(later, 0.04 * np.arange(100, 150), atol=1e-9)
