@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write
+from sen_infer.ingest.video import VideoOptions
 from sen_infer.vision.tracking import iou_matrix
 from sen_infer.vision.decode import extract_tracks
 
+DEFAULTS = VideoOptions()  # what `python -m sen_infer ingest` uses when no detector or tracker is named
 MIN_VISIBILITY = 0.25
 INSIDE = 0.5  # share of a person's box inside a crop for them to count as in it
 SYNTHETIC = {"standard": dict(cameras=4, seconds=20.0, seed=101), "hard": dict(cameras=4, seconds=20.0, seed=202)}
@@ -168,8 +170,9 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", nargs="*", choices=sorted(SYNTHETIC), default=None,
                     help="generate the benchmark's own videos at these difficulties (default with no --video: both)")
     ap.add_argument("--detectors", default="mog2,mog2-split,hog,oracle",
-                    help="comma-separated detector specs; oracle = the ground truth's own boxes (the floor)")
-    ap.add_argument("--trackers", default="iou,motion")
+                    help="comma-separated detector specs; oracle = the ground truth's own boxes (the floor); "
+                         "default = what `ingest` uses by default")
+    ap.add_argument("--trackers", default="iou,motion", help="comma-separated; default = what `ingest` uses")
     ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--name", default="tracking", help="results file name under benchmarks/results")
     ap.add_argument("--out", default=None, help="results dir (default: benchmarks/results)")
@@ -181,8 +184,8 @@ def main(argv=None) -> int:
         rows = []
         for name, d in sets.items():
             cams = load_truth(d)
-            for det in args.detectors.split(","):
-                for trk in args.trackers.split(","):
+            for det in [DEFAULTS.detector if d == "default" else d for d in args.detectors.split(",")]:
+                for trk in [DEFAULTS.tracker if k == "default" else k for k in args.trackers.split(",")]:
                     r = {"videos": name, "detector": det, "tracker": trk, **score(cams, det, trk, args.stride)}
                     rows.append(r)
                     print(f"{name:>10} {det:>10} + {trk:<6} IDF1 {r['IDF1']:.3f}  MOTA {r['MOTA']:.3f}  "
