@@ -24,8 +24,14 @@ from pathlib import Path
 
 from benchmarks.report import markdown_table, write
 
-# figures where a smaller value is better (the ratio's meaning flips)
-LOWER_IS_BETTER = ("_ms", "_s", "seconds", "bytes")
+# figures where a smaller value is better (the ratio's meaning flips): times and sizes, not rates
+LOWER_IS_BETTER = ("_ms", "seconds", "bytes_per_item")
+
+
+def lower_is_better(figure: str) -> bool:
+    """Whether a smaller value of `figure` is better: a time or a size (rates such as *_per_s are not)."""
+    name = figure.split(":")[-1].strip()
+    return name.endswith(LOWER_IS_BETTER) and not name.endswith("_per_s")
 
 
 def flatten(doc: dict) -> dict[str, float]:
@@ -104,7 +110,7 @@ def main(argv=None) -> int:
             continue
         spread = max(old) / min(old) if min(old) > 0 else float("nan")
         rows.append({"figure": key, "old": o, "new": n, "new/old": n / o, "old_spread": spread,
-                     "better": "lower" if any(s in key.split(":")[-1] for s in LOWER_IS_BETTER) else "higher"})
+                     "better": "lower" if lower_is_better(key) else "higher"})
     figures = {"benchmark_run": benchmark, "args": bench_args, "rounds": args.rounds,
                "old": str(args.old), "new": str(args.new)}
     columns = ["figure", "old", "new", "new/old", "old_spread", "better"]
