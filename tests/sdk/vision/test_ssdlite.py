@@ -61,12 +61,15 @@ def test_detections_equal_the_original_graph_s_on_real_frames(detector):
             continue
         h, w = frame.shape[:2]
         ours = detector.detect(frame)
-        for y0, x0, y1, x1, score in ref["frames"][str(index)]:
-            theirs = (x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h)
-            best = max(ours, key=lambda o: _iou(o, theirs))
-            assert _iou(best, theirs) >= 0.99 and abs(best[4] - score) <= 1e-3, (index, theirs, score, best)
+        theirs = [((x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h), score)
+                  for y0, x0, y1, x1, score in ref["frames"][str(index)]]
+        for box, score in theirs:
+            best = max(ours, key=lambda o: _iou(o, box))
+            assert _iou(best, box) >= 0.99 and abs(best[4] - score) <= 1e-3, (index, box, score, best)
             checked += 1
-        assert len(ours) == len(ref["frames"][str(index)]), index
+        # and nothing of ours that they lack (a score within the tolerance of the threshold may go either way)
+        extra = [o for o in ours if o[4] >= ref["min_score"] + 1e-3 and not any(_iou(o, b) >= 0.99 for b, _ in theirs)]
+        assert not extra, (index, extra)
     assert checked == sum(map(len, ref["frames"].values())) > 20
 
 
