@@ -162,3 +162,15 @@ def test_cluster(engine, video, results_in_tmp, tmp_path):
     assert [r["workers"] for r in ingest] == [0, 1, 2] and len({r["rows"] for r in ingest}) == 1
     assert ingest[0]["rows"] > 0
     assert sorted({r["shards"] for r in doc["rows"] if r["part"] == "query fan-out"}) == [1, 10, 100]
+
+
+def test_detectors_per_core(results_in_tmp):
+    """The detectors' speed benchmark on a few synthetic frames: every detector x size has its figures."""
+    from benchmarks import detectors
+
+    detectors.main(["--frames", "6", "--detectors", "mog2,ssdlite"])
+    doc = json.loads((results_in_tmp / "detectors.json").read_text())
+    assert {(r["detector"], r["size"]) for r in doc["rows"]} == {(d, s) for d in ("mog2", "ssdlite")
+                                                                for s in ("640x480", "768x576")}
+    assert all(r["detector_fps"] > 0 and r["camera_fps_at_stride"] > 0 for r in doc["rows"])
+    assert doc["threads"] == 1
