@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -44,9 +45,11 @@ def check_sheet_path(path) -> Path:
     return path
 
 
-def _ascii(text: str) -> str:
-    """OpenCV's Hershey fonts draw ASCII only; anything else becomes '?' rather than garbage."""
-    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+def ascii_label(text: str) -> str:
+    """Text OpenCV's Hershey fonts can draw (ASCII only): accented letters lose their accents ("ünïcode"
+    reads "unicode", not "?n?code"), anything else becomes '?' rather than garbage."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in plain)
 
 
 def _label_time(ts) -> str:
@@ -78,7 +81,7 @@ def contact_sheet(hits, path: str, columns: int = 5, title: str | None = None) -
     top = 28 if title else 0
     sheet = np.full((top + rows * (CELL_H + LABEL_H), columns * CELL_W, 3), 255, np.uint8)
     if title:
-        cv2.putText(sheet, _ascii(title)[:90], (4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(sheet, ascii_label(title)[:90], (4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     for i, h in enumerate(hits):
         r, c = divmod(i, columns)
         y, x = top + r * (CELL_H + LABEL_H), c * CELL_W
@@ -94,7 +97,7 @@ def contact_sheet(hits, path: str, columns: int = 5, title: str | None = None) -
         if getattr(h, "superseded", False):  # its file was later replaced: a red frame and a word say so
             cv2.rectangle(sheet, (x + 1, y + 1), (x + CELL_W - 2, y + CELL_H - 2), (0, 0, 200), 2)
             cv2.putText(sheet, "superseded", (x + 4, y + 12), font, 0.34, (0, 0, 200), 1, cv2.LINE_AA)
-        cv2.putText(sheet, _ascii(f"{h.camera or '-'} {_label_time(h.timestamp)}")[:16], (x + 3, y + CELL_H + 28), font,
+        cv2.putText(sheet, ascii_label(f"{h.camera or '-'} {_label_time(h.timestamp)}")[:16], (x + 3, y + CELL_H + 28), font,
                     0.36, (60, 60, 60), 1, cv2.LINE_AA)
     ok, data = cv2.imencode(path.suffix.lower(), sheet)
     try:
