@@ -171,8 +171,7 @@ class SsdLite:
                 ((b[:, 2] > y0 + th - margin) & (y0 + th < fh)) | ((b[:, 3] > x0 + tw - margin) & (x0 + tw < fw))
             pixels.append(b[~cut])
             kept.append(s[keep][~cut])
-        return nms_boxes(np.concatenate(pixels), np.concatenate(kept), (fh, fw), self.min_score, self.nms_iou,
-                         scale=(1.0, 1.0))
+        return nms_boxes(np.concatenate(pixels), np.concatenate(kept), (fh, fw), self.min_score, self.nms_iou)
 
 
 def preprocess(bgr: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
@@ -205,23 +204,14 @@ def tiles(frame_hw: tuple[int, int], grid: tuple[int, int], overlap: float) -> l
     return [(y, x, th, tw) for y in ys for x in xs]
 
 
-def nms_boxes(boxes: np.ndarray, scores: np.ndarray, frame_hw, min_score: float, nms_iou: float,
-              scale: tuple[float, float] | None = None) -> list[tuple]:
-    """(y0, x0, y1, x1) boxes scoring at least `min_score` as frame-pixel (x, y, w, h, score), clipped to
-    the frame and suppressed at `nms_iou`, best first. Boxes are normalised unless `scale` says otherwise
-    ((1, 1): already in pixels)."""
-    keep = scores >= min_score
-    if not keep.any():
+def nms_boxes(boxes: np.ndarray, scores: np.ndarray, frame_hw, min_score: float, nms_iou: float) -> list[tuple]:
+    """Frame-pixel (y0, x0, y1, x1) boxes as (x, y, w, h, score), clipped to the frame and suppressed at
+    `nms_iou`, best first (boxes scoring under `min_score` are left out)."""
+    if not len(scores):
         return []
     fh, fw = frame_hw
-    sh, sw = scale if scale is not None else (fh, fw)
-    b = np.clip(boxes[keep] * [sh, sw, sh, sw], 0, [fh, fw, fh, fw])
-    s = scores[keep]
+    b = np.clip(boxes, 0, [fh, fw, fh, fw])
     rects = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)] for y0, x0, y1, x1 in b]
-    picked = np.asarray(cv2.dnn.NMSBoxes(rects, s.astype(float).tolist(), min_score, nms_iou), int).reshape(-1)
-    return [(*rects[i], float(s[i])) for i in sorted(picked, key=lambda i: -s[i]) if rects[i][2] > 0 and rects[i][3] > 0]
-
-
-def available() -> bool:
-    """Whether the detector's package is installed (its files are verified when it is loaded)."""
-    return importlib.util.find_spec(PACKAGE) is not None
+    picked = np.asarray(cv2.dnn.NMSBoxes(rects, scores.astype(float).tolist(), min_score, nms_iou), int).reshape(-1)
+    return [(*rects[i], float(scores[i])) for i in sorted(picked, key=lambda i: -scores[i])
+            if rects[i][2] > 0 and rects[i][3] > 0]
