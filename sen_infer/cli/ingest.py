@@ -26,8 +26,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--camera", help="camera name (videos default to the file name)")
     p.add_argument("--timestamp", type=finite_float, help="timestamp of the images (unix seconds)")
     p.add_argument("--start-time", type=finite_float, help="unix time of a video's first frame")
-    p.add_argument("--detector", default="mog2",
-                   help="mog2 (static cameras), mog2-split (blobs split into people), ssdlite[:RxC] (the installed "
+    p.add_argument("--detector", default="default",
+                   help="default: ssdlite where installed, else mog2-split (with a notice); $SEN_DETECTOR sets "
+                        "another default. mog2 (static cameras), mog2-split (blobs split into people), ssdlite[:RxC] (the installed "
                         "neural person detector, RxC overlapping tiles for small people), hog, mot:DETECTIONS.txt, "
                         "or onnx:MODEL.onnx (YOLOv8/YOLO11, YOLOX, RT-DETR person detector)")
     p.add_argument("--tracker", default="motion", choices=("iou", "motion"),

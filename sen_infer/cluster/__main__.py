@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "mtime = its modification time less its duration; option = --start-time (default)")
     p.add_argument("--camera-from", choices=("name", "parent"), default="name",
                    help="camera of each video without --camera: its file name (default) or its folder's name")
-    p.add_argument("--detector", default="mog2")
+    p.add_argument("--detector", default="default",
+                   help="as `python -m sen_infer ingest --detector` (default: ssdlite where installed)")
     p.add_argument("--tracker", default="motion", choices=("iou", "motion"))
     p.add_argument("--stride", type=positive_int, default=2)
     p.add_argument("--chunk-seconds", type=finite_float, default=60.0)

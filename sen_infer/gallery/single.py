@@ -341,7 +341,7 @@ class Gallery:
         return self.videos.source_done(source)
 
     def add_video(self, path: str | os.PathLike, camera: str | None = None, start_time: float | None = None,
-                  detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+                  detector: str = "default", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                   crops_per_track: int = 4, chunk_seconds: float = 60.0, progress=None,
                   tracker: str = "motion") -> IngestReport:
         """Detect, track and embed the people of a video; one gallery row per track.
@@ -371,7 +371,7 @@ class Gallery:
         return ingest_video(self.videos, self.encoders, path, opts, progress)
 
     def add_videos(self, paths, camera: str | None = None, start_time: float | None = None,
-                   detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+                   detector: str = "default", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                    crops_per_track: int = 4, chunk_seconds: float = 60.0, tracker: str = "motion",
                    workers: int | None = None, batch_size: int | None = None, max_wait: float = 0.02,
                    progress=None) -> IngestReport:

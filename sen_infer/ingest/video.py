@@ -26,6 +26,7 @@ from sen_infer.ingest.inputs import (camera_name, default_camera, file_identity,
                                      unusable_file)
 from sen_infer.ingest.report import IngestReport, printable
 from sen_infer.store import Row, SourceRecord, normalise
+from sen_infer.vision.detection import DEFAULT, default_detector
 
 EXPECTED_ERRORS = (VideoReadError, SourceConflict, OSError)  # one video's problem; other videos go on
 
@@ -44,7 +45,7 @@ class VideoOptions:
     """How videos become tracks and commits; checked once, shared by `add_video` and `add_videos`."""
     camera: str | None = None
     start_time: float | None = None
-    detector: str = "mog2"
+    detector: str = "default"  # resolved here to what it stands for (`vision.detection.default_detector`)
     stride: int = 2
     min_box: tuple[int, int] = (16, 48)
     crops_per_track: int = 4
@@ -53,6 +54,8 @@ class VideoOptions:
 
     def __post_init__(self):
         self.start_time, self.camera = finite_time(self.start_time, "start_time"), camera_name(self.camera)
+        if self.detector in (None, DEFAULT):
+            self.detector = default_detector()
         if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
             raise IngestError(f"stride must be an integer >= 1 (detect on every n-th frame), not {self.stride!r}")
         c = self.chunk_seconds

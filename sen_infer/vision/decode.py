@@ -1,8 +1,8 @@
 """Video → person tracks: OpenCV decode, a detector, a tracker, and a few good crops per track.
 
-Detectors (`sen_infer.vision.detection`): "mog2" (background subtraction, for static cameras; the default),
-"mog2-split" (its blobs split into people), "hog", a MOT-format detections file, or an ONNX person
-detector. Trackers (`sen_infer.vision.tracking`): "iou" or "motion" (Kalman + ByteTrack
+Detectors (`sen_infer.vision.detection`): "default" (the neural "ssdlite" where installed, else
+"mog2-split"; $SEN_DETECTOR overrides), "mog2" (background subtraction, for static cameras), "mog2-split"
+(its blobs split into people), "hog", a MOT-format detections file, or an ONNX person detector. Trackers (`sen_infer.vision.tracking`): "iou" or "motion" (Kalman + ByteTrack
 association, the default). Tracks are embedded from a handful of large, sharp crops, not covered by other
 people's boxes, spread over their lifetime rather than every frame.
 """
@@ -129,7 +129,7 @@ def open_video(path: str | Path):
 WARMUP_FRAMES = 150  # frames a chunk's background model sees before the chunk starts
 
 
-def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+def iter_chunks(path: str | Path, detector: str = "default", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                 min_observations: int = 3, crops_per_track: int = 4, chunk_seconds: float | None = None,
                 start_frame: int = 0, progress=None, tracker: str = "motion"):
     """Yield the video's tracks chunk by chunk: every `chunk_seconds` of footage (at the container's stated
@@ -208,7 +208,7 @@ def iter_chunks(path: str | Path, detector: str = "mog2", stride: int = 2, min_b
     yield chunk(tracker, start, max(index, start), positions, True)
 
 
-def extract_tracks(path: str | Path, detector: str = "mog2", stride: int = 2, min_box: tuple[int, int] = (16, 48),
+def extract_tracks(path: str | Path, detector: str = "default", stride: int = 2, min_box: tuple[int, int] = (16, 48),
                    min_observations: int = 3, crops_per_track: int = 4, progress=None,
                    tracker: str = "motion") -> VideoTracks:
     """The whole video as one chunk. Raises VideoReadError if it cannot be read."""

@@ -1,5 +1,10 @@
 """Person detectors for video ingest. Each is a callable `(frame, index) -> [(x, y, w, h, score), ...]`.
 
+    default          `default_detector()`: $SEN_DETECTOR when set, else ssdlite where it is installed,
+                     else mog2-split (with one line on stderr saying so and why)
+    ssdlite[:RxC]    the installed neural person detector (SSDLite MobileNetV2), on the whole frame and
+                     RxC overlapping tiles (default: `auto_grid` of the frame size; 1x1: whole frame only)
+
     mog2             background subtraction for static cameras; person-shaped foreground blobs
     mog2-split       the same blobs, with groups split at the dips between heads and fragments joined
     hog              OpenCV's HOG + linear SVM people detector
@@ -25,6 +30,35 @@ from sen_infer.errors import DetectionsError, IngestError, require_utf8
 from sen_infer.engine.preprocess import is_regular_file
 
 DET = tuple  # (x, y, w, h, score)
+DEFAULT = "default"
+ENV = "SEN_DETECTOR"  # a deployment's (or a test run's) own default detector spec
+FALLBACK = "mog2-split"  # the best detector without the neural one (benchmarks/results/tracking.md)
+_told: list[str] = []
+
+
+def default_detector() -> str:
+    """The detector spec `default` stands for: $SEN_DETECTOR when set; else "ssdlite" where its package is
+    installed; else FALLBACK, saying so once per process on stderr (one line, with the reason).
+
+    Returns:
+        A detector spec for `make_detector`.
+    """
+    chosen = os.environ.get(ENV, "").strip()
+    if chosen:
+        return chosen
+    from sen_infer.errors import DetectorUnavailable
+    from sen_infer.vision.ssdlite import graph_path
+
+    try:
+        graph_path()
+        return "ssdlite"
+    except DetectorUnavailable as e:
+        if not _told:
+            _told.append(str(e))
+            import sys
+
+            print(f"person detector: {FALLBACK} (background subtraction), because {e}", file=sys.stderr)
+        return FALLBACK
 SPLIT_AT = 1.0  # blobs wider than this many person widths are looked at for several heads
 ONNX_FORMATS = ("yolov8", "yolox", "rtdetr")
 
@@ -350,24 +384,52 @@ class OnnxDetector:
 
 class SsdLiteDetector:
     """The neural person detector (`sen_infer.vision.ssdlite`) behind the detectors' call: boxes of at least
-    `min_box` (w, h), in frame pixels, with their scores. DetectorUnavailable when it is not installed."""
+    `min_box` (w, h), in frame pixels, with their scores. DetectorUnavailable when it is not installed.
 
-    def __init__(self, min_box: tuple[int, int], min_score: float = 0.3, grid: tuple[int, int] | None = None,
+    Args:
+        min_box: smallest (w, h) kept.
+        min_score: lowest score kept: 0.1, so that the motion tracker's second stage (ByteTrack) can keep a
+            person through frames where they are half hidden; new tracks need 0.6.
+        grid: (rows, columns) of tiles besides the whole frame; None picks `auto_grid` of each frame's size,
+            (1, 1) runs the whole frame alone.
+        threads: onnxruntime's threads.
+    """
+
+    def __init__(self, min_box: tuple[int, int], min_score: float = 0.1, grid: tuple[int, int] | None = None,
                  threads: int | None = None):
         from sen_infer.vision.ssdlite import SsdLite
 
         self.model = SsdLite(min_score=min_score, threads=threads)
-        self.min_box, self.grid = min_box, None if grid == (1, 1) else grid
+        self.min_box, self.grid = min_box, grid
 
     def __call__(self, frame: np.ndarray, index: int) -> list[DET]:
         """People in `frame` (its number is not needed: each frame is seen on its own)."""
-        return [(x, y, w, h, s) for x, y, w, h, s in self.model.detect(frame, self.grid)
+        grid = self.grid or auto_grid(frame.shape[:2])
+        return [(x, y, w, h, s) for x, y, w, h, s in self.model.detect(frame, None if grid == (1, 1) else grid)
                 if w >= self.min_box[0] and h >= self.min_box[1]]
+
+
+TILE_SIDE = 375  # px: the most a tile may have per side, 1.25 x the network's 300 (people 35 px wide stay visible)
+MAX_GRID = (2, 3)  # the most tiles chosen automatically (7 views a frame); name ssdlite:RxC for more
+
+
+def auto_grid(frame_hw: tuple[int, int], overlap: float = 0.25) -> tuple[int, int]:
+    """The fewest tiles (rows, columns), up to MAX_GRID, whose sides are at most TILE_SIDE: 2x2 for
+    640x480, 2x3 for 768x576, 1x1 for frames that already are about the network's size."""
+    def count(side: int, most: int) -> int:
+        n = 1
+        while n < most and side / (n - (n - 1) * overlap) > TILE_SIDE:
+            n += 1
+        return n
+
+    return count(frame_hw[0], MAX_GRID[0]), count(frame_hw[1], MAX_GRID[1])
 
 
 def make_detector(detector: str, min_box: tuple[int, int]):
     """The detector a spec names ("ssdlite", "mog2", "mog2-split", "hog", "mot:PATH", "onnx[-FORMAT]:PATH"), keeping
     boxes of at least `min_box` (w, h). IngestError for an unknown spec, DetectionsError for a bad file."""
+    if detector in (None, DEFAULT):
+        detector = default_detector()
     if detector == "mog2":
         return Mog2Detector(min_box)
     if detector == "mog2-split":
@@ -379,7 +441,7 @@ def make_detector(detector: str, min_box: tuple[int, int]):
         rows, _, cols = grid.partition("x")
         if grid and not (rows.isdigit() and cols.isdigit() and 1 <= int(rows) <= 4 and 1 <= int(cols) <= 4):
             raise IngestError(f"detector {detector!r}: write ssdlite:RxC with 1 to 4 rows and columns of tiles")
-        return SsdLiteDetector(min_box, grid=(int(rows), int(cols)) if grid else None)
+        return SsdLiteDetector(min_box, grid=(int(rows), int(cols)) if grid else None)  # None: auto_grid
     if isinstance(detector, str) and detector.startswith("mot:"):
         return MotDetections(detector[4:], min_box)
     if isinstance(detector, str) and detector.startswith("onnx"):

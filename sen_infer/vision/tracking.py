@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 BOX = tuple[int, int, int, int]  # x, y, w, h
+SIGNATURE = 128  # length of a colour signature: 16 hues x 4 saturations, upper and lower body
 TRACKERS = ("iou", "motion")
 
 
@@ -28,9 +29,11 @@ class Observation:
     track's best candidates (None once dropped), and how good a crop it is."""
     frame: int  # 0-based frame index
     box: BOX
-    quality: float
+    quality: float  # for ranking a track's crops: size x sharpness x `score`
     crop: np.ndarray | None = None
     covered: float = 0.0  # the largest share of the box another detection covers
+    confidence: float = 1.0  # the detector's score for the box (1 for detectors without scores)
+    score: float = 1.0  # `crop_score`: how surely the crop shows one whole person, in [0, 1]; stored per row
 
 
 @dataclass
@@ -70,6 +73,26 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def colour_signature(frame: np.ndarray, box) -> np.ndarray:
+    """A unit vector describing a person's colours: hue-saturation histograms of the upper and lower half of
+    the box's middle (background at the sides left out), square-rooted so that the dot product of two
+    signatures is their Bhattacharyya coefficient (1 = the same colours)."""
+    H, W = frame.shape[:2]
+    x, y, w, h = (float(v) for v in box[:4])
+    x0, x1 = int(max(0, x + 0.2 * w)), int(min(W, x + 0.8 * w))
+    parts = []
+    for top, bottom in ((0.1, 0.5), (0.5, 0.9)):
+        y0, y1 = int(max(0, y + top * h)), int(min(H, y + bottom * h))
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            parts.append(np.full(64, 1 / 8.0, np.float32))
+            continue
+        hsv = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2HSV)
+        hist = cv2.calcHist([hsv], [0, 1], None, [16, 4], [0, 180, 0, 256]).ravel()
+        parts.append(np.sqrt(hist / max(1.0, float(hist.sum()))))
+    v = np.concatenate(parts)
+    return v / max(1e-12, float(np.linalg.norm(v)))
+
+
 def covered_share(box, others) -> float:
     """The largest share of `box`'s area that one of `others` covers (0 when none overlaps)."""
     if not len(others):
@@ -93,14 +116,29 @@ def clip_box(box, width: int, height: int) -> BOX | None:
     return x0, y0, x1 - x0, y1 - y0
 
 
-def crop_quality(crop: np.ndarray, box: BOX, width: int, height: int, covered: float = 0.0) -> float:
-    """Large, sharp, whole and alone: area x Laplacian variance, penalised when cut by the frame border
-    and by the share of the box another person's box covers (a crop of two people matches neither)."""
+PERSON_ASPECT = (0.2, 0.75)  # width / height of a standing or walking person's box, arms and bags included
+
+
+def crop_score(box: BOX, width: int, height: int, confidence: float = 1.0, covered: float = 0.0) -> float:
+    """How surely a crop shows one whole person, in [0, 1], the product of: the detector's confidence; the
+    box's shape (1 inside PERSON_ASPECT, falling to 0 at half and twice its bounds: a wide box is a group or
+    a car, a thin one a fragment); 0.5 when the frame border cuts the box; (1 - covered)^2, covered being
+    the largest share of the box another person's box covers (a crop of two people matches neither)."""
+    x, y, w, h = box
+    aspect = w / max(1, h)
+    low, high = PERSON_ASPECT
+    shape = 1.0 if low <= aspect <= high else max(0.0, 2 * aspect / low - 1 if aspect < low else 2 - aspect / high)
+    cut = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
+    whole = 0.5 if cut else 1.0
+    return float(min(1.0, max(0.0, confidence)) * min(1.0, shape) * whole * (1.0 - min(1.0, covered)) ** 2)
+
+
+def crop_quality(crop: np.ndarray, box: BOX, width: int, height: int, covered: float = 0.0,
+                 confidence: float = 1.0) -> float:
+    """For choosing a track's best crops: large and sharp (area x Laplacian variance) x `crop_score`."""
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     sharp = float(cv2.Laplacian(gray, cv2.CV_32F).var())
-    x, y, w, h = box
-    cut = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
-    return w * h * (1.0 + sharp) * (0.2 if cut else 1.0) * (1.0 - min(1.0, covered)) ** 2
+    return box[2] * box[3] * (1.0 + sharp) * crop_score(box, width, height, confidence, covered)
 
 
 class _CropKeeper:
@@ -116,7 +154,9 @@ class _CropKeeper:
         x, y, w, h = clipped
         crop = frame[y : y + h, x : x + w].copy()
         covered = covered_share(clipped, others)
-        obs = Observation(index, clipped, crop_quality(crop, clipped, W, H, covered), crop, covered)
+        confidence = float(box[4]) if len(box) >= 5 else 1.0
+        obs = Observation(index, clipped, crop_quality(crop, clipped, W, H, covered, confidence), crop, covered,
+                          confidence, crop_score(clipped, W, H, confidence, covered))
         t.observations.append(obs)
         t.last_frame = index
         kept = [o for o in t.observations if o.crop is not None]
@@ -225,8 +265,11 @@ class MotionTracker(_CropKeeper):
     confirmed ones survive `max_age` processed frames unmatched, coasting on their prediction."""
 
     def __init__(self, max_age: int = 15, candidates: int = 24, high: float = 0.5, low: float = 0.1,
-                 new_score: float = 0.6, first_iou: float = 0.2, second_iou: float = 0.5, confirm: int = 2):
+                 new_score: float = 0.6, first_iou: float = 0.2, second_iou: float = 0.5, confirm: int = 2,
+                 appearance: float = 0.5, app_gate: float = 0.5, app_momentum: float = 0.9):
         self.max_age, self.candidates = max_age, candidates
+        self.appearance, self.app_gate, self.app_momentum = appearance, app_gate, app_momentum
+        self.looks: dict[int, np.ndarray] = {}
         self.high, self.low, self.new_score = high, low, new_score
         self.first_iou, self.second_iou, self.confirm = first_iou, second_iou, confirm
         self.tracks: list[tuple[Track, KalmanBox, list]] = []  # (track, filter, [hits, misses])
@@ -247,7 +290,17 @@ class MotionTracker(_CropKeeper):
         matched: dict[int, int] = {}
         # stage 1: every track against the confident boxes
         ious = iou_matrix(predicted, det_boxes[high])
-        for ti, j in _assign(1.0 - ious, 1.0 - self.first_iou):
+        cost, limit = 1.0 - ious, 1.0 - self.first_iou
+        feats = np.zeros((len(dets), SIGNATURE))
+        if self.appearance:
+            feats = np.array([colour_signature(frame, d) for d in dets]).reshape(len(dets), SIGNATURE)
+            looks = np.array([self.looks[t.id] for t, _, _ in self.tracks]).reshape(len(self.tracks), SIGNATURE)
+            apart = 1.0 - np.clip(looks @ feats[high].T, 0, 1) if len(high) else np.zeros((len(self.tracks), 0))
+            gated = (apart > self.app_gate) | (cost > limit)
+            cost = cost + self.appearance * apart
+            limit = limit + self.appearance * self.app_gate
+            cost[gated] = limit + 1.0
+        for ti, j in _assign(cost, limit):
             matched[ti] = high[j]
         # stage 2: the tracks left against the weak boxes (a person partly hidden, a blurred frame)
         rest = [ti for ti in range(len(self.tracks)) if ti not in matched]
@@ -266,6 +319,11 @@ class MotionTracker(_CropKeeper):
                 d = dets[matched[ti]]
                 kf.update(d)
                 state[0], state[1] = state[0] + 1, 0
+                if self.appearance:
+                    f = feats[matched[ti]]
+                    m = self.app_momentum
+                    mixed = m * self.looks[track.id] + (1 - m) * f
+                    self.looks[track.id] = mixed / max(1e-12, float(np.linalg.norm(mixed)))
                 others = [b for k, b in enumerate(all_boxes) if k != matched[ti]] + coasting
                 self._observe(track, index, d, frame, others)
                 kept.append((track, kf, state))
@@ -282,6 +340,8 @@ class MotionTracker(_CropKeeper):
                 self.next_id += 1
                 self._observe(t, index, dets[i], frame, [b for k, b in enumerate(all_boxes) if k != i])
                 kept.append((t, KalmanBox(dets[i]), [1, 0]))
+                if self.appearance:
+                    self.looks[t.id] = feats[i]
         self.tracks = kept
 
     def close(self) -> list[Track]:
@@ -315,18 +375,26 @@ def make_tracker(kind: str, stride: int, fps: float = 15.0):
     raise IngestError(f"unknown tracker {kind!r} ({', '.join(TRACKERS)})")
 
 
+WEAK = 0.5  # detector scores under this are the motion tracker's second-stage boxes
+MIN_CROP_SCORE = 0.2  # crops scoring less (`crop_score`) are never stored: fragments, groups, boxes on nobody
+
+
 def pick_crops(track: Track, n: int) -> list[Observation]:
     """Up to n crops, best quality first, at least a fair share of the track's life apart.
 
-    A crop should show this person alone: boxes much wider than the track's usual shape (width / height
-    over 1.25 x its median: the detector merged them with someone beside them) or a third covered by
-    another person's box are used only when the track has no other crop."""
+    A crop should show this person, whole and alone: boxes much wider than the track's usual shape (width /
+    height over 1.25 x its median: the detector merged them with someone beside them), a third covered by
+    another person's box, or scored under WEAK by the detector (a box between two people, a fragment: the
+    second association stage keeps the track on them, the gallery should not) are used only when the
+    track has no other crop. Crops under MIN_CROP_SCORE are never chosen: a track with only such crops
+    stores nothing."""
     usual = float(np.median([o.box[2] / max(1, o.box[3]) for o in track.observations])) if track.observations else 0
 
     def crowded(o: Observation) -> bool:
-        return o.box[2] / max(1, o.box[3]) > 1.25 * usual or o.covered > 1 / 3
+        return o.box[2] / max(1, o.box[3]) > 1.25 * usual or o.covered > 1 / 3 or o.confidence < WEAK
 
-    cands = sorted((o for o in track.observations if o.crop is not None), key=lambda o: (crowded(o), -o.quality))
+    cands = sorted((o for o in track.observations if o.crop is not None and o.score >= MIN_CROP_SCORE),
+                   key=lambda o: (crowded(o), -o.quality))
     if not cands:
         return []
     if not crowded(cands[0]):
