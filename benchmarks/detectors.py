@@ -51,7 +51,7 @@ def one_core(spec: str):
     """The detector a spec names, held to one thread (onnxruntime's own threads for the neural one)."""
     det = make_detector(spec, (16, 48))
     if isinstance(det, SsdLiteDetector):
-        det = SsdLiteDetector((16, 48), grid=det.grid or (1, 1), threads=1)
+        det = SsdLiteDetector((16, 48), grid=det.grid, threads=1)  # grid None: auto_grid, as ingest does
     return det
 
 
@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--video", help="a video to take frames from (default: a synthetic camera)")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--stride", type=int, default=2)
-    ap.add_argument("--detectors", default="mog2,mog2-split,ssdlite,ssdlite:2x2,ssdlite:2x3")
+    ap.add_argument("--detectors", default="mog2,mog2-split,ssdlite,ssdlite:1x1,ssdlite:2x2,ssdlite:2x3",
+                    help="comma-separated specs; ssdlite = its automatic tiles (2x2 at 640x480, 2x3 at 768x576)")
     ap.add_argument("--name", default="detectors", help="results file name under benchmarks/results")
     args = ap.parse_args(argv)
     source = frames_of(args.video, args.frames)
