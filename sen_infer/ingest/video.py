@@ -159,6 +159,8 @@ class VideoIngest:
             key, first = state["source"], False
             if state.get("resume_frame") is not None:
                 start_frame = int(state["resume_frame"])  # an interrupted or incomplete ingest: go on
+                if self._ended_at(path, path_text, identity, state, report):
+                    return None
             elif state.get("size") is not None and identity["size"] > state["size"]:
                 start_frame = int(state["frames"] or 0)  # a recording that grew: resume where it ended
             else:
@@ -168,6 +170,28 @@ class VideoIngest:
         crop_dir = self.crops_dir / hashlib.sha1(key.encode()).hexdigest()[:16]
         return VideoPlan(path, path_text, identity, key, camera, opts.start_time, start_frame, supersedes, first,
                          crop_dir)
+
+    def _ended_at(self, path, path_text: str, identity: dict, state: dict, report: IngestReport) -> bool:
+        """Whether an ingest that stopped short of the container's frame count stopped at the real end: the
+        file is unchanged since, and the decoder has no frame at the resume point. Then the source is
+        recorded complete (no rows change) and the file is not decoded again on every run."""
+        from sen_infer.vision.decode import readable_at
+
+        resume = int(state["resume_frame"])
+        if identity["size"] != state.get("size") or identity["mtime_ns"] != state.get("mtime_ns"):
+            return False
+        try:
+            if readable_at(path_text, resume):
+                return False
+        except VideoReadError:
+            return False  # the ingest itself reports it
+        record = SourceRecord(state["source"], "video", path=path_text, resume_frame=None, frames=resume,
+                              size=identity["size"], mtime_ns=identity["mtime_ns"], head=state.get("head"))
+        self.store.add_embeddings(np.zeros((0, self.store.dim), np.float32), [], record)
+        report.notes.append(f"{printable(path)}: decoding ends at frame {resume}, short of the count its container "
+                            f"states, and the file is unchanged since: recorded as complete")
+        report.skipped_existing += 1
+        return True
 
     def commit(self, plan: VideoPlan, video, tracks: list, embeddings: list[np.ndarray],
                report: IngestReport) -> None:

@@ -39,8 +39,17 @@ class VideoTracks:
     @property
     def incomplete(self) -> bool:
         """Decoding stopped before the container's announced end (a truncated or damaged file, or one
-        still being written). One frame of slack: containers often round their count."""
-        return self.final and self.expected > 0 and self.frames < self.expected - 1
+        still being written). One frame of slack: containers often round their count. A file whose
+        decoder clock reached the container's stated duration is whole, whatever its frame count says
+        (a recording that states 50 fps and 682 frames and holds 341 frames of 13.6 s)."""
+        if not (self.final and self.expected > 0 and self.frames < self.expected - 1):
+            return False
+        if len(self.times) > 1:
+            interval = float(self.times[-1] - self.times[0]) / (len(self.times) - 1)
+            slack = 2 * max(interval, 1.0 / self.fps)
+            if float(self.times[-1]) + slack >= (self.expected - 1) / self.fps:
+                return False
+        return True
 
     def time(self, frame: int) -> float:
         """Seconds from the video's start of `frame`, a frame of this chunk (from the decoder's clock)."""
@@ -124,6 +133,22 @@ def open_video(path: str | Path):
     fps = fps if math.isfinite(fps) and fps > 0 else 25.0
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     return cap, fps, int(count) if math.isfinite(count) and count > 0 else 0
+
+
+def readable_at(path: str | Path, index: int) -> bool:
+    """Whether the decoder yields a frame at `index` (a seek, not a decode from the start): how an ingest
+    that ended short of a container's frame count tells, on the next run, a real end from more to read.
+
+    Raises:
+        VideoReadError: the file cannot be opened as a video.
+    """
+    cap, _, _ = open_video(path)
+    try:
+        if index > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        return bool(cap.read()[0])
+    finally:
+        cap.release()
 
 
 WARMUP_FRAMES = 150  # frames a chunk's background model sees before the chunk starts

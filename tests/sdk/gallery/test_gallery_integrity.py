@@ -121,9 +121,17 @@ def test_truncated_video_is_reported_incomplete_and_not_marked_done(engine, vide
     assert str(cut) in rep.incomplete, (rep.incomplete, rep.reasons)
     assert rep.incomplete[str(cut)].startswith("decoded ") and rep.incomplete[str(cut)].endswith(" of 80 frames")
     assert not r.gallery.source_done(str(cut.resolve()))
-    # not done: a rerun resumes at the frame decoding stopped, adds nothing twice, and says so again
+    # not done: a rerun looks at the frame decoding stopped (a seek, not a decode); the file unchanged and
+    # nothing there, it is recorded complete, adding nothing twice, and the next run skips it
     again = r.gallery.add_video(cut, camera="cam1")
-    assert again.added == 0 and str(cut) in again.incomplete and len(r.gallery) == rep.added
+    assert again.added == 0 and not again.incomplete and len(r.gallery) == rep.added
+    assert any("recorded as complete" in n for n in again.notes), again.notes
+    assert r.gallery.source_done(str(cut.resolve()))
+    assert r.gallery.add_video(cut, camera="cam1").skipped_existing == 1
+    # the rest of the copy arriving later is read from where decoding ended, nothing twice
+    shutil.copy(full, cut)
+    grown = r.gallery.add_video(cut, camera="cam1")
+    assert grown.frames == 80 and not grown.incomplete and len(r.gallery) == rep.added + grown.added
 
 
 def _make_read_only(path: Path) -> None:
