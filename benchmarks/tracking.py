@@ -30,7 +30,6 @@ from sen_infer.ingest.video import VideoOptions
 from sen_infer.vision.tracking import iou_matrix
 from sen_infer.vision.decode import extract_tracks
 
-DEFAULTS = VideoOptions()  # what `python -m sen_infer ingest` uses when no detector or tracker is named
 MIN_VISIBILITY = 0.25
 INSIDE = 0.5  # share of a person's box inside a crop for them to count as in it
 SYNTHETIC = {"standard": dict(cameras=4, seconds=20.0, seed=101), "hard": dict(cameras=4, seconds=20.0, seed=202)}
@@ -72,8 +71,52 @@ def oracle_file(info: dict, folder: Path) -> str:
     return f"mot:{path}"
 
 
-def score(cams: dict, detector: str, tracker: str, stride: int) -> dict:
-    """One pipeline on one set of cameras: motmetrics summary + crop purity + speed."""
+def picture(path: Path, video_path: Path, tracks: list) -> None:
+    """What a pipeline keeps, to look at: the frame with the most tracked people, each box labelled with its
+    track, above the crops the gallery would store (every track's chosen crops, in track order)."""
+    import cv2
+
+    seen: dict[int, list] = {}
+    for track, _ in tracks:
+        for o in track.observations:
+            seen.setdefault(o.frame, []).append((track.id, o.box))
+    if not seen:
+        return
+    best = max(seen, key=lambda f: len(seen[f]))
+    cap = cv2.VideoCapture(str(video_path))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, best)
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        return
+    colours = [(66, 135, 245), (60, 180, 75), (230, 25, 75), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+               (240, 50, 230), (0, 128, 128), (170, 110, 40), (128, 0, 0)]
+    for tid, (x, y, w, h) in seen[best]:
+        c = colours[tid % len(colours)]
+        cv2.rectangle(frame, (x, y), (x + w, y + h), c, 2)
+        cv2.putText(frame, str(tid), (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, c, 2)
+    cv2.putText(frame, f"frame {best + 1}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+    strip_h, width = 112, frame.shape[1]
+    rows, row, used = [], np.zeros((strip_h + 16, width, 3), np.uint8), 0
+    for track, chosen in tracks:
+        for o in chosen:
+            if o.crop is None:
+                continue
+            crop = cv2.resize(o.crop, (max(1, int(o.crop.shape[1] * strip_h / o.crop.shape[0])), strip_h))
+            if used + crop.shape[1] > width:
+                rows.append(row)
+                row, used = np.zeros((strip_h + 16, width, 3), np.uint8), 0
+            row[16:, used : used + crop.shape[1]] = crop[:, : width - used]
+            cv2.putText(row, f"{track.id}", (used + 2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        colours[track.id % len(colours)], 1)
+            used += crop.shape[1] + 4
+    rows.append(row)
+    cv2.imwrite(str(path), np.vstack([frame, *rows]))
+
+
+def score(cams: dict, detector: str, tracker: str, stride: int, picture_to: Path | None = None) -> dict:
+    """One pipeline on one set of cameras: motmetrics summary + crop purity + speed; with `picture_to`, the
+    first camera's `picture` is written there."""
     import motmetrics as mm
 
     accs, names = [], []
@@ -86,6 +129,8 @@ def score(cams: dict, detector: str, tracker: str, stride: int) -> dict:
         video = extract_tracks(info["video"], detector=spec, stride=stride, tracker=tracker)
         seconds += time.perf_counter() - t0
         frames += video.frames
+        if picture_to is not None and not names:
+            picture(picture_to, info["video"], video.tracks)
         W, H = info["width"], info["height"]
         gt = info["gt"]
         hyp: dict[int, list] = {}
@@ -176,17 +221,26 @@ def main(argv=None) -> int:
     ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--name", default="tracking", help="results file name under benchmarks/results")
     ap.add_argument("--out", default=None, help="results dir (default: benchmarks/results)")
+    ap.add_argument("--picture", action="store_true",
+                    help="also write, per set, what the first pipeline keeps: NAME_SET.png (boxes and crops)")
     args = ap.parse_args(argv)
     sets = {Path(v).name: Path(v) for v in args.video}
     with tempfile.TemporaryDirectory() as tmp:
         if args.synthetic is not None or not sets:
             sets.update(synthetic_sets(args.synthetic or sorted(SYNTHETIC), Path(tmp)))
         rows = []
+        out_dir = Path(args.out) if args.out else Path(__file__).resolve().parent / "results"
         for name, d in sets.items():
             cams = load_truth(d)
-            for det in [DEFAULTS.detector if d == "default" else d for d in args.detectors.split(",")]:
-                for trk in [DEFAULTS.tracker if k == "default" else k for k in args.trackers.split(",")]:
-                    r = {"videos": name, "detector": det, "tracker": trk, **score(cams, det, trk, args.stride)}
+            defaults = VideoOptions()  # what `python -m sen_infer ingest` uses when no detector or tracker is named
+            for det in [defaults.detector if d == "default" else d for d in args.detectors.split(",")]:
+                for trk in [defaults.tracker if k == "default" else k for k in args.trackers.split(",")]:
+                    first = not any(r["videos"] == name for r in rows)
+                    shot = out_dir / f"{args.name}_{name}.png" if args.picture and first else None
+                    if shot is not None:
+                        out_dir.mkdir(parents=True, exist_ok=True)
+                    r = {"videos": name, "detector": det, "tracker": trk,
+                         **score(cams, det, trk, args.stride, shot)}
                     rows.append(r)
                     print(f"{name:>10} {det:>10} + {trk:<6} IDF1 {r['IDF1']:.3f}  MOTA {r['MOTA']:.3f}  "
                           f"IDsw {r['ID switches']:4d}  multi {r['multi-person crops %']:5.1f}%  "
