@@ -105,7 +105,7 @@ class Retriever:
 
     def query(self, text: str, k: int = 10, camera: str | list[str] | None = None, since: float | None = None,
               until: float | None = None, per_track: bool = True, superseded: bool = False,
-              per_person: bool = False) -> list[Hit]:
+              per_person: bool = False, min_quality: float | None = None) -> list[Hit]:
         """The k best crops for `text`, best first (ties by key); one per track unless per_track=False,
         one per person linked across cameras with per_person=True (after `gallery.link_identities()`).
         `camera`: one camera's name, or a list of names (rows of any of them).
@@ -120,6 +120,8 @@ class Retriever:
             per_track: one hit per track (its best crop); False lets one track fill the page.
             superseded: include rows of files replaced since they were ingested.
             per_person: one hit per linked person (a single gallery only).
+            min_quality: leave out crops whose score (`Hit.quality`, 0 to 1: how surely the crop shows one
+                whole person) is known and lower; pictures and older rows have none and stay.
 
         Returns:
             `Hit`s (= `Row`s) with their cosine `score`.
@@ -132,7 +134,7 @@ class Retriever:
         if not isinstance(text, str) or not text.strip():
             raise QueryError("query text is empty")
         return self._search(self.encoders.encode_text([text])[0], k, camera, since, until, per_track, superseded,
-                            per_person)
+                            per_person, min_quality)
 
     def tune_index(self, queries: list[str] | None = None, target: float = 0.99) -> dict:
         """Set the gallery's search width to the smallest that reaches `target` recall@10 against exact
@@ -177,12 +179,12 @@ class Retriever:
 
     def query_image(self, image, k: int = 10, camera: str | None = None, since: float | None = None,
                     until: float | None = None, per_track: bool = True, superseded: bool = False,
-                    per_person: bool = False) -> list[Hit]:
+                    per_person: bool = False, min_quality: float | None = None) -> list[Hit]:
         """Find a person by example (re-identification): a path or a BGR uint8 array.
 
         Args:
             image: an image path, or a BGR uint8 array ([h, w], [h, w, 3] or [h, w, 4]).
-            k, camera, since, until, per_track, superseded, per_person: as `query`.
+            k, camera, since, until, per_track, superseded, per_person, min_quality: as `query`.
 
         Returns:
             `Hit`s with their cosine `score`, best first.
@@ -199,17 +201,18 @@ class Retriever:
         else:
             img = image
         return self._search(self.encoders.encode_images([img])[0], k, camera, since, until, per_track, superseded,
-                            per_person)
+                            per_person, min_quality)
 
     def query_similar(self, key: int, k: int = 10, camera: str | list[str] | None = None,
                       since: float | None = None, until: float | None = None, per_track: bool = True,
-                      superseded: bool = False, per_person: bool = False) -> list[Hit]:
+                      superseded: bool = False, per_person: bool = False,
+                      min_quality: float | None = None) -> list[Hit]:
         """More like a stored crop ("find similar"): row `key`'s stored embedding is the query, so the
         answer does not depend on re-encoding a JPEG. UnknownKey when the gallery has no such row.
 
         Args:
             key: a row key (`Hit.key`); the row itself usually comes first, unless the filters leave it out.
-            k, camera, since, until, per_track, superseded, per_person: as `query`.
+            k, camera, since, until, per_track, superseded, per_person, min_quality: as `query`.
 
         Returns:
             `Hit`s with their cosine `score`, best first.
@@ -222,15 +225,20 @@ class Retriever:
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
             raise QueryError(f"key must be an integer row key, not {key!r}")
         q = self.open_gallery().embedding(int(key))
-        return self._search(q, k, camera, since, until, per_track, superseded, per_person)
+        return self._search(q, k, camera, since, until, per_track, superseded, per_person, min_quality)
 
-    def _search(self, q: np.ndarray, k, camera, since, until, per_track, superseded, per_person=False) -> list[Hit]:
-        check_filters(k, camera, since, until)
-        return self.open_gallery().search(q, k, camera, since, until, per_track, bool(superseded), bool(per_person))
+    def _search(self, q: np.ndarray, k, camera, since, until, per_track, superseded, per_person=False,
+                min_quality=None) -> list[Hit]:
+        check_filters(k, camera, since, until, min_quality)
+        return self.open_gallery().search(q, k, camera, since, until, per_track, bool(superseded), bool(per_person),
+                                          min_quality=None if min_quality is None else float(min_quality))
 
 
-def check_filters(k, camera, since, until) -> None:
+def check_filters(k, camera, since, until, min_quality=None) -> None:
     """QueryError for a k or filter that cannot select anything meaningful (and would not survive JSON)."""
+    if min_quality is not None and (isinstance(min_quality, bool) or not isinstance(min_quality, (int, float))
+                                    or not 0.0 <= min_quality <= 1.0):
+        raise QueryError(f"min_quality must be a number from 0 to 1, not {min_quality!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise QueryError(f"k must be an integer >= 1, not {k!r}")
     if camera is not None:

@@ -23,6 +23,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--camera", action="append", help="only this camera (repeat for any of several)")
     p.add_argument("--since", type=finite_float)
     p.add_argument("--until", type=finite_float)
+    p.add_argument("--min-quality", type=finite_float, metavar="Q",
+                   help="only crops scored at least Q (0-1: how surely the crop shows one whole person; "
+                        "pictures and rows stored before scores existed have none and are kept)")
     p.add_argument("--all-crops", action="store_true", help="do not collapse results to one per track")
     p.add_argument("--per-person", action="store_true",
                    help="one hit per person linked across cameras (see `link`), not one per track")
@@ -52,14 +55,14 @@ def run(args) -> int:
         require_utf8(args.text, "query text")
         if not args.text.strip():
             raise QueryError("query text is empty")
-    check_filters(args.k, args.camera, args.since, args.until)
+    check_filters(args.k, args.camera, args.since, args.until, args.min_quality)
     if args.sheet:
         from sen_infer.cli.sheet import check_sheet_path
 
         check_sheet_path(args.sheet)  # before the query runs, not after
     r = open_retriever(args)
     filters = dict(k=args.k, camera=args.camera, since=args.since, until=args.until, per_track=not args.all_crops,
-                   superseded=args.include_superseded, per_person=args.per_person)
+                   superseded=args.include_superseded, per_person=args.per_person, min_quality=args.min_quality)
     with warnings_to_stderr():
         hits = r.query_image(args.image, **filters) if args.image else r.query(args.text, **filters)
     if args.sheet:
@@ -73,7 +76,7 @@ def run(args) -> int:
             t = "-" if h.timestamp is None else f"{h.timestamp:.1f}"
             print(f"{i:>3}  {h.score:.4f}  cam={h.camera or '-'}  t={t}  frame={h.frame}  track={h.track}  "
                   f"person={h.person if h.person is not None else '-'}  "
-                  f"{h.crop_path}{'  (superseded)' if h.superseded else ''}")
+                  f"quality={'-' if h.quality is None else f'{h.quality:.2f}'}  {h.crop_path}{'  (superseded)' if h.superseded else ''}")
         if args.sheet:
             print(f"contact sheet -> {args.sheet}")
     return 0

@@ -50,11 +50,12 @@ class GalleryLike(Protocol):
     def __len__(self) -> int: ...
 
     def search(self, query: np.ndarray, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
-               superseded: bool = False, per_person: bool = False) -> list[Row]:
+               superseded: bool = False, per_person: bool = False, min_quality: float | None = None) -> list[Row]:
         """The best k rows for a query vector under the filters, best first, each with its cosine `score`."""
 
     def nearest(self, query: np.ndarray, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
-                superseded: bool = False, per_person: bool = False) -> list[tuple[int, float]]:
+                superseded: bool = False, per_person: bool = False,
+                min_quality: float | None = None) -> list[tuple[int, float]]:
         """What `search` finds, as (key, cosine) pairs, without reading the rows."""
 
     def rows(self, keys) -> dict[int, Row]:

@@ -141,21 +141,23 @@ class ShardedGallery:
 
     # ---- search -----------------------------------------------------------------------------------
     def search(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
-               superseded: bool = False, per_person: bool = False) -> list[Row]:
+               superseded: bool = False, per_person: bool = False, min_quality: float | None = None) -> list[Row]:
         """`nearest`, then the rows of the k winners only, read from their shards.
 
         Args:
-            query, k, camera, since, until, per_track, superseded: as `Gallery.search`; keys are global.
+            query, k, camera, since, until, per_track, superseded, min_quality: as `Gallery.search`; keys
+                are global.
 
         Raises:
             QueryError: per_person=True (identities are linked within one gallery).
         """
-        best = self.nearest(query, k, camera, since, until, per_track, superseded, per_person)
+        best = self.nearest(query, k, camera, since, until, per_track, superseded, per_person, min_quality)
         rows = self.rows([key for key, _ in best])
         return [replace(rows[key], score=score) for key, score in best if key in rows]
 
     def nearest(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
-                superseded: bool = False, per_person: bool = False) -> list[tuple[int, float]]:
+                superseded: bool = False, per_person: bool = False,
+                min_quality: float | None = None) -> list[tuple[int, float]]:
         """Each matching shard's top k as (key, score), merged by score then global key.
         Arguments and errors as `search`."""
         if per_person:
@@ -166,7 +168,8 @@ class ShardedGallery:
         q = normalise(np.asarray(query, np.float32).reshape(-1))
 
         def one(s):
-            pairs = self.shard(s["no"], s).nearest(q, k, camera, since, until, per_track, superseded)
+            pairs = self.shard(s["no"], s).nearest(q, k, camera, since, until, per_track, superseded,
+                                                   min_quality=min_quality)
             return [(score, global_key(s["no"], key)) for key, score in pairs]
 
         if len(shards) <= 1 or self.workers <= 1:

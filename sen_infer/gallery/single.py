@@ -77,7 +77,7 @@ class Gallery:
 
     # ---- reading: the store's (see VectorStore for each) -------------------------------------------
     def search(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
-               superseded: bool = False, per_person: bool = False) -> list[Row]:
+               superseded: bool = False, per_person: bool = False, min_quality: float | None = None) -> list[Row]:
         """The best k rows for the vector `query` (`VectorStore.search`).
 
         Args:
@@ -87,6 +87,7 @@ class Gallery:
             since / until: bounds on the rows' timestamps in seconds; a row without one never matches.
             per_track: one row per track. per_person: one row per linked person (`link_identities`).
             superseded: include rows of files replaced since they were ingested.
+            min_quality: leave out rows whose crop score (`Row.quality`) is known and lower.
 
         Returns:
             `Row`s with their cosine `score`, best first (ties by key).
@@ -94,19 +95,20 @@ class Gallery:
         Raises:
             GalleryError: a query of another size, or a database that cannot be read.
         """
-        return self.store.search(query, k, camera, since, until, per_track, superseded, per_person)
+        return self.store.search(query, k, camera, since, until, per_track, superseded, per_person, min_quality)
 
     def nearest(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
-                superseded: bool = False, per_person: bool = False) -> list[tuple[int, float]]:
+                superseded: bool = False, per_person: bool = False,
+                min_quality: float | None = None) -> list[tuple[int, float]]:
         """`search` as (key, cosine) pairs, without reading the rows.
 
         Args:
-            query, k, camera, since, until, per_track, superseded, per_person: as `search`.
+            query, k, camera, since, until, per_track, superseded, per_person, min_quality: as `search`.
 
         Returns:
             (key, cosine) pairs, best first (ties by key).
         """
-        return self.store.nearest(query, k, camera, since, until, per_track, superseded, per_person)
+        return self.store.nearest(query, k, camera, since, until, per_track, superseded, per_person, min_quality)
 
     def rows(self, keys) -> dict[int, Row]:
         """The stored rows of `keys`; missing keys are left out.

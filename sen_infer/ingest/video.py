@@ -232,7 +232,8 @@ class VideoIngest:
             write_jpeg(crop_path, best.crop)
             ts = base + video.time(best.frame)
             # `n` is local to this chunk: the store makes it a gallery-wide id inside its transaction
-            rows.append(Row(plan.key, plan.camera, best.frame, ts, tuple(best.box), n, str(crop_path)))
+            rows.append(Row(plan.key, plan.camera, best.frame, ts, tuple(best.box), n, str(crop_path),
+                            quality=round(float(best.score), 4)))  # the score of the crop the row shows
             vectors.append(normalise(emb).mean(axis=0))
             first, last = track.observations[0].frame, track.observations[-1].frame
             spans[n] = (first, last, base + video.time(first), base + video.time(last))

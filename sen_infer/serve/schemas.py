@@ -27,6 +27,8 @@ class Filters(BaseModel):
     since: float | None = Field(None, description="earliest time, seconds on the gallery's clock")
     until: float | None = Field(None, description="latest time, seconds on the gallery's clock")
     per_track: bool = Field(True, description="at most one hit per track")
+    min_quality: float | None = Field(None, ge=0, le=1, description="only crops scored at least this (0-1: how "
+                                      "surely the crop shows one whole person; rows without a score are kept)")
 
 
 # POST /query: search by description.
@@ -49,6 +51,8 @@ class HitOut(BaseModel):
     bbox: list[int]
     track: int | None
     person: int | None
+    quality: float | None = Field(None, description="0-1: how surely the crop shows one whole person "
+                                  "(detector confidence, shape, not cut, not covered); null where unknown")
     source: str
     superseded: bool
     crop_url: str
@@ -78,5 +82,6 @@ def hit_json(row: Row) -> dict:
     """
     return {"key": row.key, "score": row.score, "camera": row.camera, "timestamp": row.timestamp,
             "frame": row.frame, "bbox": [int(v) for v in row.bbox], "track": row.track, "person": row.person,
+            "quality": row.quality,
             "source": row.source, "superseded": row.superseded,
             "crop_url": f"{API}/crops/{row.key}.jpg", "frame_url": f"{API}/frames/{row.key}.jpg"}

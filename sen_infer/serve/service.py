@@ -41,7 +41,8 @@ class Service:
             f: the filters of the request.
 
         Returns:
-            k, camera, since, until and per_track; an empty camera list is None (no camera ticked: all).
+            k, camera, since, until, per_track and min_quality; an empty camera list is None (no camera
+            ticked: all).
 
         Raises:
             LimitExceeded: more hits or cameras than `Limits` allows one request.
@@ -53,7 +54,8 @@ class Service:
             if len(camera) > self.limits.max_cameras:
                 raise LimitExceeded(f"{len(camera)} cameras named; at most {self.limits.max_cameras}")
             camera = camera or None  # no camera ticked: all of them
-        return {"k": f.k, "camera": camera, "since": f.since, "until": f.until, "per_track": f.per_track}
+        return {"k": f.k, "camera": camera, "since": f.since, "until": f.until, "per_track": f.per_track,
+                "min_quality": f.min_quality}
 
     @staticmethod
     def validate(filters: dict) -> None:
@@ -66,7 +68,7 @@ class Service:
         Raises:
             QueryError: a k, camera, since or until that cannot select anything meaningful.
         """
-        check_filters(filters["k"], filters["camera"], filters["since"], filters["until"])
+        check_filters(filters["k"], filters["camera"], filters["since"], filters["until"], filters.get("min_quality"))
 
     def row(self, key: int) -> Row:
         """The stored row `key`.

@@ -1,4 +1,4 @@
-"""The in-RAM columns of a store (key, camera, time, track, source: ~30 bytes a row) and filtering
+"""The in-RAM columns of a store (key, camera, time, track, source, crop score: ~38 bytes a row) and filtering
 them: what a search masks and ranks without touching SQLite."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ class View:
     track: np.ndarray
     source: np.ndarray
     superseded: np.ndarray  # source codes whose rows are superseded
+    quality: np.ndarray | None = None  # crop scores, NaN where unknown
     emb32: np.ndarray | None = None  # the float32 matrix of a gallery small enough to search exactly
     group: dict | None = None  # track -> person when hits are collapsed per person
 
@@ -33,6 +34,7 @@ class Columns:
         self.time = np.zeros(0, np.float64)
         self.track = np.zeros(0, np.int64)
         self.source = np.zeros(0, np.int32)
+        self.quality = np.zeros(0, np.float64)  # the crop score (`vision.tracking.crop_score`), NaN: unknown
         self.codes: dict[str, int] = {}  # source -> small int, for the in-memory source column
         self.cameras: dict[str | None, int] = {}  # camera -> small int, for the in-memory camera column
         self.camera_names: list[str | None] = []
@@ -42,12 +44,13 @@ class Columns:
         return len(self.ids)
 
     def set_rows(self, meta) -> None:
-        """The in-memory columns from (id, camera, timestamp, track, source) rows, in key order."""
+        """The in-memory columns from (id, camera, timestamp, track, source, quality) rows, in key order."""
         self.ids = np.array([r[0] for r in meta], np.int64)
         self.camera = np.array([self.camera_code(r[1]) for r in meta], np.int32)
         self.time = np.array([np.nan if r[2] is None else r[2] for r in meta], np.float64)
         self.track = np.array([-1 if r[3] is None else r[3] for r in meta], np.int64)
         self.source = np.array([self.code(r[4]) for r in meta], np.int32)
+        self.quality = _scores([r[5] for r in meta])
 
     def code(self, source: str) -> int:
         """The small int of `source`, given on first sight."""
@@ -71,16 +74,25 @@ class Columns:
 
     def view(self) -> View:
         """A snapshot of the columns (call under the lock)."""
-        return View(self.ids, self.camera, self.time, self.track, self.source, self.superseded)
+        return View(self.ids, self.camera, self.time, self.track, self.source, self.superseded, quality=self.quality)
 
-    def mask(self, view: View, camera, since, until, superseded: bool) -> np.ndarray | None:
+    def mask(self, view: View, camera, since, until, superseded: bool,
+             min_quality: float | None = None) -> np.ndarray | None:
         """Which rows of `view` pass the filters (None: all of them). `camera`: a name or a list of names;
-        an unknown camera selects nothing. Superseded sources' rows only with superseded=True."""
+        an unknown camera selects nothing. Superseded sources' rows only with superseded=True. With
+        `min_quality`, rows whose crop score is known and lower are left out (pictures and rows stored
+        before scores existed have none, and stay)."""
         mask = None
+        if min_quality is not None and view.quality is not None:
+            low = view.quality < min_quality  # NaN (unknown) compares False: kept
+            mask = ~low
+        cam = None
         if isinstance(camera, str):
-            mask = view.camera == self.cameras.get(camera, -1)  # an unknown camera selects nothing
+            cam = view.camera == self.cameras.get(camera, -1)  # an unknown camera selects nothing
         elif camera is not None:  # any of several cameras
-            mask = np.isin(view.camera, [self.cameras.get(c, -1) for c in camera])
+            cam = np.isin(view.camera, [self.cameras.get(c, -1) for c in camera])
+        if cam is not None:
+            mask = cam if mask is None else mask & cam
         if since is not None or until is not None:
             t = view.time
             tmask = ~np.isnan(t)
@@ -95,12 +107,13 @@ class Columns:
         return mask
 
     def append(self, rows) -> None:
-        """Rows (id, camera, timestamp, track, embedding, source) at the end of the columns."""
+        """Rows (id, camera, timestamp, track, embedding, source, quality) at the end of the columns."""
         new = {"ids": np.array([r[0] for r in rows], np.int64),
                "camera": np.array([self.camera_code(r[1]) for r in rows], np.int32),
                "time": np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64),
                "track": np.array([-1 if r[3] is None else r[3] for r in rows], np.int64),
-               "source": np.array([self.code(r[5]) for r in rows], np.int32)}
+               "source": np.array([self.code(r[5]) for r in rows], np.int32),
+               "quality": _scores([r[6] for r in rows])}
         n, m = len(self.ids), len(rows)
         for name, values in new.items():
             # columns live in buffers that double when full: appending m rows costs O(m), not O(gallery),
@@ -121,9 +134,10 @@ class Columns:
         self.buffers = {}  # new arrays: snapshots held by running searches stay as they were
         self.ids, self.camera, self.time = cols["ids"].astype(np.int64), cols["camera"].astype(np.int32), cols["time"]
         self.track, self.source = cols["track"].astype(np.int64), cols["source"].astype(np.int32)
+        self.quality = cols["quality"].astype(np.float64)
 
     def replace_rows(self, meta) -> None:
-        """All columns anew from (id, camera, timestamp, track, source) rows (new arrays)."""
+        """All columns anew from (id, camera, timestamp, track, source, quality) rows (new arrays)."""
         self.buffers = {}  # new arrays: snapshots held by running searches stay as they were
         self.set_rows(meta)
 
@@ -131,5 +145,10 @@ class Columns:
         """Rows of `keys` out of the columns (new arrays: running searches keep their snapshots)."""
         keep = ~np.isin(self.ids, np.asarray(keys, np.int64))
         self.buffers = {}
-        for name in ("ids", "camera", "time", "track", "source"):
+        for name in ("ids", "camera", "time", "track", "source", "quality"):
             setattr(self, name, getattr(self, name)[keep].copy())
+
+
+def _scores(values) -> np.ndarray:
+    """Crop scores as float64 (what SQLite holds, so a filter at a stored value keeps that row), None as NaN."""
+    return np.array([np.nan if v is None else v for v in values], np.float64)

@@ -13,7 +13,7 @@ import numpy as np
 
 from sen_infer.files import fsync_path, remove_stale_temps, temp_name, write_atomic
 from sen_infer.store.ann import TieredIndex
-from sen_infer.store.schema import has_table
+from sen_infer.store.schema import has_table, quality_column
 
 
 def read_sidecar(store) -> dict:
@@ -70,7 +70,9 @@ def load_columns(store, side: dict) -> bool:
     """The columns saved with the index, when they describe exactly the rows it holds."""
     try:
         with np.load(store.columns_path, allow_pickle=False) as f:
-            cols = {k: f[k] for k in ("ids", "camera", "time", "track", "source")}
+            if "quality" not in f.files:  # saved before rows had a score: read them from the table
+                return False
+            cols = {k: f[k] for k in ("ids", "camera", "time", "track", "source", "quality")}
             names = json.loads(bytes(f["names"]).decode())
     except (OSError, ValueError, KeyError):
         return False
@@ -88,14 +90,15 @@ def load_columns_from_table(store, conn, index: TieredIndex) -> None:
     """Columns of every row from SQLite (without the embeddings), and into the index the rows its
     file lacks (their embeddings read by key, in chunks); keys it holds that left the table are
     masked. What a crash between the index's rename and its sidecar's costs: one pass over the keys."""
-    meta = conn.execute("SELECT id, camera, timestamp, track, source FROM crops ORDER BY id").fetchall()
+    quality = quality_column(conn)
+    meta = conn.execute(f"SELECT id, camera, timestamp, track, source, {quality} FROM crops ORDER BY id").fetchall()
     ids = np.array([r[0] for r in meta], np.int64)
     keep = index.contains(ids) if len(ids) else np.zeros(0, bool)
     missing = ids[~keep].tolist()
     for i in range(0, len(missing), 500):
         part = missing[i : i + 500]
         rows = store.usable(conn.execute(
-            f"SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id IN "
+            f"SELECT id, camera, timestamp, track, embedding, source, {quality} FROM crops WHERE id IN "
             f"({','.join('?' * len(part))}) ORDER BY id", part).fetchall())
         if rows:
             got = np.array([r[0] for r in rows], np.int64)
@@ -132,6 +135,7 @@ def save_index(store) -> None:
                  "damaged": store.damaged}
         with open(tmp_cols, "wb") as f:
             np.savez(f, ids=cols.ids, camera=cols.camera, time=cols.time, track=cols.track, source=cols.source,
+                     quality=cols.quality,
                      names=np.frombuffer(json.dumps(names).encode(), np.uint8))
             f.flush()
             os.fsync(f.fileno())

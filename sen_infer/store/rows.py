@@ -26,6 +26,9 @@ class Row:
         score: cosine similarity to the query (search hits only).
         superseded: its source file was later replaced (rows kept, hidden from queries unless asked for).
         person: the identity its track is linked to across cameras (`link_identities`).
+        quality: how surely the crop shows one whole person, in [0, 1] (`vision.tracking.crop_score`:
+            detector confidence x person shape x not cut by the frame x not covered by another); None
+            where unknown (pictures, rows stored before scores existed).
     """
     source: str
     camera: str | None = None
@@ -38,6 +41,7 @@ class Row:
     score: float | None = None
     superseded: bool = False
     person: int | None = None  # the identity its track is linked to across cameras (`link_identities`)
+    quality: float | None = None  # the crop score, None where unknown
 
     def to_dict(self) -> dict:
         """The row as JSON-ready values (`bbox` a list), as the CLI prints hits."""

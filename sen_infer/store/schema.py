@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS crops (
     track INTEGER,
     crop_path TEXT,
     embedding BLOB NOT NULL,
+    quality REAL,
     UNIQUE (source, frame, x, y, w, h)
 );
 CREATE INDEX IF NOT EXISTS crops_camera ON crops (camera);
@@ -51,6 +52,19 @@ PERSONS = "CREATE TABLE IF NOT EXISTS persons (track INTEGER PRIMARY KEY, person
 SPANS = ("CREATE TABLE IF NOT EXISTS track_spans (track INTEGER PRIMARY KEY, first_frame INTEGER, last_frame INTEGER, "
          "start REAL, end REAL)")
 SCHEMA_VERSION = "2"
+
+
+def quality_column(conn) -> str:
+    """What to SELECT for a row's crop score: `quality` where the crops table has the column, else NULL
+    (a gallery made before it: its rows' scores are unknown). Added on the first write by `add_quality`."""
+    return "quality" if any(r[1] == "quality" for r in conn.execute("PRAGMA table_info(crops)")) else "NULL"
+
+
+def add_quality(conn) -> None:
+    """The crops table's quality column, inside the caller's write transaction (an older gallery lacks it;
+    SQLite adds a nullable column without rewriting the table)."""
+    if quality_column(conn) == "NULL":
+        conn.execute("ALTER TABLE crops ADD COLUMN quality REAL")
 
 
 def read_meta(conn) -> dict:

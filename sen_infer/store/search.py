@@ -74,19 +74,20 @@ class Batcher:
 
 def search(store, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
            until: float | None = None, per_track: bool = True, superseded: bool = False,
-           per_person: bool = False) -> list[Row]:
+           per_person: bool = False, min_quality: float | None = None) -> list[Row]:
     """The best k rows for `query` matching the filters, as Rows with their cosine `score`, sorted by
     score then key; one per track unless per_track=False, one per linked person with per_person=True
     (a track not linked to others is a person of its own); rows of superseded sources only with
-    superseded=True."""
-    pairs = store.nearest(query, k, camera, since, until, per_track, superseded, per_person)
+    superseded=True; with `min_quality`, rows whose crop score is known and lower are left out."""
+    pairs = store.nearest(query, k, camera, since, until, per_track, superseded, per_person, min_quality)
     rows = store.rows([key for key, _ in pairs])
     return [with_score(rows[key], score) for key, score in pairs if key in rows]
 
 
 def nearest(store, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
             until: float | None = None, per_track: bool = True,
-            superseded: bool = False, per_person: bool = False) -> list[tuple[int, float]]:
+            superseded: bool = False, per_person: bool = False,
+            min_quality: float | None = None) -> list[tuple[int, float]]:
     """`search` as (key, cosine) pairs, without reading the rows.
 
     The lock is held only to take a snapshot of the columns (views that later appends never
@@ -106,7 +107,7 @@ def nearest(store, query: np.ndarray, k: int = 10, camera: str | None = None, si
     n = len(view.ids)
     if n == 0 or k <= 0:
         return []
-    mask = store.columns.mask(view, camera, since, until, superseded)
+    mask = store.columns.mask(view, camera, since, until, superseded, min_quality)
     selected = n if mask is None else int(mask.sum())
     if selected == 0:
         return []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from sen_infer.store.rows import Row
-from sen_infer.store.schema import has_table, migrated_on_disk
+from sen_infer.store.schema import has_table, migrated_on_disk, quality_column
 
 
 def source(store, path: str) -> dict | None:
@@ -77,11 +77,12 @@ def rows(store, keys: list[int]) -> dict[int, Row]:
                 else "0")
         person = ("(SELECT p.person FROM persons p WHERE p.track = c.track)" if has_table(conn, "persons")
                   else "NULL")
+        quality = quality_column(conn)
         for i in range(0, len(keys), 500):
             part = keys[i : i + 500]
             cur = conn.execute(f"SELECT id, source, camera, frame, timestamp, x, y, w, h, track, crop_path, {flag}, "
-                               f"{person} FROM crops c WHERE id IN ({','.join('?' * len(part))})", part)
+                               f"{person}, {quality} FROM crops c WHERE id IN ({','.join('?' * len(part))})", part)
             for r in cur:
                 out[r[0]] = Row(r[1], r[2], r[3], r[4], (r[5], r[6], r[7], r[8]), r[9], r[10], key=r[0],
-                                superseded=bool(r[11]), person=r[12])
+                                superseded=bool(r[11]), person=r[12], quality=r[13])
     return out

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from sen_infer.store.schema import has_table
+from sen_infer.store.schema import has_table, quality_column
 
 
 def read_new_rows(store, conn, chunk: int = 20_000) -> None:
     """Rows committed after `last_seen`, embeddings included, into the columns and the index delta;
     in chunks, so catching up on many rows never holds them all as Python objects at once."""
     while True:
-        rows = conn.execute("SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id > ? "
-                            "ORDER BY id LIMIT ?", (store.last_seen, chunk)).fetchall()
+        rows = conn.execute(f"SELECT id, camera, timestamp, track, embedding, source, {quality_column(conn)} "
+                            f"FROM crops WHERE id > ? ORDER BY id LIMIT ?", (store.last_seen, chunk)).fetchall()
         if not rows:
             return
         store.append(store.usable(rows))
@@ -37,8 +37,8 @@ def check_edits(store, conn) -> None:
     store.edits_seen = int(log[-1][0])
     if not keys:
         return
-    rows = conn.execute(f"SELECT id, camera, timestamp, track, embedding, source FROM crops WHERE id IN "
-                        f"({','.join('?' * len(keys))}) ORDER BY id", keys).fetchall()
+    rows = conn.execute(f"SELECT id, camera, timestamp, track, embedding, source, {quality_column(conn)} FROM crops "
+                        f"WHERE id IN ({','.join('?' * len(keys))}) ORDER BY id", keys).fetchall()
     good = store.usable(rows)  # warns about, and lists, the damaged ones
     bad = sorted(set(keys) - {int(r[0]) for r in good})
     if bad:
@@ -53,8 +53,8 @@ def check_edits(store, conn) -> None:
 
 def resync(store, conn) -> None:
     """Re-read every row's metadata (not the embeddings) and drop removed rows from memory and index."""
-    meta = conn.execute("SELECT id, camera, timestamp, track, source FROM crops WHERE id <= ? ORDER BY id",
-                        (store.last_seen,)).fetchall()
+    meta = conn.execute(f"SELECT id, camera, timestamp, track, source, {quality_column(conn)} FROM crops "
+                        f"WHERE id <= ? ORDER BY id", (store.last_seen,)).fetchall()
     ids = np.array([r[0] for r in meta], np.int64)
     keep = np.isin(store.columns.ids, ids)
     gone = store.columns.ids[~keep]

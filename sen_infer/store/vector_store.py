@@ -292,24 +292,24 @@ class VectorStore:
 
     def search(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
                until: float | None = None, per_track: bool = True, superseded: bool = False,
-               per_person: bool = False) -> list[Row]:
+               per_person: bool = False, min_quality: float | None = None) -> list[Row]:
         """The best k rows for `query` matching the filters, with their cosine `score` (`search.search`).
 
         Args:
             query: a [dim] vector (normalised here). k, camera, since, until, per_track, superseded,
-                per_person: as `Gallery.search` (`camera` may be a list of names too).
+                per_person, min_quality: as `Gallery.search` (`camera` may be a list of names too).
 
         Raises:
             GalleryError: a query of another size, or a database that cannot be read.
         """
-        return search.search(self, query, k, camera, since, until, per_track, superseded, per_person)
+        return search.search(self, query, k, camera, since, until, per_track, superseded, per_person, min_quality)
 
     def nearest(self, query: np.ndarray, k: int = 10, camera: str | None = None, since: float | None = None,
                 until: float | None = None, per_track: bool = True, superseded: bool = False,
-                per_person: bool = False) -> list[tuple[int, float]]:
+                per_person: bool = False, min_quality: float | None = None) -> list[tuple[int, float]]:
         """`search` as (key, cosine) pairs, without reading the rows (`search.nearest`).
         Arguments and errors as `search`."""
-        return search.nearest(self, query, k, camera, since, until, per_track, superseded, per_person)
+        return search.nearest(self, query, k, camera, since, until, per_track, superseded, per_person, min_quality)
 
     def rows(self, keys: list[int]) -> dict[int, Row]:
         """The stored rows of `keys` (missing keys are left out), superseded ones marked.

@@ -9,7 +9,7 @@ import numpy as np
 
 from sen_infer.errors import GalleryError, SourceConflict
 from sen_infer.store.rows import Row, SourceRecord, normalise
-from sen_infer.store.schema import SPANS, bump
+from sen_infer.store.schema import SPANS, add_quality, bump
 
 PERSIST_DELTA = 50_000  # a writer saves the index whenever this many rows wait in the in-RAM delta (what a
 # crash leaves to re-index on the next open: ~25 s of 512-d inserts on 2 cores)
@@ -31,14 +31,19 @@ def add_embeddings(store, vectors: np.ndarray, rows: list[Row],
     if not np.isfinite(vectors).all():
         raise GalleryError("add_embeddings: vectors must be finite (NaN or inf found)")
     emb = normalise(vectors).astype(np.float16)
+    for r in rows:
+        if r.quality is not None and not (isinstance(r.quality, (int, float)) and 0.0 <= r.quality <= 1.0):
+            raise GalleryError(f"a row's quality must be a number in [0, 1] or None, not {r.quality!r}")
     records = [(r.source, r.camera, int(r.frame), r.timestamp, *map(int, r.bbox), r.track, r.crop_path,
-                e.tobytes()) for r, e in zip(rows, emb)]
+                e.tobytes(), None if r.quality is None else float(r.quality)) for r, e in zip(rows, emb)]
     with store.writing("write") as conn:
+        if records:
+            add_quality(conn)
         base = 0
         if local_tracks and records:
             base = int(conn.execute("SELECT value FROM meta WHERE key='next_track'").fetchone()[0]) - 1
             top = max((r[8] for r in records if r[8] is not None), default=0)
-            records = [(*r[:8], None if r[8] is None else base + r[8], *r[9:]) for r in records]
+            records = [(*r[:8], None if r[8] is None else base + r[8], *r[9:]) for r in records]  # r[8]: track
             conn.execute("UPDATE meta SET value=? WHERE key='next_track'", (str(base + top + 1),))
         elif records:  # tracks given by the caller: keep the counter above them
             top = max((r[8] for r in records if r[8] is not None), default=None)
@@ -47,7 +52,7 @@ def add_embeddings(store, vectors: np.ndarray, rows: list[Row],
                              (top + 1,))
         before = conn.total_changes
         conn.executemany("INSERT OR IGNORE INTO crops (source, camera, frame, timestamp, x, y, w, h, track, "
-                         "crop_path, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+                         "crop_path, embedding, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
         added = conn.total_changes - before
         if spans and added:
             conn.execute(SPANS)

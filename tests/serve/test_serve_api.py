@@ -116,6 +116,13 @@ def test_query_matches_the_sdk_and_filters_apply(server, site):
     window = call(server, "/api/v1/query", {"text": text, "k": 50, "since": START + 2, "until": START + 5})[2]["hits"]
     assert window and all(START + 2 <= h["timestamp"] <= START + 5 for h in window)
     assert call(server, "/api/v1/query", {"text": text, "per_track": False})[0] == 200
+    # each hit carries its crop score; a minimum leaves out the known lower ones, as the SDK does
+    assert all("quality" in h for h in every)
+    known = sorted({h["quality"] for h in every if h["quality"] is not None})
+    if known:
+        best = call(server, "/api/v1/query", {"text": text, "k": 50, "min_quality": known[-1]})[2]["hits"]
+        same_hits(best, r.query(text, k=50, min_quality=known[-1]))
+        assert all(h["quality"] is None or h["quality"] >= known[-1] for h in best)
 
 
 @pytest.mark.parametrize("body, status, words", [
@@ -129,6 +136,7 @@ def test_query_matches_the_sdk_and_filters_apply(server, site):
     ({"text": "a man", "camera": 7}, 422, "camera"),
     ({"text": "a man", "since": 10, "until": 5}, 400, "empty"),
     ({"text": "a man", "colour": "red"}, 422, "colour"),
+    ({"text": "a man", "min_quality": 1.5}, 422, "min_quality"),
     ({"k": 3}, 422, "text"),
 ])
 def test_bad_queries_are_one_line_4xx(server, body, status, words):

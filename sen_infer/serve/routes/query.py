@@ -28,7 +28,7 @@ from sen_infer.serve.service import Service
 
 router = APIRouter(prefix=API, tags=["search"])
 UPLOAD_PATH = f"{API}/query/image"  # the one route whose body may be a picture (`Limits.max_upload`)
-FORM_FIELDS = ("image", "k", "camera", "since", "until", "per_track")
+FORM_FIELDS = ("image", "k", "camera", "since", "until", "per_track", "min_quality")
 
 # The image route reads its body itself (JSON or a form), so its request body is described here.
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
@@ -37,7 +37,7 @@ IMAGE_BODY = {"requestBody": {"required": True, "content": {
         "image": {"type": "string", "format": "binary", "description": "a JPEG or PNG"},
         "k": {"type": "integer"}, "camera": {"type": "array", "items": {"type": "string"}},
         "since": {"type": "number"}, "until": {"type": "number"},
-        "per_track": {"type": "boolean"}}}}}}}
+        "per_track": {"type": "boolean"}, "min_quality": {"type": "number", "minimum": 0, "maximum": 1}}}}}}}
 
 
 class SearchAudit:
@@ -139,7 +139,7 @@ def form_filters(form) -> Filters:
     unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
     if unknown:
         raise FormFieldError(f"form field {unknown[0]}: not a field of this request ({', '.join(FORM_FIELDS)})")
-    for name in ("k", "since", "until", "per_track"):
+    for name in ("k", "since", "until", "per_track", "min_quality"):
         if len(form.getlist(name)) > 1:
             raise FormFieldError(f"form field {name}: given {len(form.getlist(name))} times")
     raw: dict = {}
@@ -170,4 +170,4 @@ def _form_bool(value) -> bool:
 
 # a form field's text -> its value, and what the field must be (for the 422 line)
 _CONVERT = {"k": (int, "an integer"), "since": (float, "a number"), "until": (float, "a number"),
-            "per_track": (_form_bool, "true or false")}
+            "per_track": (_form_bool, "true or false"), "min_quality": (float, "a number")}

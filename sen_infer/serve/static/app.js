@@ -11,7 +11,7 @@
   const el = {
     info: $("info"), auth: $("auth"), authNote: $("auth-note"), authForm: $("auth-form"),
     apiKey: $("api-key"), forgetKey: $("forget-key"),
-    form: $("search"), q: $("q"), k: $("k"), since: $("since"), until: $("until"),
+    form: $("search"), q: $("q"), k: $("k"), since: $("since"), until: $("until"), minQuality: $("min-quality"),
     sinceLabel: $("since-label"), untilLabel: $("until-label"), cameraList: $("camera-list"),
     status: $("status"), error: $("error"), results: $("results"),
     dialog: $("frame-view"), frameTitle: $("frame-title"), frameImg: $("frame-img"),
@@ -308,6 +308,7 @@
       cameras: [...el.cameraList.querySelectorAll("input[type=checkbox]:checked")].map((b) => b.value),
       since: readTime(el.since),
       until: readTime(el.until),
+      minQuality: el.minQuality.value === "" ? null : Number(el.minQuality.value),
     };
   }
 
@@ -332,6 +333,7 @@
     for (const c of search.cameras) p.append("camera", c);
     if (search.since !== null) p.set("since", String(search.since));
     if (search.until !== null) p.set("until", String(search.until));
+    if (search.minQuality !== null && search.minQuality !== undefined) p.set("min_quality", String(search.minQuality));
     return p;
   }
 
@@ -351,6 +353,8 @@
     const num = (v) => (v === null || v === "" || !isFinite(Number(v)) ? null : Number(v));
     writeTime(el.since, num(p.get("since")));
     writeTime(el.until, num(p.get("until")));
+    const mq = num(p.get("min_quality"));
+    el.minQuality.value = mq !== null && [...el.minQuality.options].some((o) => o.value === String(mq)) ? String(mq) : "";
     if (!run) return;
     const filters = readForm();
     const similar = similarRaw !== null && /^\d+$/.test(similarRaw) ? Number(similarRaw) : null;
@@ -391,6 +395,7 @@
       since: search.since,
       until: search.until,
     };
+    if (search.minQuality !== null && search.minQuality !== undefined) body.min_quality = search.minQuality;
     let path = "/query";
     if (isSimilar) { path = "/query/image"; body.key = search.similar; } else body.text = search.q;
     showError("");
@@ -466,6 +471,11 @@
     const camera = span("camera-name", hit.camera || "\u2014");
     camera.title = hit.camera || "";
     meta.append(line1, camera, timeSpan(hit.timestamp));
+    if (hit.quality !== null && hit.quality !== undefined) {
+      const q = span("quality", "crop quality " + hit.quality.toFixed(2));
+      q.title = "how surely the crop shows one whole person (0-1)";
+      meta.append(q);
+    }
     if (hit.superseded) meta.append(span("superseded", "superseded source"));
     b.append(thumb, meta);
     b.addEventListener("click", () => openFrame(hit, b));
@@ -572,6 +582,8 @@
       ["Time", fmtTime(hit.timestamp)],
       ["Track", hit.track === null || hit.track === undefined ? "\u2014" : String(hit.track)],
       ["Person", hit.person === null || hit.person === undefined ? "\u2014" : String(hit.person)],
+      ["Crop quality", hit.quality === null || hit.quality === undefined ? "\u2014" : hit.quality.toFixed(2) +
+        " (how surely the crop shows one whole person)"],
       ["Frame", String(hit.frame)],
       ["Box", Array.isArray(hit.bbox) ? hit.bbox.map((v) => Math.round(v)).join(", ") : "\u2014"],
       ["Row", String(hit.key)],
