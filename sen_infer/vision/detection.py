@@ -50,7 +50,9 @@ def default_detector() -> str:
     from sen_infer.vision.ssdlite import graph_path
 
     try:
-        graph_path()
+        graph = graph_path()
+        if not graph.is_file():
+            raise DetectorUnavailable(f"{graph}: the person detector's graph is missing (reinstall its package)")
         return "ssdlite"
     except DetectorUnavailable as e:
         if not _told:

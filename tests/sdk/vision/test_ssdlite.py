@@ -2,6 +2,7 @@
 (recorded once by scripts/ssdlite_reference.py), and its pinning."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, run_cli
 from sen_infer.errors import DetectorUnavailable
 from sen_infer.vision import ssdlite
 from sen_infer.vision.detection import make_detector
@@ -129,3 +130,23 @@ def _iou(a, b) -> float:
     x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_the_default_detector_is_the_neural_one_where_installed_else_mog2_split_with_one_line(tmp_path):
+    """What `--detector default` stands for, in fresh processes: ssdlite with the package installed; with a
+    broken install (the package found without its graph: an empty package earlier on the path) mog2-split,
+    and one line on stderr saying so and why; $SEN_DETECTOR overrides both."""
+    code = "from sen_infer.ingest.video import VideoOptions; print(VideoOptions().detector); " \
+           "print(VideoOptions().detector)"
+    env = {k: v for k, v in os.environ.items() if k != "SEN_DETECTOR"}
+    got = run_cli("-c", code, module=None, env=env)
+    assert got.returncode == 0 and got.stdout.split() == ["ssdlite", "ssdlite"] and got.stderr == "", got.stderr
+    broken = tmp_path / "site" / ssdlite.PACKAGE
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    got = run_cli("-c", code, module=None, env={**env, "PYTHONPATH": str(tmp_path / "site")})
+    assert got.returncode == 0 and got.stdout.split() == ["mog2-split", "mog2-split"], got.stderr
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("person detector: mog2-split") and "graph is missing" in lines[0]
+    got = run_cli("-c", code, module=None, env={**env, "SEN_DETECTOR": "hog"})
+    assert got.stdout.split() == ["hog", "hog"] and got.stderr == ""
