@@ -248,7 +248,7 @@ def nms_boxes(boxes: np.ndarray, scores: np.ndarray, frame_hw, min_score: float,
 # Merging the views of a tiled frame, tuned on PETS S3-MF1 (benchmarks.tracking): the whole frame and
 # every tile see most people, each with its own box error, so one person gives several boxes.
 MERGE_IOU = 0.45  # boxes overlapping a better one more than this are the same person
-CONTAIN = 0.8  # a box lying this much inside a better one is a piece of that person (a tile's cut)
+CONTAIN = 0.6  # a box lying this much inside a better one is a piece or a shifted double of that person
 FUSE_IOU = 0.6  # the kept box is the score-weighted mean of the boxes overlapping it this much
 
 
