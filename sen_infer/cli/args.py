@@ -124,7 +124,22 @@ def finite_float(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, not {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """argparse type for a score from 0 to 1 (a crop quality).
+
+    Raises:
+        argparse.ArgumentTypeError: not a number from 0 to 1.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # nan fails this too
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text}")
     return value
 
 

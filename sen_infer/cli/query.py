@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from sen_infer.cli.args import (add_engine_args, finite_float, open_retriever, positive_int, print_json,
-                                warnings_to_stderr)
+                                unit_float, warnings_to_stderr)
 from sen_infer.errors import QueryError, require_utf8
 
 
@@ -23,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--camera", action="append", help="only this camera (repeat for any of several)")
     p.add_argument("--since", type=finite_float)
     p.add_argument("--until", type=finite_float)
-    p.add_argument("--min-quality", type=finite_float, metavar="Q",
+    p.add_argument("--min-quality", type=unit_float, metavar="Q",
                    help="only crops scored at least Q (0-1: how surely the crop shows one whole person; "
                         "pictures and rows stored before scores existed have none and are kept)")
     p.add_argument("--all-crops", action="store_true", help="do not collapse results to one per track")
