@@ -289,6 +289,29 @@ def test_search_page(site, browser, artifacts):
             p.close()
 
 
+def test_crop_quality_is_shown_and_a_link_s_minimum_is_kept(site, browser, artifacts):
+    """Each card says its crop quality; a link with min_quality (even one the menu lacks) searches with it
+    and shows it selected, and the page's hits are the API's for that minimum."""
+    with served(site["engine"], gallery=site["gallery"]) as base:
+        every = call(base, "/api/v1/query", {"text": QUERY, "k": K})[2]["hits"]
+        known = sorted(h["quality"] for h in every if h["quality"] is not None)
+        assert len(set(known)) > 1, known  # the site's video rows carry scores, and they differ
+        cut = known[len(known) // 2]
+        expected = api_keys(base, "/api/v1/query", {"text": QUERY, "k": K, "min_quality": cut})
+        assert 0 < len(expected) < len(every)
+        p = Page(browser)
+        try:
+            p.page.goto(base + "/?" + urllib.parse.urlencode({"q": QUERY, "k": K, "min_quality": cut}))
+            p.settled_status(r"^\d+ hits? in [\d.]+ ms")
+            assert set(p.card_keys()) == set(expected)
+            assert float(p.js("document.getElementById('min-quality').value")) == cut  # JS writes 1.0 as "1"
+            shown = p.js("[...document.querySelectorAll('.hit-card .quality')].map(e => e.textContent)")
+            assert shown and all(float(t.split()[-1]) >= cut - 0.005 for t in shown)  # printed to 2 places
+            p.page.screenshot(path=str(artifacts / "serve_min_quality.png"))
+        finally:
+            p.close()
+
+
 def test_search_page_with_access_keys(site, browser, artifacts):
     keyfile = site["root"] / "keys.json"
     out = run_cli("keys", "add", "op", "--role", "viewer", "--file", keyfile, timeout=120)

@@ -354,7 +354,13 @@
     writeTime(el.since, num(p.get("since")));
     writeTime(el.until, num(p.get("until")));
     const mq = num(p.get("min_quality"));
-    el.minQuality.value = mq !== null && [...el.minQuality.options].some((o) => o.value === String(mq)) ? String(mq) : "";
+    if (mq !== null && mq >= 0 && mq <= 1 && ![...el.minQuality.options].some((o) => o.value === String(mq))) {
+      const opt = document.createElement("option");  // a link's own threshold keeps working
+      opt.value = String(mq);
+      opt.textContent = "\u2265 " + String(mq);
+      el.minQuality.append(opt);
+    }
+    el.minQuality.value = mq !== null && mq >= 0 && mq <= 1 ? String(mq) : "";
     if (!run) return;
     const filters = readForm();
     const similar = similarRaw !== null && /^\d+$/.test(similarRaw) ? Number(similarRaw) : null;
