@@ -173,7 +173,7 @@ class Retriever:
             QueryError: `person` is not an integer.
             GalleryError: a sharded root (identities are linked within one gallery), or no gallery.
         """
-        if isinstance(person, bool) or not isinstance(person, (int, np.integer)):
+        if isinstance(person, bool) or not isinstance(person, (int, np.integer)) or not 0 <= person < 2 ** 63:
             raise QueryError(f"person must be an integer id (a hit's person), not {person!r}")
         return self.open_gallery().timeline(int(person))
 
@@ -222,7 +222,7 @@ class Retriever:
             QueryError: a key that is not an integer, or a bad k or filter.
             GalleryError: no gallery at the path, or it cannot be read.
         """
-        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < 2 ** 63:
             raise QueryError(f"key must be an integer row key, not {key!r}")
         q = self.open_gallery().embedding(int(key))
         return self._search(q, k, camera, since, until, per_track, superseded, per_person, min_quality)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import warnings
 from contextlib import contextmanager
@@ -41,7 +42,8 @@ def run(parser: argparse.ArgumentParser, argv=None) -> int:
     """Parse `argv` and run the chosen subcommand (its `fn` default) with the CLI's error contract.
 
     Only a `SenInferError` is bad input; it becomes one line `error: ...` (whitespace folded) and exit 2.
-    Anything else is a bug and keeps its traceback.
+    A file the user may not read or write is one line and exit 2 too; Ctrl-C one line and exit 130; a
+    closed output pipe ends quietly (exit 141). Anything else is a bug and keeps its traceback.
 
     Args:
         parser: a parser whose subcommands set `fn(args) -> int`.
@@ -55,9 +57,23 @@ def run(parser: argparse.ArgumentParser, argv=None) -> int:
     """
     args = parser.parse_args(argv)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # here, so that a reader that went away is seen now, not at interpreter exit
+        return code
     except SenInferError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `... --json | head`: the reader has what it wanted; end quietly, and keep Python's own flush at
+        # exit from writing to the closed pipe again (the recipe of Python's signal module docs)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command its pipe closed
+    except KeyboardInterrupt:
+        print("interrupted: what was committed before is kept; the same command goes on from there",
+              file=sys.stderr)
+        return 130
+    except PermissionError as e:
+        print(f"error: permission denied: {e.filename or e}", file=sys.stderr)
         return 2
 
 

@@ -66,7 +66,7 @@ class HashCache:
         try:
             data = json.loads(self.path.read_text())
             return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # a damaged cache is an empty one
             return {}
 
     def _save(self, entries: dict) -> None:

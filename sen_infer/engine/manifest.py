@@ -119,6 +119,8 @@ def read_manifest(engine_dir: str | os.PathLike) -> Manifest:
         data = json.loads(path.read_text())
     except ValueError as e:
         raise ManifestError(f"{path}: invalid JSON: {e}") from None
+    except RecursionError:  # brackets nested deeper than the parser's stack: not a manifest anyone wrote
+        raise ManifestError(f"{path}: invalid JSON: nested too deeply") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise ManifestError(f"{path}: no format_version")
     check_version(data["format_version"], str(path))

@@ -56,6 +56,8 @@ class KeyFile:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise AccessError(f"key file {self.path}: cannot read it: {e}") from None
+        except RecursionError:
+            raise AccessError(f"key file {self.path}: cannot read it: nested too deeply") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("keys"), list):
             raise AccessError(f"key file {self.path}: not a sen_infer key file (expected format {FORMAT!r})")
         keys = {}

@@ -20,7 +20,7 @@ def read_sidecar(store) -> dict:
     """The saved index's sidecar (count, max key, generation, edits seen), {} when absent or foreign."""
     try:
         side = json.loads(store.index_path.with_suffix(".json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a damaged sidecar: the index is rebuilt from the table
         return {}
     same = isinstance(side, dict) and side.get("fingerprint") == store.fingerprint and side.get("dim") == store.dim
     return side if same else {}

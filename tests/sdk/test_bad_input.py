@@ -250,6 +250,12 @@ CASES = [
     # engine dirs
     Case("engine-missing", lambda b, t: (_q(t / "nowhere", t / "g", "a man"), None), "does not exist"),
     Case("manifest-invalid-json", damaged_engine(lambda e: (e / "manifest.json").write_text("{")), "invalid JSON"),
+    Case("manifest-100000-nested-brackets", damaged_engine(lambda e: (e / "manifest.json").write_text(
+        "[" * 100_000 + "]" * 100_000)), "nested too deeply"),
+    Case("timeline-person-2-to-the-80", shared(lambda b, t, g: ["timeline", "--engine", b[0], "--gallery", g,
+                                                                str(2 ** 80)]), "person must be an integer id"),
+    Case("query-min-quality-above-1", shared(lambda b, t, g: _q(b[0], g, "a man", "--min-quality", "1.5")),
+         "--min-quality"),
     Case("manifest-image-size-zero", damaged_engine(lambda e: edit_manifest(e, image_size=[0, 64])), "image_size"),
     Case("manifest-image-size-changed", damaged_engine(lambda e: edit_manifest(e, image_size=[256, 128])),
          "image_encoder.int8.onnx"),
@@ -331,3 +337,59 @@ def test_fifo_and_bad_names_are_counted_and_the_rest_ingested(base, tmp_path):
     assert sorted(out["reasons"].values()) == ["file name is not valid UTF-8 (rename it)",
                                                "not a regular file (FIFO, device, socket or broken link)"]
     assert rows(g) == 7
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(base, tmp_path):
+    """`query --json | head -c 10`: the reader has what it wanted; no BrokenPipeError, no traceback."""
+    env = _env(tmp_path)
+    cmd = [os.fsencode(os.sys.executable), b"-m", b"sen_infer", *map(os.fsencode, _q(base[0], base[1], "a man",
+                                                                                        "--json", "-k", "6"))]
+    producer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    head = producer.stdout.read(10)  # then close our end before the producer has written everything
+    producer.stdout.close()
+    err = producer.stderr.read().decode("utf-8", "replace")
+    rc = producer.wait(timeout=120)
+    assert len(head) == 10
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
+    assert rc in (0, 141), (rc, err)  # 0 when all of it fit in the pipe before we closed it
+
+
+def test_ctrl_c_during_ingest_is_one_line_exit_130_and_keeps_what_was_committed(engine, video, tmp_path):
+    """SIGINT while a long video is being ingested: one line, exit 130; the chunks committed stay, and the
+    same command then finishes the video."""
+    import signal
+    import time
+
+    from videos import looped_avi
+
+    long = looped_avi(video, tmp_path / "long.avi", 6)
+    gallery = tmp_path / "g"
+    argv = [os.fsencode(os.sys.executable), b"-m", b"sen_infer", b"ingest", b"--engine", os.fsencode(engine),
+            b"--gallery", os.fsencode(gallery), b"--chunk-seconds", b"2", b"--detector", b"mog2", os.fsencode(long)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path), cwd=ROOT)
+    deadline = time.monotonic() + 120  # bounds the wait for the first commit, not a speed claim
+    while time.monotonic() < deadline and proc.poll() is None:
+        db = gallery / "gallery.sqlite"
+        if db.is_file():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                    if conn.execute("SELECT count(*) FROM crops").fetchone()[0] and conn.execute(
+                            "SELECT count(*) FROM sources WHERE resume_frame IS NOT NULL").fetchone()[0]:
+                        break  # rows are committed and the video is not done: interrupt now
+            except sqlite3.Error:
+                pass
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("the video was ingested before it could be interrupted (nothing to test on this machine)")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    err = err.decode("utf-8", "replace")
+    lines = [ln for ln in err.splitlines() if ln.strip() and "frame" not in ln]  # progress bars aside
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("interrupted"), err[-2000:]
+    kept = rows(gallery)
+    assert kept > 0
+    again = run_cli(["ingest", "--engine", engine, "--gallery", gallery, "--quiet", "--chunk-seconds", "2",
+                     "--detector", "mog2", long], tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr.decode("utf-8", "replace")[-2000:]
+    assert rows(gallery) >= kept
