@@ -103,13 +103,22 @@ class Catalogue:
     def shard_for(self, camera: str, day: str) -> dict:
         """The shard of (camera, day), made (catalogue row + folder name) if it does not exist yet."""
         path = f"shards/{_slug(camera)}/{day}"
+        select = "SELECT no, camera, day, path, t_min, t_max FROM shards WHERE camera=? AND day=?"
         with self._conn() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT OR IGNORE INTO shards (camera, day, path, created) VALUES (?, ?, ?, ?)",
-                         (camera, day, path, time.time()))
-            conn.execute("COMMIT")
-            r = conn.execute("SELECT no, camera, day, path, t_min, t_max FROM shards WHERE camera=? AND day=?",
-                             (camera, day)).fetchone()
+            r = conn.execute(select, (camera, day)).fetchone()
+            if r is None:
+                # only a missing shard takes an id: an INSERT OR IGNORE on an existing one used up an
+                # AUTOINCREMENT number on every call, and ids (the high bits of global keys) never return
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if conn.execute(select, (camera, day)).fetchone() is None:  # another writer may have won
+                        conn.execute("INSERT INTO shards (camera, day, path, created) VALUES (?, ?, ?, ?)",
+                                     (camera, day, path, time.time()))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                r = conn.execute(select, (camera, day)).fetchone()
         return dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r))
 
     def widen(self, no: int, t_min: float | None, t_max: float | None) -> None:

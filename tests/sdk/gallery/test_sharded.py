@@ -193,3 +193,27 @@ def test_the_search_service_serves_a_sharded_root(twin):
         assert {c["name"]: c["rows"] for c in cams} == {"cam1": len(sharded.open_gallery().keys("cam1")),
                                                       "cam2": len(sharded.open_gallery().keys("cam2"))}
         assert call(base, "/api/v1/info")[2]["rows"] == len(sharded.open_gallery())
+
+
+def test_asking_for_existing_shards_uses_no_new_ids_and_removed_ids_are_not_reused(tmp_path):
+    """10,000 `shard_for` calls on shards that exist leave the id sequence where it was (ids are the high
+    bits of global keys: spending one per call ran them out); a shard made after retention gets a new id,
+    never a removed one (a key must never point at other rows)."""
+    import sqlite3
+
+    from sen_infer.gallery.catalogue import Catalogue, make_sharded
+
+    make_sharded(tmp_path / "root")
+    cat = Catalogue(tmp_path / "root")
+    made = [cat.shard_for(f"cam{c}", "2026-03-05")["no"] for c in range(4)]
+
+    def sequence() -> int:
+        with sqlite3.connect(cat.path) as conn:
+            return conn.execute("SELECT seq FROM sqlite_sequence WHERE name='shards'").fetchone()[0]
+
+    top = sequence()
+    for i in range(10_000):
+        assert cat.shard_for(f"cam{i % 4}", "2026-03-05")["no"] == made[i % 4]
+    assert sequence() == top == max(made)
+    cat.forget(made[-1])
+    assert cat.shard_for("cam3", "2026-03-05")["no"] == top + 1  # made again: a new id, not the removed one
