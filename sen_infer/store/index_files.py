@@ -139,13 +139,17 @@ def save_index(store) -> None:
                      names=np.frombuffer(json.dumps(names).encode(), np.uint8))
             f.flush()
             os.fsync(f.fileno())
+        # map the file this store wrote, before it is renamed into place: another writer may rename its own
+        # (holding other rows) over the path right after ours, and mapping the path then gave this store an
+        # index without rows its columns hold (KeyError in the next search of a track's vectors)
+        mapped = TieredIndex.view(tmp, store.dim, store.index_params)
         os.replace(tmp, store.index_path)
         os.replace(tmp_cols, store.columns_path)
         write_atomic(side, json.dumps({"count": count, "max_id": store.last_seen, "fingerprint": store.fingerprint,
                                        "dim": store.dim, "generation": generation[0] if generation else None,
                                        "edits": store.edits_seen,
                                        "params": json.loads(store.index_params.to_json())}).encode())
-        store.index = TieredIndex.view(store.index_path, store.dim, store.index_params)
+        store.index = mapped
     finally:
         for t in (tmp, tmp_cols):
             with contextlib.suppress(OSError):
