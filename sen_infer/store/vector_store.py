@@ -45,6 +45,22 @@ COLUMNS_FILE = "columns.npz"
 REMAP_DELTA = 20_000  # a reader holding this many rows in RAM maps a newer index file saved by a writer
 
 
+def check_not_orphaned(path: Path, db: Path) -> None:
+    """GalleryError when the database is missing or empty while the gallery's other files remain: the rows
+    and their evidence live in gallery.sqlite, and making a new one beside a stale index and crops would
+    silently start an empty gallery over them. Nothing is written."""
+    leftovers = [n for n in ("index.usearch", "index.json", COLUMNS_FILE, "crops") if (path / n).exists()]
+    if not leftovers:
+        return
+    try:
+        state = "missing" if not db.exists() else "empty (0 bytes)" if db.stat().st_size == 0 else None
+    except OSError:
+        return  # unreadable: the open that follows names the problem
+    if state is not None:
+        raise GalleryError(f"{db}: {state}, but the gallery's other files remain ({', '.join(leftovers)}); the rows "
+                           f"live in gallery.sqlite: restore it from a backup (nothing was written)")
+
+
 class VectorStore:
     """`VectorStore.open(path, fingerprint, dim)`; `add_embeddings`, `search`, `rows`, `remove`.
 
@@ -114,6 +130,7 @@ class VectorStore:
         path = Path(path)
         require_utf8(str(path), "gallery path", GalleryError)
         db = path / "gallery.sqlite"
+        check_not_orphaned(path, db)
         if not create and not db.is_file():
             raise GalleryError(f"no gallery at {path} (gallery.sqlite is missing); ingest into it first")
         read_only = db.is_file() and not (os.access(path, os.W_OK) and os.access(db, os.W_OK))

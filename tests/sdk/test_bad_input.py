@@ -393,3 +393,23 @@ def test_ctrl_c_during_ingest_is_one_line_exit_130_and_keeps_what_was_committed(
                      "--detector", "mog2", long], tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr.decode("utf-8", "replace")[-2000:]
     assert rows(gallery) >= kept
+
+
+@pytest.mark.parametrize("damage", ["zero-bytes", "deleted"])
+@pytest.mark.parametrize("command", ["query", "info", "ingest"])
+def test_a_gallery_whose_database_is_empty_or_gone_is_refused_not_rebuilt(base, tmp_path, damage, command):
+    """gallery.sqlite emptied (a full disk, a bad copy) or deleted while the index and crops remain: every
+    command refuses in one line naming it, and writes nothing (no new schema over the stale parts)."""
+    g = copy_gallery(base, tmp_path)
+    (g / "gallery.sqlite").unlink()
+    if damage == "zero-bytes":
+        (g / "gallery.sqlite").write_bytes(b"")
+    argv = {"query": _q(base[0], g, "a man"), "info": ["info", "--engine", base[0], "--gallery", g, "--check"],
+            "ingest": _ingest(base[0], g, str(base[2][6]))}[command]
+    r = run_cli(argv, tmp_path)
+    err = r.stderr.decode("utf-8", "replace")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "gallery.sqlite" in lines[0], err
+    assert ("empty" if damage == "zero-bytes" else "missing") in lines[0]
+    db = g / "gallery.sqlite"
+    assert (db.stat().st_size == 0) if damage == "zero-bytes" else not db.exists()
