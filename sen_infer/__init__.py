@@ -12,6 +12,12 @@ Import rule: nothing under sen_infer imports torch, open_clip, sen_train or expo
 # onnxruntime's import (usearch 2.26 + onnxruntime 1.32, seen on Linux x86_64). Importing it here
 # makes the order right for everything that imports sen_infer first.
 import onnxruntime  # noqa: F401, E402  (first on purpose)
+import os as _os
+
+# FFmpeg (inside OpenCV) prints its own lines ("moov atom not found") beside ours for every damaged
+# video; ours already says which file and what went wrong. Read when OpenCV first opens a video, so it is
+# set before; a user who wants FFmpeg's log sets OPENCV_FFMPEG_LOGLEVEL themselves (24 = warnings).
+_os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 from sen_infer.errors import (BackendUnavailable, EngineDirError, GalleryError, IngestError, ModelMismatchError,
                               QueryError, SenInferError, SourceConflict, UnknownKey)

@@ -128,7 +128,7 @@ def open_video(path: str | Path):
         raise VideoReadError(f"{path} is not a regular file")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise VideoReadError(f"cannot open video {path}")
+        raise VideoReadError(f"cannot open video {path} (damaged, cut short, or not a video OpenCV reads)")
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and fps > 0 else 25.0
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)

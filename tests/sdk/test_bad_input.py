@@ -246,6 +246,10 @@ CASES = [
     Case("mot-file-garbage", shared(_mot(b"\x00\xffnot,mot\nat all\n")), "det.txt is not MOT rows"),
     Case("mot-file-too-few-columns", shared(_mot(b"1,2,3\n")), "need at least frame,id,x,y,w,h"),
     Case("fifo-named-jpg", shared(_fifo), "x.jpg: not a regular file", rc=0),
+    # an mp4 cut before its index: FFmpeg's own "moov atom not found" line is silenced, ours names the file
+    Case("mp4-without-its-index", shared(lambda b, t, g: (t / "cut.mp4").write_bytes(
+        b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(4096)) and _ingest(b[0], g, str(t / "cut.mp4"))),
+        "cut.mp4: cannot open video", rc=0),
     Case("non-utf8-name-in-folder", shared(_non_utf8_in_folder), "not valid UTF-8", rc=0),
     # engine dirs
     Case("engine-missing", lambda b, t: (_q(t / "nowhere", t / "g", "a man"), None), "does not exist"),
