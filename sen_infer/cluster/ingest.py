@@ -54,8 +54,43 @@ def connect(address: str = "local", **kw) -> None:
     if local:
         cpus = int(n) if n is not None else None
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, **kw)
-    else:
+        return
+    if address != "auto":
+        check_reachable(address)
+    try:
         ray.init(address=address, log_to_driver=False, **kw)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise IngestError(f"--address {address}: no Ray cluster to join ({first[:200]})") from None
+
+
+CONNECT_TIMEOUT_S = 5.0  # how long a cluster's head may take to accept a connection before we give up
+
+
+def check_reachable(address: str) -> None:
+    """IngestError, within CONNECT_TIMEOUT_S, when `address` ("ray://host:port" or "host:port") is not a
+    host and port that accepts connections: Ray's own client retries an unreachable head for minutes.
+
+    Raises:
+        IngestError: a malformed address, an unknown host, or a port nobody listens on.
+    """
+    import socket
+
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise IngestError(f"--address {address}: write auto, local[:N], host:port or ray://host:port")
+    if address.startswith("ray://"):
+        import importlib.util
+
+        if importlib.util.find_spec("grpc") is None:
+            raise IngestError(f"--address {address}: a ray:// address needs Ray's client (pip install "
+                              f"'ray[client]=={ray.__version__}')")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise IngestError(f"--address {address}: cannot reach {host}:{port} within {CONNECT_TIMEOUT_S:g} s "
+                          f"({e.strerror or e})") from None
 
 
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
