@@ -73,6 +73,7 @@ class ShardedGallery:
         self._lock = threading.Lock()
         self.opened = 0  # shards opened since this object was made (what pruning saves is counted here)
         self._pool: ThreadPoolExecutor | None = None
+        self._made: set[int] = set()  # shards whose database was seen (a made shard stays made)
         self.last_searched: list[int] = []  # the shards the last search looked in
 
     @classmethod
@@ -111,6 +112,19 @@ class ShardedGallery:
                 old.close()
         return g
 
+    def made_shards(self) -> list[dict]:
+        """The catalogue's shards whose folder holds a gallery. An entry without one was left by a routing
+        that was killed before its writer opened the shard: it holds no rows, and is skipped by every
+        read (an ingest of its camera and day makes it) rather than failing every query."""
+        out = []
+        for s in self.catalogue.shards():
+            if s["no"] not in self._made:
+                if not (self.root / s["path"] / "gallery.sqlite").is_file():
+                    continue
+                self._made.add(s["no"])
+            out.append(s)
+        return out
+
     def _forget(self, no: int) -> None:
         """Close shard `no` here: it is no longer in the catalogue (retention removed it)."""
         with self._lock:
@@ -128,7 +142,7 @@ class ShardedGallery:
         with no recorded span holds undated rows, which a time window never selects)."""
         names = None if camera is None else ({camera} if isinstance(camera, str) else set(camera))
         out = []
-        for s in self.catalogue.shards():
+        for s in self.made_shards():
             if names is not None and s["camera"] not in names:
                 continue
             if since is not None or until is not None:
@@ -196,7 +210,7 @@ class ShardedGallery:
         for key in keys:
             no, local = split_key(key)
             by_shard.setdefault(no, []).append(local)
-        known = {s["no"]: s for s in self.catalogue.shards()}  # read once, not once per shard
+        known = {s["no"]: s for s in self.made_shards()}  # read once, not once per shard
         out = {}
         for no, locals_ in by_shard.items():
             if no not in known:
@@ -242,7 +256,7 @@ class ShardedGallery:
     def camera_summary(self) -> list[dict]:
         """Each camera across shards with its row count and first and last time."""
         by_name: dict = {}
-        for s in self.catalogue.shards():
+        for s in self.made_shards():
             for c in self.shard(s["no"], s).camera_summary():
                 got = by_name.setdefault(c["name"], {"name": c["name"], "rows": 0, "first": None, "last": None})
                 got["rows"] += c["rows"]
@@ -257,7 +271,7 @@ class ShardedGallery:
         Returns:
             `Gallery.stats`'s figures summed (without "index"), and "shards".
         """
-        parts = [(s, self.shard(s["no"], s).stats()) for s in self.catalogue.shards()]
+        parts = [(s, self.shard(s["no"], s).stats()) for s in self.made_shards()]
         spans = [p["time_span"] for _, p in parts if p["time_span"]]
         return {"rows": sum(p["rows"] for _, p in parts), "sources": sum(p["sources"] for _, p in parts),
                 "superseded_sources": sum(p["superseded_sources"] for _, p in parts),
@@ -290,7 +304,7 @@ class ShardedGallery:
             {"ok", "problems" (each prefixed with its shard's folder), "rows", "index_size"}.
         """
         problems, rows, indexed = [], 0, 0
-        for s in self.catalogue.shards():
+        for s in self.made_shards():
             c = self.shard(s["no"], s).check()
             problems += [f"{s['path']}: {p}" for p in c["problems"]]
             rows += c.get("rows", 0)
@@ -301,7 +315,7 @@ class ShardedGallery:
         """Rows in all shards. A shard not open here is counted from its table, not opened: the search
         service asks this on every query, and opening every shard would undo the pruning."""
         total = 0
-        for s in self.catalogue.shards():
+        for s in self.made_shards():
             with self._lock:
                 g = self._open.get(s["no"])
             total += len(g) if g is not None else Gallery.count_rows(self.root / s["path"])

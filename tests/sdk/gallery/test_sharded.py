@@ -217,3 +217,25 @@ def test_asking_for_existing_shards_uses_no_new_ids_and_removed_ids_are_not_reus
     assert sequence() == top == max(made)
     cat.forget(made[-1])
     assert cat.shard_for("cam3", "2026-03-05")["no"] == top + 1  # made again: a new id, not the removed one
+
+
+def test_a_catalogue_entry_left_without_its_shard_is_skipped_not_fatal(engine, synth_learn, tmp_path):
+    """A routing killed after the catalogue entry was written and before the writer opened the shard
+    leaves an entry with no folder: every read skips it (it holds no rows) instead of failing every
+    query of that camera or of all cameras, and an ingest of that camera and day makes the shard."""
+    from sen_infer.gallery.catalogue import Catalogue
+
+    root = tmp_path / "root"
+    make_sharded(root)
+    images = [str(p) for p in sorted((synth_learn / "imgs").rglob("*.jpg"))[:4]]
+    day_start = 1_772_668_800.0  # 2026-03-05 00:00 UTC
+    Retriever(engine, gallery=root).gallery.add_images(images, camera="camA", timestamp=day_start + 60)
+    Catalogue(root).shard_for("camB", "2026-03-05")  # the entry alone, as the kill left it
+    assert not (root / "shards" / "camB").exists()
+    r = Retriever(engine, gallery=root)
+    hits = r.query("a man", k=10)
+    assert len(hits) == 4 and r.query("a man", k=10, camera="camB") == []
+    assert len(r.gallery) == 4 and r.gallery.stats()["shards"] == 1 and r.gallery.check()["ok"]
+    assert [c["name"] for c in r.gallery.camera_summary()] == ["camA"]
+    r.gallery.add_images(images[:1], camera="camB", timestamp=day_start + 120)
+    assert r.gallery.stats()["shards"] == 2 and len(r.query("a man", k=10, camera="camB")) == 1
