@@ -129,16 +129,21 @@ def port(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    """`text` as a float, or the argparse error every number argument gives."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def finite_float(text: str) -> float:
     """argparse type for times and thresholds: nan and inf would poison comparisons and JSON.
 
     Raises:
         argparse.ArgumentTypeError: not a number, or not finite.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
     return value
@@ -150,10 +155,7 @@ def unit_float(text: str) -> float:
     Raises:
         argparse.ArgumentTypeError: not a number from 0 to 1.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0.0 <= value <= 1.0:  # nan fails this too
         raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text}")
     return value
