@@ -229,7 +229,11 @@ def test_saved_index_is_mapped_and_a_crash_reindexes_only_the_unsaved_rows(tmp_p
     assert after.check()["ok"], after.check()["problems"]
     late = np.random.default_rng(9).standard_normal((30, 32)).astype(np.float32)
     assert after.search(late[4], k=1, per_track=False)[0].source == "late"
-    assert after.search(vecs[17], k=1, per_track=False)[0].frame == 17
+    # the graph is approximate and usearch builds it in several threads (not the same graph every run):
+    # a saved row is served when it is among the top 10 of a 230-row graph; k=1 missed once in ~10 runs
+    assert 17 in [h.frame for h in after.search(vecs[17], k=10, per_track=False) if h.source != "late"]
+    key17 = next(k for k, row in after.rows(after.keys()).items() if row.frame == 17 and row.source != "late")
+    np.testing.assert_allclose(after.vectors([key17])[0], vecs[17] / np.linalg.norm(vecs[17]), atol=2e-3)  # f16
     assert {h.camera for h in after.search(late[4], k=5, camera="cam9", per_track=False)} == {"cam9"}
 
 
