@@ -68,6 +68,21 @@ class SourceConflict(GalleryError):
     """
 
 
+class DuplicateContent(SourceConflict):
+    """A first commit refused because another ingest stored the same content under another name first
+    (two copies of one recording ingested at once by two processes). Nothing of the batch was stored; the
+    ingest methods record the name as an alias of `twin` instead.
+
+    Args:
+        twin: the source key that holds the content. path: the name this ingest read it from.
+    """
+
+    def __init__(self, twin: str, twin_path: str | None, path: str | None):
+        super().__init__(f"{path}: the same content was stored as {twin_path or twin} by another ingest "
+                         f"at the same time")
+        self.twin, self.twin_path, self.path = twin, twin_path, path
+
+
 class QueryError(SenInferError, ValueError):
     """A query that cannot be answered (empty or non-UTF-8 text, bad filter, unwritable sheet).
 

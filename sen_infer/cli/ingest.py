@@ -1,11 +1,13 @@
 """`python -m sen_infer ingest PATHS...`: add images, folders and videos to a gallery (made if missing).
 
-Exit 0 when everything readable was stored, 1 when some file failed (the rest is stored), 2 on bad input.
+Exit 0 when every input was stored (or was already), 1 when some file was unreadable or failed (the rest is
+stored), 2 on bad input (a missing path, nothing ingestible, a bad option: then nothing is written).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -14,8 +16,8 @@ from tqdm import tqdm
 from sen_infer.cli.args import (add_engine_args, finite_float, non_negative_int, open_retriever, positive_int,
                                 print_json)
 from sen_infer.errors import IngestError, require_utf8
-from sen_infer.ingest.inputs import expand_inputs
-from sen_infer.ingest.report import IngestReport
+from sen_infer.ingest.inputs import expand_inputs, finite_time
+from sen_infer.ingest.report import IngestReport, printable
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -49,7 +51,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Ingest `args.paths`, then relink identities if videos added tracks, and report what happened.
 
-    Args: args, the parsed `ingest` arguments. Returns: 1 if some file failed (nothing of it stored), else 0.
+    Args: args, the parsed `ingest` arguments. Returns: 1 if some file was unreadable or failed (nothing of
+    it stored), else 0.
 
     Raises:
         SenInferError: bad detector, tracker, camera name, engine or gallery; checked before anything is
@@ -63,9 +66,19 @@ def run(args) -> int:
     from sen_infer.vision.tracking import make_tracker
 
     make_tracker(args.tracker, args.stride)
-    r = open_retriever(args)
+    finite_time(args.start_time, "--start-time")
+    finite_time(args.timestamp, "--timestamp")
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:  # a mistyped path: nothing is ingested (and no gallery made) until the command is right
+        raise IngestError(f"no such file or folder: {printable(missing[0])}"
+                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "") + "; nothing was ingested")
     report = IngestReport()
     images, videos = expand_inputs(args.paths, report)
+    if not images and not videos:
+        why = "; ".join(f"{printable(k)}: {v}" for k, v in list(report.reasons.items())[:3]) or \
+            "no image or video files in the folders given"
+        raise IngestError(f"nothing to ingest ({why}); nothing was ingested")
+    r = open_retriever(args)
     g = r.gallery
     if images:
         with tqdm(total=len(images), desc="images", unit="img", disable=args.quiet) as bar:
@@ -95,7 +108,7 @@ def run(args) -> int:
         print_json(summary)
     else:
         _print_summary(report, summary)
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.unreadable else 0
 
 
 def _ingest_videos(g, videos, args, video_args) -> IngestReport:

@@ -49,6 +49,8 @@ def run(args) -> int:
     from sen_infer.query import check_filters
 
     query = args.image if args.image else args.text
+    if args.image and args.text:
+        raise QueryError("give a query text or --image, not both (an example image is searched on its own)")
     if args.image:
         require_utf8(args.image, "--image path")
     else:

@@ -4,6 +4,6 @@ Needs the `cluster` extra (`pip install 'sen-person-search[cluster]'`: Ray); the
 this package. See docs/scale.md.
 """
 
-from sen_infer.cluster.ingest import ClusterJob, IngestConfig, connect, start_ingest
+from sen_infer.cluster.ingest import ClusterJob, IngestConfig, ProbedInputs, connect, probe_inputs, start_ingest
 
-__all__ = ["ClusterJob", "IngestConfig", "connect", "start_ingest"]
+__all__ = ["ClusterJob", "IngestConfig", "ProbedInputs", "connect", "probe_inputs", "start_ingest"]

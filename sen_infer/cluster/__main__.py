@@ -18,7 +18,7 @@ def cmd_ingest(args) -> int:
         args: the parsed `ingest` arguments.
 
     Returns:
-        1 if some video failed (a re-run resumes it), else 0.
+        1 if some video was unreadable or failed (a re-run resumes a failed one), else 0.
 
     Raises:
         SenInferError: a bad engine dir (before a cluster is started), a bad address or source, or
@@ -26,7 +26,7 @@ def cmd_ingest(args) -> int:
     """
     from tqdm import tqdm
 
-    from sen_infer.cluster.ingest import IngestConfig, connect, start_ingest
+    from sen_infer.cluster.ingest import IngestConfig, check_address, connect, probe_inputs, start_ingest
     from sen_infer.engine.manifest import read_manifest
     from sen_infer.ingest.video import VideoOptions
 
@@ -36,11 +36,14 @@ def cmd_ingest(args) -> int:
                            tracker=args.tracker)
     config = IngestConfig(args.engine, args.gallery, options, embedders=args.embedders,
                           embedder_cpus=args.embedder_cpus, task_cpus=args.task_cpus, backend=args.backend)
-    connect(args.address)
     if args.start_time is not None and args.start_time_from != "option":
         raise SenInferError("give --start-time or --start-time-from name|mtime, not both")
     how = "option" if args.start_time_from == "option" else args.start_time_from
-    job = start_ingest(config, args.paths, camera=args.camera, start_from=how, camera_from=args.camera_from)
+    # the address and the inputs are checked before a cluster is asked for anything: each is one line, at once
+    check_address(args.address)
+    probed = probe_inputs(config, args.paths, camera=args.camera, start_from=how, camera_from=args.camera_from)
+    connect(args.address)
+    job = start_ingest(config, probed)
     if how == "option" and args.start_time is not None and len(job.refs) > 1:
         print(f"note: every one of the {len(job.refs)} videos starts at --start-time {args.start_time:.0f}; for an "
               f"archive of recordings use --start-time-from name (or mtime)", file=sys.stderr)
@@ -59,7 +62,7 @@ def cmd_ingest(args) -> int:
               f"({report.skipped_existing} already there)")
         for name, why in {**report.reasons, **report.failed}.items():
             print(f"  not ingested: {name}: {why}")
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.unreadable else 0
 
 
 def cmd_retain(args) -> int:

@@ -22,7 +22,7 @@ import ray
 from sen_infer.errors import IngestError, SenInferError
 from sen_infer.gallery.catalogue import is_sharded, make_sharded
 from sen_infer.gallery.sharded import ShardedGallery, frame_count
-from sen_infer.ingest.inputs import default_camera, expand_inputs
+from sen_infer.ingest.inputs import default_camera, expand_inputs, finite_time, missing_head, unusable_file
 from sen_infer.ingest.report import IngestReport
 from sen_infer.ingest.video import EXPECTED_ERRORS, VideoIngest, VideoOptions, chunk_jobs
 
@@ -42,21 +42,35 @@ class IngestConfig:
     backend: str = "auto"
 
 
-def connect(address: str = "local", **kw) -> None:
-    """Join or start Ray: "auto" (a running cluster), "local" / "local:N" (a cluster of this machine with
-    N CPUs), or an address ("ray://head:10001", "head:6379")."""
+def check_address(address: str) -> int | None:
+    """Check an `--address` without joining anything (a head that does not answer fails within
+    CONNECT_TIMEOUT_S). Returns N of "local:N" (None for another address).
+
+    Raises:
+        IngestError: a malformed address, or a head that cannot be reached.
+    """
     local = address == "local" or address.startswith("local:")
     n = address.split(":", 1)[1] if local and ":" in address else None
     if n is not None and (not n.isdigit() or int(n) < 1):
         raise IngestError(f"--address {address}: write local:N with N CPUs (a whole number >= 1)")
+    if not local and address != "auto":
+        check_reachable(address)
+    return int(n) if n is not None else None
+
+
+def connect(address: str = "local", **kw) -> None:
+    """Join or start Ray: "auto" (a running cluster), "local" / "local:N" (a cluster of this machine with
+    N CPUs), or an address ("ray://head:10001", "head:6379").
+
+    Raises:
+        IngestError: a malformed address, or no cluster there (`check_address`).
+    """
+    cpus = check_address(address)
     if ray.is_initialized():
         return
-    if local:
-        cpus = int(n) if n is not None else None
+    if address == "local" or address.startswith("local:"):
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, **kw)
         return
-    if address != "auto":
-        check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=False, **kw)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
@@ -99,15 +113,27 @@ class ShardWriter:
 
     def __init__(self, engine_dir: str, root: str, shard_path: str):
         from sen_infer.engine.manifest import read_manifest
-        from sen_infer.store import VectorStore
 
-        manifest = read_manifest(engine_dir)  # the model's identity and size: a writer embeds nothing
-        self.store = VectorStore.open(Path(root) / shard_path, manifest.fingerprint, manifest.embed_dim, create=True)
-        self.videos = VideoIngest(self.store, manifest, self.store.dir / "crops")
+        self.manifest = read_manifest(engine_dir)  # the model's identity and size: a writer embeds nothing
+        self.folder = Path(root) / shard_path
+        self.store = self.videos = None  # the shard is made by the first video that can be read
         self.plans: dict[str, object] = {}
 
+    def _open(self) -> None:
+        from sen_infer.store import VectorStore
+
+        if self.store is None:
+            m = self.manifest
+            self.store = VectorStore.open(self.folder, m.fingerprint, m.embed_dim, create=True)
+            self.videos = VideoIngest(self.store, m, self.store.dir / "crops")
+
     def begin(self, path: str, options: VideoOptions) -> tuple | None:
-        """(start frame, source key) of a video, or None when it is done (or unusable: then with why)."""
+        """(start frame, source key) of a video, or None when it is done (or unusable: then with why). A
+        file that went away since it was routed makes no shard (an empty one would be listed and searched)."""
+        why = unusable_file(path)
+        if why is not None:
+            return "skip", {path: why}
+        self._open()
         report = IngestReport()
         plan = self.videos.plan(path, options, report)
         if plan is None:
@@ -125,13 +151,17 @@ class ShardWriter:
 
     def end(self, path: str) -> None:
         """A video is done: forget its plan, save the index."""
-        self.plans.pop(path, None)
-        self.store.persist_index()
+        plan = self.plans.pop(path, None)
+        if plan is not None:
+            self.videos.done(plan)
+        if self.store is not None:
+            self.store.persist_index()
 
     def close(self) -> None:
-        """Save the index and close the shard."""
-        self.store.persist_index()
-        self.store.close()
+        """Save the index and close the shard (if a video made it)."""
+        if self.store is not None:
+            self.store.persist_index()
+            self.store.close()
 
 
 @ray.remote(max_restarts=3, max_task_retries=3)
@@ -319,21 +349,59 @@ def camera_of(path: str, how: str, given: str | None) -> str:
     raise IngestError(f"camera from {how!r}: choose one of {', '.join(CAMERA_FROM)}")
 
 
-def start_ingest(config: IngestConfig, sources: list, camera: str | None = None, start_from: str = "option",
-                 camera_from: str = "name") -> ClusterJob:
-    """Start ingesting `sources` (videos or folders of videos) into the sharded root; Ray must be
-    connected (`connect`). Each video goes to the shard of its camera and the UTC day it starts.
-    `start_from`: "option" (config.options.start_time for every video), "name" or "mtime" (per video,
-    `start_time_of`); `camera_from`: "name" (the file name) or "parent" (its folder), unless `camera`."""
+@dataclass
+class ProbedInputs:
+    """A job's inputs checked on the driver (`probe_inputs`), before Ray is asked for anything."""
+    videos: list  # (path, camera, start time, frames, fps) of each video that can be opened and timed
+    report: IngestReport  # the inputs that cannot (unreadable, no start time), with why
+
+
+def probe_inputs(config: IngestConfig, sources: list, camera: str | None = None, start_from: str = "option",
+                 camera_from: str = "name") -> ProbedInputs:
+    """Expand `sources` (videos or folders of videos) and open each video for its length, camera and
+    start (`start_from`: "option" (config.options.start_time for every video), "name" or "mtime" (per
+    video, `start_time_of`); `camera_from`: "name" (the file name) or "parent" (its folder), unless `camera`).
+    Needs no cluster.
+
+    Returns:
+        The `ProbedInputs`.
+
+    Raises:
+        IngestError: a bad `start_from`/`camera_from`, or not one video can be ingested (then nothing is made).
+    """
     if start_from not in START_FROM:
         raise IngestError(f"start time from {start_from!r}: choose one of {', '.join(START_FROM)}")
     if camera_from not in CAMERA_FROM:
         raise IngestError(f"camera from {camera_from!r}: choose one of {', '.join(CAMERA_FROM)}")
     pre = IngestReport()
     _, videos = expand_inputs([str(s) for s in sources], pre)
-    if not videos:
-        why = "; ".join(f"{k}: {v}" for k, v in pre.reasons.items()) or "no video files among the sources"
-        raise IngestError(f"nothing to ingest: {why}")
+    planned = _probe(videos, start_from, camera_from, camera, config, pre)
+    if not planned:  # refused before a root, an actor or a shard is made
+        why = "; ".join(f"{k}: {v}" for k, v in list(pre.reasons.items())[:3]) or "no video files among the sources"
+        raise IngestError(f"nothing to ingest ({why}); nothing was ingested")
+    return ProbedInputs(planned, pre)
+
+
+def start_ingest(config: IngestConfig, sources, camera: str | None = None, start_from: str = "option",
+                 camera_from: str = "name") -> ClusterJob:
+    """Start ingesting `sources` into the sharded root; Ray must be connected (`connect`). Each video goes
+    to the shard of its camera and the UTC day it starts.
+
+    Args:
+        config: the job's `IngestConfig`.
+        sources: videos or folders of videos, or the `ProbedInputs` of `probe_inputs` (then the other
+            arguments are not used).
+        camera, start_from, camera_from: as `probe_inputs`.
+
+    Returns:
+        The running `ClusterJob`.
+
+    Raises:
+        IngestError: as `probe_inputs`.
+    """
+    probed = sources if isinstance(sources, ProbedInputs) else \
+        probe_inputs(config, sources, camera, start_from, camera_from)
+    planned, pre = probed.videos, probed.report
     root = Path(config.gallery)
     if not is_sharded(root):
         make_sharded(root)
@@ -347,23 +415,33 @@ def start_ingest(config: IngestConfig, sources: list, camera: str | None = None,
     progress = Progress.remote()
     writers, refs, total = {}, {}, 0
     task = ray.remote(_ingest_video).options(num_cpus=config.task_cpus, max_retries=config.max_retries)
-    for video in videos:
-        path = str(Path(video).resolve())
-        try:
-            frames, fps = frame_count(path)
-            start = start_time_of(path, start_from, config.options.start_time, frames, fps)
-        except SenInferError as e:  # unreadable, or no start time: reported, and no shard is made for it
-            pre.skip(video, str(e))
-            continue
-        cam = camera_of(path, camera_from, camera)
-        info, note = sharded.route(path, cam, start, frames / fps)
-        if info is None:
-            pre.skipped_existing += 1
-            pre.notes.append(f"{video}: {note}")
-            continue
+    for path, cam, start, frames, fps in planned:
+        info = sharded.route(path, cam, start, frames / fps)
         if info["no"] not in writers:
             writers[info["no"]] = ShardWriter.remote(config.engine, str(root), info["path"])
         total += frames
         refs[task.remote(path, replace(options, camera=cam, start_time=start), config.engine, writers[info["no"]],
                          embedders, progress)] = path
     return ClusterJob(refs, progress, writers, total, skipped=pre)
+
+
+def _probe(videos: list, start_from: str, camera_from: str, camera: str | None, config: IngestConfig,
+           pre: IngestReport) -> list[tuple]:
+    """(path, camera, start time, frames, fps) of each video that can be opened and timed; the others are
+    reported in `pre` (unreadable, or no start time) and get no shard."""
+    out = []
+    for video in videos:
+        path = str(Path(video).resolve())
+        why = missing_head(path)
+        if why is not None:
+            pre.skip(video, why)
+            continue
+        try:
+            frames, fps = frame_count(path)
+            start = finite_time(start_time_of(path, start_from, config.options.start_time, frames, fps),
+                                "its start time")
+        except SenInferError as e:
+            pre.skip(video, str(e))
+            continue
+        out.append((path, camera_of(path, camera_from, camera), start, frames, fps))
+    return out

@@ -4,7 +4,10 @@
                                    of each shard's rows (widened before rows are committed, never narrowed)
     ROOT/shards/<camera>/<day>/    an ordinary gallery (gallery.sqlite + index + crops)
 
-Keys are global: shard number << 32 | the shard's own row key (`global_key`, `split_key`).
+Keys are global: shard number << bits | the shard's own row key (`KeyLayout`). A new root uses 27 bits
+for a shard's own keys and 26 for shard numbers, so every key stays below 2**53 (exact in a JSON number)
+for 10,000 cameras over 10 years (docs/scale.md has the arithmetic); a root made before keeps the 32 bits
+it was made with, so the keys its users hold keep pointing at the same rows.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import re
 import sqlite3
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sen_infer.errors import GalleryError
 
 CATALOGUE = "catalogue.sqlite"
-SHIFT = 32
-LOCAL_MASK = (1 << SHIFT) - 1
+LOCAL_BITS = 27  # a new root's: 134 M rows per camera-day; 2**26 = 67 M shard numbers (18 years of 10,000 cameras)
+OLD_LOCAL_BITS = 32  # a root made before the layout was recorded
+JSON_SAFE = 53  # integers up to 2**53 are exact in a JSON number (a float64)
 UNDATED = "undated"  # rows without a clock (no start time): their own shard per camera
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +41,9 @@ CREATE TABLE IF NOT EXISTS shards (
     UNIQUE (camera, day)
 );
 """
+# which shard each recording's content was routed to (root-wide: a copy under another name or camera goes
+# where its content is); made with the root, or on the first routing of a root made before it
+CONTENTS = "CREATE TABLE IF NOT EXISTS contents (head TEXT PRIMARY KEY, shard INTEGER NOT NULL, at REAL NOT NULL)"
 
 
 def is_sharded(path) -> bool:
@@ -56,14 +64,33 @@ def _slug(camera: str) -> str:
     return safe[:60] if safe == camera else f"{safe[:48]}-{hashlib.sha1(camera.encode()).hexdigest()[:8]}"
 
 
-def global_key(shard: int, local: int) -> int:
-    """The root-wide key of a shard's row `local`."""
-    return (int(shard) << SHIFT) | int(local)
+@dataclass(frozen=True)
+class KeyLayout:
+    """How a root's global keys are made: shard number << `local_bits` | the shard's own key.
 
+    Args:
+        local_bits: bits of a shard's own keys (row, track and person ids).
+    """
+    local_bits: int = LOCAL_BITS
 
-def split_key(key: int) -> tuple[int, int]:
-    """(shard number, the shard's own row key) of a root-wide key."""
-    return int(key) >> SHIFT, int(key) & LOCAL_MASK
+    @property
+    def max_shards(self) -> int:
+        """Shard numbers below this keep every key JSON-safe (below 2**53)."""
+        return 1 << max(0, JSON_SAFE - self.local_bits)
+
+    def join(self, shard: int, local: int) -> int:
+        """The root-wide key of a shard's row (or track, or person) `local`.
+
+        Raises:
+            GalleryError: `local` does not fit the layout (it would point at another shard's rows).
+        """
+        if not 0 <= int(local) < (1 << self.local_bits):
+            raise GalleryError(f"key {local} of shard {shard} does not fit this root's {self.local_bits}-bit keys")
+        return (int(shard) << self.local_bits) | int(local)
+
+    def split(self, key: int) -> tuple[int, int]:
+        """(shard number, the shard's own key) of a root-wide key."""
+        return int(key) >> self.local_bits, int(key) & ((1 << self.local_bits) - 1)
 
 
 class Catalogue:
@@ -77,8 +104,26 @@ class Catalogue:
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
             with self._conn() as conn:
+                new = conn.execute("SELECT 1 FROM sqlite_master WHERE name='shards'").fetchone() is None
                 conn.executescript(SCHEMA)
+                conn.execute(CONTENTS)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', 'sen-sharded/1')")
+                if new:  # every recording of this root will be in `contents`: no shard needs searching
+                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('contents', 'complete')")
+                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('local_bits', ?)", (str(LOCAL_BITS),))
+        self.keys = self._key_layout()
+
+    def _key_layout(self) -> KeyLayout:
+        """The root's key layout (a root without one recorded was made with 32-bit shard keys)."""
+        with self._conn() as conn:
+            got = conn.execute("SELECT value FROM meta WHERE key='local_bits'").fetchone()
+        try:
+            bits = OLD_LOCAL_BITS if got is None else int(got[0])
+        except ValueError:
+            bits = -1
+        if not 16 <= bits <= 40:
+            raise GalleryError(f"{self.path}: its key layout ({got[0]!r} bits) is not one this version knows")
+        return KeyLayout(bits)
 
     @contextmanager
     def _conn(self):
@@ -112,8 +157,11 @@ class Catalogue:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     if conn.execute(select, (camera, day)).fetchone() is None:  # another writer may have won
-                        conn.execute("INSERT INTO shards (camera, day, path, created) VALUES (?, ?, ?, ?)",
-                                     (camera, day, path, time.time()))
+                        cur = conn.execute("INSERT INTO shards (camera, day, path, created) VALUES (?, ?, ?, ?)",
+                                           (camera, day, path, time.time()))
+                        if cur.lastrowid >= self.keys.max_shards:  # its keys would not be exact in JSON
+                            raise GalleryError(f"{self.root}: shard number {cur.lastrowid} would make keys past "
+                                               f"2**53 with {self.keys.local_bits}-bit shard keys; start a new root")
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
@@ -130,6 +178,23 @@ class Catalogue:
         with self._conn() as conn:
             conn.execute("UPDATE shards SET t_min = min(coalesce(t_min, ?), ?), t_max = max(coalesce(t_max, ?), ?) "
                          "WHERE no=?", (t_min, t_min, t_max, t_max, no))
+
+    def content_shard(self, head: str) -> tuple[int | None, bool]:
+        """(the shard number the content `head` was routed to or None, whether that answer is complete:
+        False for a root made before contents were recorded, whose shards may hold it unrecorded)."""
+        with self._conn() as conn:
+            complete = conn.execute("SELECT 1 FROM meta WHERE key='contents' AND value='complete'").fetchone()
+            try:
+                hit = conn.execute("SELECT shard FROM contents WHERE head=?", (head,)).fetchone()
+            except sqlite3.OperationalError:  # no such table: an older root, never routed by this version
+                hit = None
+        return (None if hit is None else int(hit[0])), complete is not None
+
+    def place_content(self, head: str, no: int) -> None:
+        """Record that the content `head` goes to shard `no` (before any of its rows is committed)."""
+        with self._conn() as conn:
+            conn.execute(CONTENTS)
+            conn.execute("INSERT OR REPLACE INTO contents VALUES (?, ?, ?)", (head, no, time.time()))
 
     def forget(self, no: int) -> None:
         """Remove shard `no` from the catalogue (retention): searches stop selecting it. Its folder is

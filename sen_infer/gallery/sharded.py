@@ -10,8 +10,8 @@ kept 30 days in many jurisdictions) drops whole days at once (`drop_days_before`
 the shard of the day it starts, so a track never spans two shards, and per-track collapsing per shard
 then merging gives exactly what one gallery holding the same rows gives.
 
-Keys are global: shard number << 32 | the shard's own row key (safe as a JSON number up to 2M shards
-of 4G rows each; `catalogue.global_key`).
+Keys are global: shard number << bits | the shard's own row key (`catalogue.KeyLayout`: below 2**53, so
+exact in JSON, for 10,000 cameras over 10 years).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from sen_infer.errors import GalleryError, QueryError, UnknownKey, require_utf8
-from sen_infer.gallery.catalogue import UNDATED, Catalogue, day_of, global_key, is_sharded, split_key
+from sen_infer.gallery.catalogue import UNDATED, Catalogue, day_of, is_sharded
 from sen_infer.gallery.protocol import Capabilities
 from sen_infer.gallery.single import Gallery
-from sen_infer.ingest.inputs import default_camera
+from sen_infer.ingest.inputs import default_camera, file_identity, missing_head, unusable_file
 from sen_infer.ingest.report import IngestReport
 from sen_infer.store import Row, normalise
+from sen_infer.store.aliases import content_in
 
 def fanout_workers() -> int:
     """Threads that search shards at once. Each shard's search is already a multi-threaded matrix product
@@ -184,7 +185,7 @@ class ShardedGallery:
         def one(s):
             pairs = self.shard(s["no"], s).nearest(q, k, camera, since, until, per_track, superseded,
                                                    min_quality=min_quality)
-            return [(score, global_key(s["no"], key)) for key, score in pairs]
+            return [(score, self.catalogue.keys.join(s["no"], key)) for key, score in pairs]
 
         if len(shards) <= 1 or self.workers <= 1:
             results = [one(s) for s in shards]
@@ -208,7 +209,7 @@ class ShardedGallery:
         """
         by_shard: dict[int, list[int]] = {}
         for key in keys:
-            no, local = split_key(key)
+            no, local = self.catalogue.keys.split(key)
             by_shard.setdefault(no, []).append(local)
         known = {s["no"]: s for s in self.made_shards()}  # read once, not once per shard
         out = {}
@@ -217,12 +218,12 @@ class ShardedGallery:
                 self._forget(no)
                 continue
             for local, row in self.shard(no, known[no]).rows(locals_).items():
-                out[global_key(no, local)] = _rekey(row, no)
+                out[self.catalogue.keys.join(no, local)] = _rekey(row, no, self.catalogue.keys)
         return out
 
     def keys(self, camera: str | None = None, superseded: bool = True) -> list[int]:
         """Every row's global key (of one camera when given), shard by shard."""
-        return [global_key(s["no"], k) for s in self.select(camera) for k in
+        return [self.catalogue.keys.join(s["no"], k) for s in self.select(camera) for k in
                 self.shard(s["no"], s).keys(camera, superseded)]
 
     def embedding(self, key: int) -> np.ndarray:
@@ -231,7 +232,7 @@ class ShardedGallery:
         Raises:
             UnknownKey: its shard is gone, or the shard has no such row.
         """
-        no, local = split_key(key)
+        no, local = self.catalogue.keys.split(key)
         return self.shard(no).embedding(local)
 
     def context(self, key: int, nearby: int = 8) -> tuple[list[int], list[int]]:
@@ -240,9 +241,9 @@ class ShardedGallery:
         Raises:
             UnknownKey: its shard is gone, or the shard has no such row.
         """
-        no, local = split_key(key)
+        no, local = self.catalogue.keys.split(key)
         track, near = self.shard(no).context(local, nearby)
-        return [global_key(no, k) for k in track], [global_key(no, k) for k in near]
+        return [self.catalogue.keys.join(no, k) for k in track], [self.catalogue.keys.join(no, k) for k in near]
 
     def source_record(self, row: Row) -> dict | None:
         """The ingest record of the source `row` (a row of this root, global key) came from.
@@ -250,7 +251,7 @@ class ShardedGallery:
         Raises:
             UnknownKey: the row's shard is gone.
         """
-        no, local = split_key(row.key)
+        no, local = self.catalogue.keys.split(row.key)
         return self.shard(no).source_record(replace(row, key=local))
 
     def camera_summary(self) -> list[dict]:
@@ -275,6 +276,7 @@ class ShardedGallery:
         spans = [p["time_span"] for _, p in parts if p["time_span"]]
         return {"rows": sum(p["rows"] for _, p in parts), "sources": sum(p["sources"] for _, p in parts),
                 "superseded_sources": sum(p["superseded_sources"] for _, p in parts),
+                "aliases": sum(p.get("aliases", 0) for _, p in parts),
                 "tracks": sum(p["tracks"] for _, p in parts),
                 "cameras": sorted({c for _, p in parts for c in p["cameras"]}),
                 "time_span": [min(a for a, _ in spans), max(b for _, b in spans)] if spans else None,
@@ -351,32 +353,36 @@ class ShardedGallery:
             **kw: the other arguments of `Gallery.add_video`.
 
         Returns:
-            The shard's `IngestReport`; a video another day's shard already holds is skipped, with a note.
+            The shard's `IngestReport`; content the root already holds under another name is recorded as an
+            alias there (a note), not stored twice.
 
         Raises:
             VideoReadError: with a start_time, a video that cannot be opened (its length is read first).
         """
         path_text = str(Path(path).resolve())
         camera = camera if camera is not None else default_camera(path_text)
-        info, note = self.route(path_text, camera, start_time, video_duration(path) if start_time is not None else 0.0)
-        if info is None:
-            report = IngestReport(skipped_existing=1)
-            report.notes.append(f"{path}: {note}")
+        why = unusable_file(path_text) or missing_head(path_text)
+        if why is not None:  # reported; no shard is made for it
+            report = IngestReport()
+            report.skip(path, why)
             return report
+        info = self.route(path_text, camera, start_time, video_duration(path) if start_time is not None else 0.0)
         return self.shard(info["no"], info, create=True).add_video(path, camera=camera, start_time=start_time, **kw)
 
-    def route(self, path: str, camera: str, start_time: float | None, seconds: float) -> tuple[dict | None, str | None]:
+    def route(self, path: str, camera: str, start_time: float | None, seconds: float) -> dict:
         """The shard a video of `seconds` goes to, with the span its rows can take recorded first (before
-        any is committed); or (None, why) when another day's shard of the camera already holds it."""
-        day = day_of(start_time)
-        elsewhere = self.ingested_elsewhere(camera, path, day)
-        if elsewhere is not None:
-            return None, (f"already ingested into {elsewhere} (another start day); not stored twice (remove it "
-                          f"there to ingest it with a new start time)")
-        info = self.catalogue.shard_for(camera, day)
+        any is committed). A recording is routed by its content: content this root already holds, under any
+        name, camera or start day, goes to the shard that holds it (which records the new name as an alias
+        and stores nothing twice); new content goes to the shard of (`camera`, its UTC day), even at a path
+        ingested before (a recorder that reuses a file name). Returns the shard's catalogue entry."""
+        head = file_identity(path)["head"]
+        info = shard_holding(self.catalogue, self.root, head, camera)
+        if info is None:
+            info = self.catalogue.shard_for(camera, day_of(start_time))
+            self.catalogue.place_content(head, info["no"])
         if start_time is not None:
             self.catalogue.widen(info["no"], start_time, start_time + seconds + 1.0)
-        return info, None
+        return info
 
     def add_videos(self, paths, camera: str | None = None, start_time: float | None = None, workers=None,
                    batch_size=None, max_wait=None, **kw) -> IngestReport:
@@ -408,16 +414,6 @@ class ShardedGallery:
             self.catalogue.widen(info["no"], timestamp, timestamp)
         return g.add_images(items, camera=camera, timestamp=timestamp, **kw)
 
-    def ingested_elsewhere(self, camera: str, path: str, day: str) -> str | None:
-        """The folder of another day's shard of `camera` that already holds the video at `path`, or None.
-        The same recording given another start time would otherwise be stored twice, once per day."""
-        for s in self.catalogue.shards():
-            if s["camera"] != camera or s["day"] == day:
-                continue
-            if Gallery.holds_path(self.root / s["path"], path):
-                return s["path"]
-        return None
-
     def drop_days_before(self, day: str) -> list[str]:
         """Retention: delete every dated shard of a day before `day` ("YYYY-MM-DD"), catalogue entry first
         (a search no longer sees it), then its folder. Returns the removed shards' paths.
@@ -440,6 +436,21 @@ class ShardedGallery:
         return gone
 
 
+def shard_holding(catalogue: Catalogue, root: Path, head: str, camera: str) -> dict | None:
+    """The catalogue entry of the shard the content `head` was routed to, if that shard still exists; in a
+    root made before contents were recorded, also a shard of `camera` that holds it."""
+    no, complete = catalogue.content_shard(head)
+    shards = {s["no"]: s for s in catalogue.shards()}
+    if no in shards:
+        return shards[no]
+    if not complete:
+        for s in shards.values():
+            if s["camera"] == camera and content_in(root / s["path"], head) is not None:
+                catalogue.place_content(head, s["no"])
+                return s
+    return None
+
+
 def frame_count(path) -> tuple[int, float]:
     """(frames, fps) of a video: the container's count, or decoded to count when it states none."""
     from sen_infer.vision.decode import open_video
@@ -460,10 +471,11 @@ def video_duration(path) -> float:
     return frames / fps
 
 
-def _rekey(row: Row, shard: int) -> Row:
-    track = None if row.track is None else global_key(shard, row.track)
-    person = None if row.person is None else global_key(shard, row.person)
-    return replace(row, key=global_key(shard, row.key), track=track, person=person)
+def _rekey(row: Row, shard: int, keys) -> Row:
+    """`row` with its key, track and person made root-wide (`catalogue.KeyLayout` `keys`)."""
+    track = None if row.track is None else keys.join(shard, row.track)
+    person = None if row.person is None else keys.join(shard, row.person)
+    return replace(row, key=keys.join(shard, row.key), track=track, person=person)
 
 
 def open_gallery(path, encoders, create: bool = False):

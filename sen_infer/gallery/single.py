@@ -178,7 +178,7 @@ class Gallery:
         """Counts, cameras, time span and index figures (`python -m sen_infer info`).
 
         Returns:
-            {"rows", "sources", "superseded_sources", "tracks", "cameras", "time_span", "index_size",
+            {"rows", "sources", "superseded_sources", "aliases", "tracks", "cameras", "time_span", "index_size",
             "damaged_rows", "index"}.
         """
         return self.store.stats()
@@ -245,18 +245,6 @@ class Gallery:
             GalleryError: its table cannot be read.
         """
         return peek.count_rows(Path(path))
-
-    @staticmethod
-    def holds_path(path, source_path: str) -> bool:
-        """Whether the gallery at `path` ingested the file `source_path`, read without opening it.
-
-        Args:
-            path: a gallery folder. source_path: the file's resolved path.
-
-        Returns:
-            True when a source record (any version) names that path.
-        """
-        return peek.holds_path(Path(path), source_path)
 
     @property
     def dir(self) -> Path:

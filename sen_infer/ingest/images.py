@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 
 from sen_infer.engine.preprocess import check_image_array, read_bytes, to_input
-from sen_infer.errors import IngestError, SourceConflict
+from sen_infer.errors import DuplicateContent, IngestError, SourceConflict
 from sen_infer.files import write_atomic
 from sen_infer.ingest.inputs import IMAGE_EXTENSIONS, camera_name, expand_inputs, finite_time
 from sen_infer.ingest.report import IngestReport, printable
+import sen_infer.store.aliases as aliases
 from sen_infer.store import Row, SourceRecord, normalise
 
 
@@ -59,6 +60,9 @@ class ImageIngest:
                     try:
                         a, x = self.store.add_embeddings(e[None], [row], record)
                         added, existing = added + a, existing + x
+                    except DuplicateContent as twin:  # a copy another name (or ingest) stored first
+                        aliases.add_alias(self.store, record.path, twin.twin)
+                        existing += 1
                     except SourceConflict as conflict:
                         report.fail(record.path if record else row.source, str(conflict))
             report.added += added
@@ -132,6 +136,13 @@ class ImageIngest:
         head = f"sha1:{digest}"
         state = self.store.source(path)
         if state is not None and state.get("head") == head:
+            report.skipped_existing += 1
+            return None
+        twin = aliases.by_content(self.store, head, "image")
+        if twin is not None:  # this picture is stored under another name: record the name, store nothing
+            if aliases.add_alias(self.store, path, twin["source"]):
+                report.notes.append(f"{printable(item)}: same picture as {printable(twin['path'] or twin['source'])}, "
+                                    f"already in the gallery: recorded as another name of it, not stored twice")
             report.skipped_existing += 1
             return None
         supersedes, first = None, True

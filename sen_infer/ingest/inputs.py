@@ -44,6 +44,25 @@ def same_beginning(path: str, head: str, size: int) -> bool:
 
 
 
+# the boxes an MP4/QuickTime file may start with (ISO 14496-12 and Apple's QuickTime): anything else at byte 4
+# means the head of the file is missing, and a decoder would read its tail with another file's offsets
+MP4_START = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx", b"moof",
+             b"junk", b"pict"}
+
+
+def missing_head(path: str) -> str | None:
+    """Why an .mp4/.mov/.m4v file cannot be a whole recording (its first bytes are not an MP4 box: a tail
+    cut from a longer file, a partial copy), or None. A decoder may still "decode" such a tail into
+    wrong frames, so it is refused before that."""
+    if Path(path).suffix.lower() not in {".mp4", ".mov", ".m4v"}:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) == 8 and head[4:8] not in MP4_START:
+        return "its first bytes are not an MP4 box: the head of the file is missing (a cut or partial copy?)"
+    return None
+
+
 def default_camera(source: str) -> str:
     """A video's camera when none is given: its file name with extension (cam.avi and cam.mp4 are two
     cameras), or for the common `<camera>/<file>` layout of recorders (cam07/2026-11-29_10.mp4) the
@@ -55,13 +74,20 @@ def default_camera(source: str) -> str:
     return p.name
 
 
+LATEST_TIME = 7_258_118_400.0  # 2200-01-01 UTC: a later "recording time" is a mistake (ms, µs, a typo)
+
+
 def finite_time(value, what: str) -> float | None:
-    """`value` as float seconds (None stays None); IngestError naming `what` for anything else,
-    NaN and infinities included (a time that would break filters and JSON)."""
+    """`value` as float Unix seconds (None stays None); IngestError naming `what` for anything else:
+    NaN and infinities (they would break filters and JSON), and times before 1970 or after 2199 (a time in
+    milliseconds, or 1e300, would put every row outside any search window and any UTC day)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise IngestError(f"{what} must be a finite number of seconds, not {value!r}")
+    if not 0.0 <= value < LATEST_TIME:
+        raise IngestError(f"{what} must be Unix seconds between 1970 and 2199, not {value!r} "
+                          f"(milliseconds? divide by 1000)")
     return float(value)
 
 

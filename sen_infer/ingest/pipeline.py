@@ -273,10 +273,12 @@ class _Pipeline:
     def _commit(self, job: _Job, total: IngestReport) -> None:
         video = job.video
         if job.end:
+            if video.plan is not None:
+                self.videos.done(video.plan)
             if job.error is not None and not isinstance(job.error, EXPECTED_ERRORS):
                 raise job.error
             if job.error is not None and not video.given_up:
-                video_failed(video.plan, job.error, video.report)
+                video_failed(video.plan, job.error, video.report, self.videos.store)
             video.report.seconds = time.perf_counter() - video.started
             total.merge(video.report)
             return
@@ -292,7 +294,7 @@ class _Pipeline:
                 self.videos.commit(video.plan, job.chunk, job.tracks, spans, video.report)
                 self.added += video.report.added - before
             except (SourceConflict, OSError) as e:
-                video_failed(video.plan, e, video.report)
+                video_failed(video.plan, e, video.report, self.videos.store)
                 video.given_up = True  # its producer stops at its next frame
         finally:
             video.slots.release()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,12 @@ import cv2
 import numpy as np
 
 from sen_infer.engine.preprocess import to_input
-from sen_infer.errors import IngestError, SourceConflict, VideoReadError
+from sen_infer.errors import DuplicateContent, IngestError, SourceConflict, VideoReadError
 from sen_infer.files import write_atomic
-from sen_infer.ingest.inputs import (camera_name, default_camera, file_identity, finite_time, same_beginning,
-                                     unusable_file)
+from sen_infer.ingest.inputs import (camera_name, default_camera, file_identity, finite_time, missing_head,
+                                     same_beginning, unusable_file)
 from sen_infer.ingest.report import IngestReport, printable
+import sen_infer.store.aliases as aliases
 from sen_infer.store import Row, SourceRecord, normalise
 from sen_infer.vision.detection import DEFAULT, default_detector
 
@@ -83,6 +85,10 @@ class VideoPlan:
     supersedes: str | None
     first: bool
     crop_dir: Path
+    record_path: str = ""  # the path the source is recorded under (an alias's: the first name); default path_text
+
+    def __post_init__(self):
+        self.record_path = self.record_path or self.path_text
 
 
 def chunk_tracks(video) -> list:
@@ -91,10 +97,16 @@ def chunk_tracks(video) -> list:
     return [(n, track, crops) for n, (track, crops) in enumerate(video.tracks, start=1) if crops]
 
 
-def video_failed(plan: VideoPlan, error: Exception, report: IngestReport) -> None:
-    """Record why a video stopped: unreadable (skipped), replaced while read, or a crop not writable
-    (failed). Chunks committed before stay; the one in progress was not stored."""
-    if isinstance(error, VideoReadError):
+def video_failed(plan: VideoPlan, error: Exception, report: IngestReport, store=None) -> None:
+    """Record why a video stopped: unreadable (skipped), replaced while read, a copy another ingest stored
+    first (an alias of it, in `store`), or a crop not writable (failed). Chunks committed before stay; the
+    one in progress was not stored."""
+    if isinstance(error, DuplicateContent) and store is not None:
+        aliases.add_alias(store, plan.path_text, error.twin)
+        report.skipped_existing += 1
+        report.notes.append(f"{printable(plan.path)}: same content as {printable(error.twin_path or error.twin)}, "
+                            f"stored by another ingest at the same time: recorded as another name of it")
+    elif isinstance(error, VideoReadError):
         report.skip(plan.path, str(error))
     elif isinstance(error, SourceConflict):  # replaced while it was being read: the chunks so far stay
         report.fail(plan.path, str(error))
@@ -132,6 +144,10 @@ class VideoIngest:
 
     def __init__(self, store, manifest, crops_dir: Path):
         self.store, self.manifest, self.crops_dir = store, manifest, Path(crops_dir)
+        # content planned by this object, not yet committed: a copy in the same batch (another producer
+        # thread, the same shard writer) is an alias of it, not a second source
+        self.planned: dict[str, tuple[str, str]] = {}  # head -> (source key, recorded path)
+        self.plan_lock = threading.Lock()
 
     def source_done(self, source: str) -> bool:
         """Whether the current version of `source` was ingested to its end (not interrupted, not incomplete)."""
@@ -140,21 +156,55 @@ class VideoIngest:
 
     def plan(self, path, opts: VideoOptions, report: IngestReport) -> VideoPlan | None:
         """Where the ingest of `path` starts and under which source key it commits; None when there is
-        nothing to do (recorded in `report`: an unusable file, or one already ingested to its end)."""
+        nothing to do (recorded in `report`: an unusable file, or content already ingested to its end).
+
+        The rule (docs/sdk.md, "Sources"): content already stored under another path is an alias of that
+        source, never ingested again (resumed from where it stopped, if it stopped); new content at a known
+        path is a new source, superseding the old one only when it claims the same start time (a re-export
+        of the same recording; a recorder reusing the path for new footage keeps both); a file that grew
+        is resumed."""
         path_text = str(Path(path).resolve())
-        why = unusable_file(path_text)
+        why = unusable_file(path_text) or missing_head(path_text)
         if why is not None:
             report.skip(path, why)
             return None
         identity = file_identity(path_text)
-        state = self.store.source(path_text)
+        with self.plan_lock:
+            plan = self._plan(path, path_text, identity, opts, report)
+            if plan is not None:
+                self.planned.setdefault(identity["head"], (plan.key, plan.record_path))
+            return plan
+
+    # long: one decision table (alias, new source, superseding or not, resume, grown, done), kept together
+    def _plan(self, path, path_text: str, identity: dict, opts: VideoOptions, report) -> VideoPlan | None:
+        """`plan` once the file is known usable and fingerprinted (under the plan lock)."""
+        key, record_path = self.planned.get(identity["head"], (None, None))
+        if key is not None and record_path != path_text:  # a copy of a video this batch is ingesting
+            if aliases.add_alias(self.store, path_text, key):
+                report.notes.append(f"{printable(path)}: same content as {printable(record_path)}, ingested in "
+                                    f"this run: recorded as another name of it, not stored twice")
+            report.skipped_existing += 1
+            return None
+        state, record_path = aliases.by_content(self.store, identity["head"], "video"), path_text
+        if state is not None and state.get("path") not in (None, path_text):
+            record_path = state["path"]  # this content is stored: `path` is another name of it
+            if aliases.add_alias(self.store, path_text, state["source"]):
+                report.notes.append(f"{printable(path)}: same content as {printable(state['path'])}, already in "
+                                    f"the gallery: recorded as another name of it, not stored twice")
+        elif state is None:
+            state = self.store.source(path_text)
         start_frame, supersedes, first = 0, None, True
         if state is None:
             key = self.store.new_source_key(path_text, identity["head"])
         elif state.get("head") and not same_beginning(path_text, state["head"], identity["size"]):
-            key, supersedes = self.store.new_source_key(path_text, identity["head"]), state["source"]
-            report.notes.append(f"{printable(path)}: its content changed since it was ingested (replaced, not "
-                                f"grown): ingested as a new source; the earlier rows stay, marked superseded")
+            key = self.store.new_source_key(path_text, identity["head"])
+            if state.get("start_time") == opts.start_time:
+                supersedes = state["source"]
+                report.notes.append(f"{printable(path)}: its content changed since it was ingested (replaced, not "
+                                    f"grown): ingested as a new source; the earlier rows stay, marked superseded")
+            else:
+                report.notes.append(f"{printable(path)}: new footage at a path ingested before (another start "
+                                    f"time): ingested as a new source beside the earlier one")
         else:
             key, first = state["source"], False
             if state.get("resume_frame") is not None:
@@ -165,11 +215,25 @@ class VideoIngest:
                 start_frame = int(state["frames"] or 0)  # a recording that grew: resume where it ended
             else:
                 report.skipped_existing += 1
+                if opts.start_time is not None and state.get("start_time") not in (None, opts.start_time):
+                    report.notes.append(f"{printable(path)}: already in the gallery with start time "
+                                        f"{state['start_time']:.0f}; not stored again with {opts.start_time:.0f}")
                 return None
-        camera = opts.camera if opts.camera is not None else default_camera(path_text)
+        camera, start_time = opts.camera if opts.camera is not None else default_camera(record_path), opts.start_time
+        if record_path != path_text:  # resuming a recording under another name: its own clock and camera
+            start_time = state["start_time"] if state.get("start_time") is not None else start_time
+            earlier = self.store.rows_of(state["source"], 1)
+            camera = earlier[0].camera if opts.camera is None and earlier else camera
         crop_dir = self.crops_dir / hashlib.sha1(key.encode()).hexdigest()[:16]
-        return VideoPlan(path, path_text, identity, key, camera, opts.start_time, start_frame, supersedes, first,
-                         crop_dir)
+        return VideoPlan(path, path_text, identity, key, camera, start_time, start_frame, supersedes, first,
+                         crop_dir, record_path)
+
+    def done(self, plan: VideoPlan) -> None:
+        """The ingest of `plan` ended (to its end, or stopped): its content is no longer in flight, and what
+        it committed is found by content from now on."""
+        with self.plan_lock:
+            if self.planned.get(plan.identity["head"], (None,))[0] == plan.key:
+                del self.planned[plan.identity["head"]]
 
     def _ended_at(self, path, path_text: str, identity: dict, state: dict, report: IngestReport) -> bool:
         """Whether an ingest that stopped short of the container's frame count stopped at the real end: the
@@ -185,7 +249,8 @@ class VideoIngest:
                 return False
         except VideoReadError:
             return False  # the ingest itself reports it
-        record = SourceRecord(state["source"], "video", path=path_text, resume_frame=None, frames=resume,
+        record = SourceRecord(state["source"], "video", path=state.get("path") or path_text, resume_frame=None,
+                              frames=resume,
                               size=identity["size"], mtime_ns=identity["mtime_ns"], head=state.get("head"))
         self.store.add_embeddings(np.zeros((0, self.store.dim), np.float32), [], record)
         report.notes.append(f"{printable(path)}: decoding ends at frame {resume}, short of the count its container "
@@ -206,9 +271,10 @@ class VideoIngest:
             raise SourceConflict(f"{printable(plan.path)}: the file was replaced while it was being read; the "
                                  f"chunks committed before stay, this one was not stored")
         resume = None if video.final and not video.incomplete else video.frames
-        record = SourceRecord(plan.key, "video", path=plan.path_text, resume_frame=resume, frames=video.frames,
+        record = SourceRecord(plan.key, "video", path=plan.record_path, resume_frame=resume, frames=video.frames,
                               size=plan.identity["size"], mtime_ns=plan.identity["mtime_ns"],
-                              head=plan.identity["head"], supersedes=plan.supersedes, first=plan.first)
+                              head=plan.identity["head"], supersedes=plan.supersedes, first=plan.first,
+                              start_time=plan.start_time)
         added, existing = self.store.add_embeddings(vectors, rows, record, local_tracks=True, spans=spans)
         plan.supersedes, plan.first = None, False  # done by the first commit
         report.added += added
@@ -259,7 +325,9 @@ def ingest_video(ingest: VideoIngest, encoders, path, opts: VideoOptions, progre
                     report.encoder_batches += 1
                 ingest.commit(plan, job.chunk, job.tracks, embeddings, report)
         except EXPECTED_ERRORS as e:
-            video_failed(plan, e, report)
+            video_failed(plan, e, report, ingest.store)
+        finally:
+            ingest.done(plan)
     if report.added:
         ingest.store.persist_index()
     report.seconds = time.perf_counter() - t0

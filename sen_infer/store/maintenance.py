@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from sen_infer.errors import GalleryError
+import sen_infer.store.aliases as aliases
 from sen_infer.store.ann import IndexParams
 from sen_infer.store.rows import normalise
 
@@ -106,7 +107,8 @@ def stats(store) -> dict:
         superseded = 0
         if "superseded" in store.source_columns(conn):
             superseded = conn.execute("SELECT count(*) FROM sources WHERE superseded IS NOT NULL").fetchone()[0]
-    return {"rows": n, "sources": sources, "superseded_sources": superseded, "tracks": tracks,
+    return {"rows": n, "sources": sources, "superseded_sources": superseded, "aliases": aliases.alias_count(store),
+            "tracks": tracks,
             "cameras": cameras, "time_span": [t0, t1] if t0 is not None else None,
             "index_size": len(store.index), "damaged_rows": len(store.damaged),
             "index": {"params": json.loads(store.index_params.to_json()), "opened": store.opened,

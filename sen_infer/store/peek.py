@@ -13,7 +13,7 @@ from sen_infer.errors import GalleryError
 DB_FILE = "gallery.sqlite"
 
 
-def _read_only(db: Path) -> sqlite3.Connection:
+def read_only(db: Path) -> sqlite3.Connection:
     """A read-only connection (the path quoted: `?`, `#` or `%` in a folder name must not cut the URI)."""
     return sqlite3.connect(f"file:{quote(str(db.resolve()))}?mode=ro", uri=True, timeout=60)
 
@@ -28,20 +28,7 @@ def count_rows(folder: Path) -> int:
     if not db.is_file():
         return 0
     try:
-        with closing(_read_only(db)) as conn:
+        with closing(read_only(db)) as conn:
             return conn.execute("SELECT count(*) FROM crops").fetchone()[0]
     except sqlite3.Error as e:
         raise GalleryError(f"{db}: cannot count its rows: {e}") from None
-
-
-def holds_path(folder: Path, path: str) -> bool:
-    """Whether the gallery at `folder` has ingested (any version of) the file at `path`. A gallery that
-    cannot tell (none there, an older one without paths in its sources, a damaged one) answers False."""
-    db = Path(folder) / DB_FILE
-    if not db.is_file():
-        return False
-    try:
-        with closing(_read_only(db)) as conn:
-            return conn.execute("SELECT 1 FROM sources WHERE path=? LIMIT 1", (path,)).fetchone() is not None
-    except sqlite3.Error:
-        return False

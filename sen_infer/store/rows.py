@@ -66,6 +66,7 @@ class SourceRecord:
     head: str | None = None
     supersedes: str | None = None  # the older version of this path that this one replaces
     first: bool = False  # the first commit of this source (its key must not hold other content)
+    start_time: float | None = None  # a video's first-frame time as given (None: no clock)
     finished: float = field(default_factory=time.time)
 
 

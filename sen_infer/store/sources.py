@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+import sen_infer.store.aliases as aliases
+
 from sen_infer.store.rows import Row
 from sen_infer.store.schema import has_table, migrated_on_disk, quality_column
 
@@ -49,11 +51,14 @@ def rows_of(store, source: str, limit: int = 2) -> list[Row]:
 
 
 def source_record(store, source: str) -> dict | None:
-    """The stored record of the source key `source` (path, content identity, kind), None if it has none."""
+    """The stored record of the source key `source` (path, content identity, kind), None if it has none;
+    "names" lists every path it was found under (its first path, then its aliases)."""
     with store.db("read sources"):
         cur = store.conn().execute("SELECT * FROM sources WHERE source=?", (source,))
         row = cur.fetchone()
-        return None if row is None else dict(zip([d[0] for d in cur.description], row))
+    if row is None:
+        return None
+    return {**dict(zip([d[0] for d in cur.description], row)), "names": aliases.names_of(store, source)}
 
 
 def has_row(store, source: str, frame: int, bbox) -> bool:

@@ -133,6 +133,9 @@ class VectorStore:
         check_not_orphaned(path, db)
         if not create and not db.is_file():
             raise GalleryError(f"no gallery at {path} (gallery.sqlite is missing); ingest into it first")
+        if not create and db.stat().st_size == 0:  # a reader never writes a schema into an empty file
+            raise GalleryError(f"no gallery at {path} (gallery.sqlite is empty, 0 bytes); ingest into it first "
+                               f"(nothing was written)")
         read_only = db.is_file() and not (os.access(path, os.W_OK) and os.access(db, os.W_OK))
         if not read_only:
             try:

@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from sen_infer.errors import GalleryError, SourceConflict
+from sen_infer.errors import DuplicateContent, GalleryError, SourceConflict
+from sen_infer.store.aliases import ensure_tables
 from sen_infer.store.rows import Row, SourceRecord, normalise
 from sen_infer.store.schema import SPANS, add_quality, bump
 
@@ -82,17 +83,24 @@ def record_source(conn, s: SourceRecord) -> None:
     if s.first and old is not None and old[1] is not None and s.head is not None and old[1] != s.head:
         raise SourceConflict(f"{s.path or s.source}: another ingest stored different content under this "
                              f"source at the same time; ingest it again")
+    ensure_tables(conn)  # aliases, sources by content, start_time (an older gallery gets them here)
+    if s.first and s.head is not None:  # one content, one source: a copy stored meanwhile by another ingest
+        twin = conn.execute("SELECT source, path FROM sources WHERE head=? AND kind=? AND source<>? LIMIT 1",
+                            (s.head, s.kind, s.source)).fetchone()
+        if twin is not None:
+            raise DuplicateContent(twin[0], twin[1], s.path)
     if s.supersedes is not None and s.supersedes != s.source:
         conn.execute("UPDATE sources SET superseded=? WHERE source=? AND superseded IS NULL",
                      (s.finished, s.supersedes))
         bump(conn, "supersessions")
     conn.execute("INSERT INTO sources (source, kind, rows, finished, resume_frame, frames, size, mtime_ns, head, "
-                 "path) VALUES (?1, ?2, (SELECT count(*) FROM crops WHERE source = ?1), ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
-                 "ON CONFLICT (source) DO UPDATE SET kind=excluded.kind, rows=excluded.rows, "
+                 "path, start_time) VALUES (?1, ?2, (SELECT count(*) FROM crops WHERE source = ?1), ?3, ?4, ?5, ?6, "
+                 "?7, ?8, ?9, ?10) ON CONFLICT (source) DO UPDATE SET kind=excluded.kind, rows=excluded.rows, "
                  "finished=excluded.finished, resume_frame=excluded.resume_frame, frames=excluded.frames, "
-                 "size=excluded.size, mtime_ns=excluded.mtime_ns, head=excluded.head, path=excluded.path",
+                 "size=excluded.size, mtime_ns=excluded.mtime_ns, head=excluded.head, path=excluded.path, "
+                 "start_time=coalesce(sources.start_time, excluded.start_time)",
                  (s.source, s.kind, s.finished, s.resume_frame, s.frames, s.size, s.mtime_ns, s.head,
-                  s.path or s.source))
+                  s.path or s.source, s.start_time))
 
 
 def remove(store, keys) -> int:

@@ -37,8 +37,9 @@ def rows(gallery: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def base(engine, synth_learn, tmp_path_factory):
-    """(engine dir, gallery with 6 crops, a few images) shared read-only by the cases; cases copy what they damage."""
+def base(engine, synth_learn, video, tmp_path_factory):
+    """(engine dir, gallery with 6 crops, a few images, the synthetic cameras' folder) shared read-only by the
+    cases; cases copy what they damage."""
     from sen_infer import Retriever
 
     work = tmp_path_factory.mktemp("bad_input")
@@ -47,7 +48,7 @@ def base(engine, synth_learn, tmp_path_factory):
     r = Retriever(engine, gallery=gallery)
     assert r.gallery.add_images([str(p) for p in images[:6]], camera="door").added == 6
     r.gallery.close()
-    return engine, gallery, images
+    return engine, gallery, images, video
 
 
 def copy_engine(base, tmp: Path) -> Path:
@@ -245,12 +246,26 @@ CASES = [
     Case("mot-file-missing", shared(_mot(None)), "det.txt does not exist"),
     Case("mot-file-garbage", shared(_mot(b"\x00\xffnot,mot\nat all\n")), "det.txt is not MOT rows"),
     Case("mot-file-too-few-columns", shared(_mot(b"1,2,3\n")), "need at least frame,id,x,y,w,h"),
-    Case("fifo-named-jpg", shared(_fifo), "x.jpg: not a regular file", rc=0),
+    Case("fifo-named-jpg", shared(_fifo), "x.jpg: not a regular file", rc=1),  # the other input is stored: partial
     # an mp4 cut before its index: FFmpeg's own "moov atom not found" line is silenced, ours names the file
     Case("mp4-without-its-index", shared(lambda b, t, g: (t / "cut.mp4").write_bytes(
         b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(4096)) and _ingest(b[0], g, str(t / "cut.mp4"))),
-        "cut.mp4: cannot open video", rc=0),
-    Case("non-utf8-name-in-folder", shared(_non_utf8_in_folder), "not valid UTF-8", rc=0),
+        "cut.mp4: cannot open video", rc=1),
+    Case("non-utf8-name-in-folder", shared(_non_utf8_in_folder), "not valid UTF-8", rc=1),
+    # the tail of an mp4 (its head cut off): decoded to nothing, said, and exit 1
+    Case("mp4-tail-only", shared(lambda b, t, g: (t / "tail.mp4").write_bytes(
+        (b[3] / "cam1.mp4").read_bytes()[(b[3] / "cam1.mp4").stat().st_size // 2:]) and _ingest(
+        b[0], g, "--detector", "mog2", str(t / "tail.mp4"))), "the head of the file is missing", rc=1),
+    Case("ingest-mistyped-path", shared(lambda b, t, g: _ingest(b[0], g, str(b[2][6]), str(t / "cam1.mpp4"))),
+         "no such file or folder: "),
+    Case("ingest-nothing-ingestible", lambda b, t: (lambda d: (d.mkdir(), (d / "notes.txt").write_text("x"),
+                                                             (_ingest(b[0], t / "newg", str(d)), None))[2])(
+        t / "in"), "nothing to ingest"),
+    Case("start-time-1e300", shared(lambda b, t, g: _ingest(b[0], g, "--start-time", "1e300", str(b[2][6]))),
+         "between 1970 and 2199"),
+    Case("start-time-in-milliseconds", shared(lambda b, t, g: _ingest(b[0], g, "--start-time", "1764950400000",
+                                                                      str(b[2][6]))), "milliseconds"),
+    Case("query-text-and-image", shared(lambda b, t, g: _q(b[0], g, "a man", "--image", b[2][6])), "not both"),
     # engine dirs
     Case("engine-missing", lambda b, t: (_q(t / "nowhere", t / "g", "a man"), None), "does not exist"),
     Case("manifest-invalid-json", damaged_engine(lambda e: (e / "manifest.json").write_text("{")), "invalid JSON"),
@@ -299,18 +314,18 @@ def test_bad_input(case, base, tmp_path):
     assert "Traceback" not in err, err[-3000:]
     assert r.returncode == case.rc, (r.returncode, err[-2000:])
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    if case.rc:
+    if case.rc == 2:  # refused: one line, nothing done
         assert len(lines) == 1 and lines[0].startswith("error: "), err
         assert case.needle in lines[0], lines[0]
-    else:
+    else:  # done, with what could not be: skipped and warned lines only (exit 1 when an input was not stored)
         assert any(case.needle in ln for ln in lines), err
         assert all(ln.startswith(("warning: ", "skipped ")) for ln in lines), err
     if gallery is not None:
         after = rows(gallery)
         assert after >= before  # nothing stored is ever lost...
-        if case.rc:
+        if case.rc == 2:
             assert after == before  # ...and a refused command adds nothing either
-    for created in ("galery",):
+    for created in ("galery", "newg"):
         assert not (tmp_path / created).exists()  # reading never creates a gallery
 
 
@@ -335,7 +350,7 @@ def test_fifo_and_bad_names_are_counted_and_the_rest_ingested(base, tmp_path):
     shutil.copy(base[2][6], folder / "a.jpg")
     shutil.copy(base[2][7], os.fsencode(folder) + b"/caf\xe9.jpg")
     r = run_cli(_ingest(base[0], g, "--json", str(folder)), tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # stored what it could; exit 1 says some input was not
     out = json.loads(r.stdout)
     assert out["added"] == 1 and len(out["unreadable"]) == 2
     assert sorted(out["reasons"].values()) == ["file name is not valid UTF-8 (rename it)",
@@ -417,3 +432,17 @@ def test_a_gallery_whose_database_is_empty_or_gone_is_refused_not_rebuilt(base, 
     assert ("empty" if damage == "zero-bytes" else "missing") in lines[0]
     db = g / "gallery.sqlite"
     assert (db.stat().st_size == 0) if damage == "zero-bytes" else not db.exists()
+
+
+@pytest.mark.parametrize("command", ["query", "info"])
+def test_a_zero_byte_database_alone_is_not_a_gallery_to_readers(base, tmp_path, command):
+    """An empty gallery.sqlite with nothing beside it (a touched file, a copy that failed at once): a reader
+    says there is no gallery and leaves the file as it was (it never writes a schema into it)."""
+    g = tmp_path / "g"
+    g.mkdir()
+    (g / "gallery.sqlite").write_bytes(b"")
+    argv = {"query": _q(base[0], g, "a man"), "info": ["info", "--engine", base[0], "--gallery", g, "--check"]}[command]
+    r = run_cli(argv, tmp_path)
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 2 and err.startswith("error: no gallery at") and "0 bytes" in err, err
+    assert (g / "gallery.sqlite").stat().st_size == 0 and sorted(p.name for p in g.iterdir()) == ["gallery.sqlite"]

@@ -16,6 +16,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 
 from helpers import run_cli  # noqa: E402
 from serving import call, served, wait_until  # noqa: E402
+from videos import distinct_copy  # noqa: E402
 
 START = 1_700_000_000.0  # the cameras' clock: Unix seconds
 
@@ -208,12 +209,27 @@ def test_crops_and_frames_are_the_evidence(server, site):
     assert video_row.key not in [n["key"] for n in ctx["nearby"]]
 
 
+def test_a_row_lists_every_name_of_its_recording(server, site, video):
+    """A byte copy of an ingested recording under an odd name stores nothing; the row's context lists the
+    new name after the one it was ingested from (the page shows them under "Also named")."""
+    r = site["retriever"]
+    twin = site["root"] / "cam1 renamed [ü #2].mp4"
+    shutil.copy(video / "cam1.mp4", twin)
+    before = len(r.gallery)
+    rep = r.gallery.add_video(twin, camera="elsewhere", start_time=START + 3600)
+    assert rep.added == 0 and len(r.gallery) == before
+    key = r.gallery.keys(camera="cam1")[0]
+    status, _, ctx = call(server, f"/api/v1/rows/{key}")
+    assert status == 200
+    assert ctx["names"] == [ctx["row"]["source"], str(twin.resolve())]
+
+
 def test_a_replaced_video_shows_no_frame(server, site, video):
     """A frame is shown only from the very file the row came from: after the file is overwritten with
     other footage, its rows' frames are 410 Gone, never another video's frame."""
     r = site["retriever"]
     copy = site["root"] / "lobby cam [copy].mp4"
-    shutil.copy(video / "cam1.mp4", copy)
+    distinct_copy(video / "cam1.mp4", copy, mark=3)  # new footage (a byte copy would be an alias of cam1.mp4)
     r.gallery.add_video(copy, camera="lobby", start_time=START)
     key = r.gallery.keys(camera="lobby")[0]
     wait_until(lambda: call(server, f"/api/v1/rows/{key}")[0] == 200)

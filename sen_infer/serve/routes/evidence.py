@@ -54,5 +54,7 @@ def row_context(key: RowKey, svc: ServiceDep, caller: ViewerKey):
     except KeyError:
         raise UnknownKey(f"no row with key {key} in the gallery") from None
     rows = svc.gallery.rows(track + nearby)
-    return {"row": hit_json(row), "track": [hit_json(rows[k]) for k in track if k in rows],
+    record = svc.gallery.source_record(row)  # its names: the path it was ingested from, then its aliases
+    return {"row": hit_json(row), "names": (record or {}).get("names", [row.source]),
+            "track": [hit_json(rows[k]) for k in track if k in rows],
             "nearby": [hit_json(rows[k]) for k in nearby if k in rows]}

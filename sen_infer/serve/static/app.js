@@ -563,7 +563,7 @@
 
     api("/rows/" + encodeURIComponent(hit.key)).then((res) => {
       if (seq !== state.frameSeq) return;
-      if (res.row) renderDetails(Object.assign({}, res.row, { score: hit.score }));
+      if (res.row) renderDetails(Object.assign({}, res.row, { score: hit.score, names: res.names || [] }));
       renderStrip(el.trackStrip, res.track || [], hit.key, loader, "no other crops in this track");
       renderStrip(el.nearbyStrip, res.nearby || [], hit.key, loader, "nothing else nearby");
     }).catch((e) => {
@@ -595,6 +595,8 @@
       ["Row", String(hit.key)],
       ["Source", hit.source || "\u2014"],
     ];
+    const others = (hit.names || []).filter((n) => n !== hit.source);
+    if (others.length) rows.push(["Also named", others.join("\n")]);
     if (hit.superseded) rows.push(["Status", "superseded (the source was replaced)"]);
     el.frameDetails.textContent = "";
     for (const [k, v] of rows) {
@@ -602,7 +604,7 @@
       dt.textContent = k;
       const dd = document.createElement("dd");
       dd.textContent = v;
-      if (k === "Source") dd.className = "source";
+      if (k === "Source" || k === "Also named") dd.className = "source";
       el.frameDetails.append(dt, dd);
     }
   }

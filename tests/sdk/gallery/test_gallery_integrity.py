@@ -16,7 +16,7 @@ import pytest
 from sen_infer import Gallery, GalleryError, Retriever
 from sen_infer.engine.encoders import Encoders
 from sen_infer.vision.decode import frame_times
-from videos import looped_avi
+from videos import distinct_copy, looped_avi
 
 from helpers import ROOT, run_cli  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
@@ -46,15 +46,10 @@ def _assert_no_shared_track(db: Path) -> dict:
 
 
 def _video_copies(video: Path, root: Path, n: int) -> list[Path]:
-    """n copies of both cameras under distinct paths: distinct sources with the same people."""
-    out = []
-    for i in range(n):
-        for cam in ("cam1", "cam2"):
-            dst = root / f"copy{i}" / f"{cam}.mp4"
-            dst.parent.mkdir(exist_ok=True)
-            shutil.copy(video / f"{cam}.mp4", dst)
-            out.append(dst)
-    return out
+    """n re-encoded copies of both cameras under distinct paths: distinct sources with the same people
+    (a byte copy would be one recording under two names)."""
+    return [distinct_copy(video / f"{cam}.mp4", root / f"copy{i}" / f"{cam}.mp4", mark=i)
+            for i in range(n) for cam in ("cam1", "cam2")]
 
 
 def test_concurrent_ingests_never_share_a_track_id(engine, video, tmp_path):
@@ -524,12 +519,14 @@ def test_stress_threads_processes_and_queries(engine, video, synth_learn, tmp_pa
     readers = [threading.Thread(target=query) for _ in range(4)]
     for t in workers + readers:
         t.start()
-    for t in workers:
-        t.join(timeout=600)
-    outs = [p.communicate(timeout=600) for p in procs]
+    for t in workers:  # bounds far above the work (a few minutes on 2 loaded cores); a stuck one is named
+        t.join(timeout=900)
+    assert not any(t.is_alive() for t in workers), "an ingest thread did not finish within 900 s"
+    outs = [p.communicate(timeout=900) for p in procs]
     done.set()
     for t in readers:
-        t.join(timeout=60)
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in readers), "a query thread did not stop within 120 s"
     assert not errors, errors
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err

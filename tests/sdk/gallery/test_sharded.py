@@ -5,10 +5,11 @@ import shutil
 
 import numpy as np
 import pytest
+from videos import distinct_copy
 
 from sen_infer import Retriever
 from sen_infer.errors import QueryError
-from sen_infer.gallery.catalogue import make_sharded, split_key
+from sen_infer.gallery.catalogue import make_sharded
 from sen_infer.gallery.sharded import ShardedGallery
 
 DAY = 86_400.0
@@ -22,8 +23,7 @@ def twin(engine, video, tmp_path_factory):
     """The same three recordings (two cameras on day 1, camera 1 again on day 2) in one gallery and in a
     sharded root."""
     root = tmp_path_factory.mktemp("sharded")
-    day2 = root / "cam1 next day.mp4"
-    shutil.copy(video / "cam1.mp4", day2)
+    day2 = distinct_copy(video / "cam1.mp4", root / "cam1 next day.mp4", mark=1)  # the same people, new footage
     jobs = [(video / "cam1.mp4", "cam1", START), (video / "cam2.mp4", "cam2", START), (day2, "cam1", START + DAY)]
     single = Retriever(engine, gallery=root / "single")
     make_sharded(root / "sharded")
@@ -42,8 +42,8 @@ def assert_same(a: list, b: list, tol: float = 3e-5) -> None:
     """Same hits with the same scores, in the same order, up to float32 rounding. Both score with float32
     products of the same float16-stored vectors, but over matrices of different sizes, where BLAS may sum
     in another order: 512 products of unit vectors differ by at most ~512 * 2**-24 ≈ 3e-5 (the
-    tolerance). So rows whose scores lie within it of each other (here often exactly equal: the day-2
-    video is a copy of the day-1 one) may swap places, or trade the last place, between the two."""
+    tolerance). So rows whose scores lie within it of each other (here nearly equal: the day-2
+    video is a re-encoded copy of the day-1 one) may swap places, or trade the last place, between the two."""
     assert len(a) == len(b)
     assert np.allclose([h.score for h in a], [h.score for h in b], atol=tol)
     if not a:
@@ -86,8 +86,8 @@ def test_global_keys_resolve_to_their_shard(twin):
     assert sorted(rows) == sorted(keys)
     cameras = {s["no"]: s["camera"] for s in g.catalogue.shards()}
     for key, row in rows.items():
-        assert row.key == key and cameras[split_key(key)[0]] == row.camera
-        assert split_key(row.track)[0] == split_key(key)[0]  # tracks are the shard's own
+        assert row.key == key and cameras[g.catalogue.keys.split(key)[0]] == row.camera
+        assert g.catalogue.keys.split(row.track)[0] == g.catalogue.keys.split(key)[0]  # tracks are the shard's own
         assert np.isclose(np.linalg.norm(g.embedding(key)), 1.0, atol=1e-2)
     with pytest.raises(KeyError):
         g.embedding(max(keys) + (1 << 40))
@@ -159,8 +159,32 @@ def test_the_same_recording_under_another_start_day_is_not_stored_twice(twin, vi
     g = sharded.open_gallery()
     before = len(g)
     rep = g.add_video(video / "cam2.mp4", camera="cam2", start_time=START + 3 * DAY)
-    assert rep.added == 0 and rep.skipped_existing == 1 and "already ingested into shards/cam2/2023-11-14" in rep.notes[0]
+    assert rep.added == 0 and rep.skipped_existing == 1 and "already in the gallery with start time" in rep.notes[0]
     assert len(g) == before and not (root / "sharded" / "shards" / "cam2" / "2023-11-17").exists()
+
+
+def test_readyz_fails_while_a_shard_cannot_answer_and_recovers(twin, tmp_path):
+    """/readyz runs a probe search through every shard a query would open: a shard whose database is
+    damaged makes it 503 with the reason (so a load balancer stops sending queries that would fail);
+    once the file is whole again it is 200."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from serving import call, served
+
+    _, sharded, root = twin
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "sharded", copy)
+    folder = copy / "shards" / "cam2" / "2023-11-14"
+    files = {p.name: p.read_bytes() for p in folder.glob("gallery.sqlite*")}  # the database, its WAL and index
+    for name in files:  # damaged: the WAL goes too, or SQLite would read every page from it
+        (folder / name).unlink()
+    (folder / "gallery.sqlite").write_bytes(b"this is not a database" * 100)
+    with served(sharded.engine_dir, gallery=copy) as base:
+        status, _, got = call(base, "/api/v1/readyz")
+        assert status == 503 and "gallery.sqlite" in got["error"], got
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        status, _, got = call(base, "/api/v1/readyz")
+        assert status == 200 and got["rows"] == len(sharded.open_gallery()), got
 
 
 def test_a_single_gallery_is_not_turned_into_a_root(twin):
@@ -239,3 +263,40 @@ def test_a_catalogue_entry_left_without_its_shard_is_skipped_not_fatal(engine, s
     assert [c["name"] for c in r.gallery.camera_summary()] == ["camA"]
     r.gallery.add_images(images[:1], camera="camB", timestamp=day_start + 120)
     assert r.gallery.stats()["shards"] == 2 and len(r.query("a man", k=10, camera="camB")) == 1
+
+
+def test_keys_of_10000_cameras_over_10_years_stay_json_safe_and_an_older_root_keeps_its_keys(tmp_path):
+    """The capacity plan (docs/scale.md): one shard per camera and day, 10,000 cameras, 10 years (3,653 days
+    with the leap days). The last shard's largest key must be exact as a JSON number (a float64: below
+    2**53), a shard past what the layout allows is refused rather than made, and a root made before the
+    layout was recorded keeps its 32-bit keys (the keys its users hold must not move to other rows)."""
+    import json
+    import sqlite3
+
+    from sen_infer.errors import GalleryError
+    from sen_infer.gallery.catalogue import Catalogue
+
+    root = tmp_path / "root"
+    make_sharded(root)
+    cat = Catalogue(root)
+    cat.shard_for("cam0", "2026-12-05")  # the sequence exists once a shard was made
+    plan = 10_000 * 3_653
+    with sqlite3.connect(root / "catalogue.sqlite") as conn:
+        conn.execute("UPDATE sqlite_sequence SET seq=? WHERE name='shards'", (plan - 1,))
+    no = cat.shard_for("cam9999", "2036-12-04")["no"]
+    assert no == plan
+    keys = cat.keys
+    last = keys.join(no, (1 << keys.local_bits) - 1)  # its last row, track or person
+    assert last < 2**53 and json.loads(json.dumps(float(last))) == last  # exact through a JSON float
+    assert keys.split(last) == (no, (1 << keys.local_bits) - 1)
+    assert (1 << keys.local_bits) >= 100_000_000  # a camera-day may hold 100 M rows
+    with pytest.raises(GalleryError, match="does not fit"):
+        keys.join(no, 1 << keys.local_bits)  # would be another shard's key
+    with sqlite3.connect(root / "catalogue.sqlite") as conn:
+        conn.execute("UPDATE sqlite_sequence SET seq=? WHERE name='shards'", (keys.max_shards - 1,))
+    with pytest.raises(GalleryError, match="2\\*\\*53"):
+        cat.shard_for("cam1", "2036-12-04")
+    assert [s["camera"] for s in cat.shards()] == ["cam0", "cam9999"]  # refused: nothing made
+    with sqlite3.connect(root / "catalogue.sqlite") as conn:
+        conn.execute("DELETE FROM meta WHERE key='local_bits'")  # as a root of the previous version
+    assert Catalogue(root).keys.local_bits == 32
