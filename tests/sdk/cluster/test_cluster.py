@@ -35,15 +35,20 @@ def footage(video, tmp_path_factory):
     return [video / "cam1.mp4", video / "cam2.mp4", long]
 
 
-@pytest.fixture(scope="module")
-def sequential(engine, footage, tmp_path_factory):
-    """The reference: the same videos ingested one after another in this process into a sharded root."""
-    root = tmp_path_factory.mktemp("seq") / "root"
+def ingested_in_turn(engine, root, footage):
+    """A sharded root at `root` holding `footage` ingested one video after another in this process (the
+    reference a Ray job must equal); returns the opened gallery."""
     make_sharded(root)
     g = Retriever(engine, gallery=root).open_gallery()
     for path in footage:
         g.add_video(path, start_time=START, chunk_seconds=CHUNK_S)
-    return table(g)
+    return g
+
+
+@pytest.fixture(scope="module")
+def sequential(engine, footage, tmp_path_factory):
+    """The reference: the same videos ingested one after another in this process into a sharded root."""
+    return table(ingested_in_turn(engine, tmp_path_factory.mktemp("seq") / "root", footage))
 
 
 def table(g) -> dict:

@@ -16,11 +16,9 @@ pytest.importorskip("ray", reason="the cluster extra is not installed (pip insta
 from helpers import ROOT, run_cli  # noqa: E402
 from videos import distinct_copy  # noqa: E402
 
-from sen_infer import Retriever  # noqa: E402
-from sen_infer.gallery.catalogue import make_sharded  # noqa: E402
+from test_cluster import CHUNK_S, START, ingested_in_turn  # noqa: E402  (the same reference ingest)
 
-START = 1_700_000_000.0
-CHUNK_S = 2.0
+from sen_infer import Retriever  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
 
 # The driver of a job, killed (SIGKILL, by itself: at an exact point of its own code) at one step:
@@ -72,12 +70,7 @@ def footage(video, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted(engine, footage, tmp_path_factory):
-    root = tmp_path_factory.mktemp("whole") / "root"
-    make_sharded(root)
-    g = Retriever(engine, gallery=root).open_gallery()
-    for path in footage:
-        g.add_video(path, start_time=START, chunk_seconds=CHUNK_S)
-    return table(g)
+    return table(ingested_in_turn(engine, tmp_path_factory.mktemp("whole") / "root", footage))
 
 
 def table(g) -> dict:

@@ -62,8 +62,9 @@ def test_one_recording_under_three_names_is_one_source_and_a_recycled_path_keeps
     record = g.source_record(next(iter(stored.values())))
     assert record["names"] == [str(p.resolve()) for p in (rec, renamed, hard, copy)]
     assert g.stats()["aliases"] == 3
-    again = g.add_video(copy, camera="camB", start_time=DAY2)  # a name seen before: nothing new to say
-    assert again.added == 0 and not again.notes
+    again = g.add_video(copy, camera="camB", start_time=DAY2)  # a name seen before: no new alias...
+    assert again.added == 0 and not any("another name" in n for n in again.notes)
+    assert any("already in the gallery with start time" in n for n in again.notes)  # ...but the clock is said
 
     # the recorder reuses the first name for the next day's footage (another camera's picture)
     _avi(video, rec, 60, camera="cam2")

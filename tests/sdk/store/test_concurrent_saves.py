@@ -2,8 +2,16 @@
 index it wrote, never the other's (which lacks its newest rows). Deterministic: a hook on the rename
 makes the other writer save exactly between this writer's rename and what follows it."""
 
-import numpy as np
+import json
+import os
+import sqlite3
+import subprocess
+import sys
 
+import numpy as np
+import pytest
+
+from helpers import ROOT  # noqa: E402
 from sen_infer import Retriever
 from sen_infer.store import Row
 from sen_infer.store import index_files
@@ -43,3 +51,27 @@ def test_a_save_racing_another_writer_s_keeps_this_store_s_rows_searchable(engin
     c.refresh()
     assert sorted(c.columns.ids.tolist()) == sorted(keys.tolist())
     assert c.vectors(c.columns.ids).shape == (15, c.dim)
+
+
+STRESS_ROUNDS = int(os.environ.get("SEN_STRESS_ROUNDS", "1"))  # the closing note's measurement runs 50
+
+
+@pytest.mark.parametrize("round_", range(STRESS_ROUNDS))
+def test_two_cli_ingests_into_one_gallery_at_once(engine, video, tmp_path, round_):
+    """The race as a user meets it: two `ingest` commands of different videos into one gallery at the same
+    time, each relinking identities after its commit (which reads every track's vectors: where it once met
+    the other writer's index file). Both exit 0, each video is stored once, and the rows add up."""
+    g = tmp_path / "g"
+    Retriever(engine, gallery=g).gallery.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen([sys.executable, "-m", "sen_infer", "ingest", "--engine", str(engine), "--gallery",
+                               str(g), "--quiet", "--json", "--detector", "mog2", str(video / f"{cam}.mp4")],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cam in ("cam1", "cam2")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and "Traceback" not in err, err[-3000:]
+    added = sum(json.loads(out)["added"] for out, _ in outs)
+    with sqlite3.connect(g / "gallery.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM crops").fetchone()[0] == added > 0
+        assert conn.execute("SELECT count(DISTINCT source) FROM crops").fetchone()[0] == 2
