@@ -127,17 +127,19 @@ class ShardWriter:
             self.store = VectorStore.open(self.folder, m.fingerprint, m.embed_dim, create=True)
             self.videos = VideoIngest(self.store, m, self.store.dir / "crops")
 
-    def begin(self, path: str, options: VideoOptions) -> tuple | None:
-        """(start frame, source key) of a video, or None when it is done (or unusable: then with why). A
-        file that went away since it was routed makes no shard (an empty one would be listed and searched)."""
+    def begin(self, path: str, options: VideoOptions) -> tuple | IngestReport:
+        """(start frame, source key) of a video to ingest, or the `IngestReport` of one with nothing to do
+        (done already, another name of stored content, unusable: said in its notes and reasons). A file
+        that went away since it was routed makes no shard (an empty one would be listed and searched)."""
+        report = IngestReport()
         why = unusable_file(path)
         if why is not None:
-            return "skip", {path: why}
+            report.skip(path, why)
+            return report
         self._open()
-        report = IngestReport()
         plan = self.videos.plan(path, options, report)
         if plan is None:
-            return None if not report.unreadable else ("skip", report.reasons)
+            return report
         self.plans[path] = plan
         return plan.start_frame, plan.key
 
@@ -223,12 +225,9 @@ def _ingest_video(path: str, options: VideoOptions, engine: str, writer, embedde
     progress.start.remote(path, os.getpid())
     report = IngestReport()
     got = ray.get(writer.begin.remote(path, options))
-    if got is None:
-        report.skipped_existing += 1
-        return report
-    if got[0] == "skip":
-        for name, why in got[1].items():
-            report.skip(name, why)
+    if isinstance(got, IngestReport):  # nothing to do; the writer says why
+        report.merge(got)
+        progress.done.remote(path)
         return report
     start_frame, _ = got
     plan = _WorkerPlan(path, start_frame)
@@ -367,12 +366,17 @@ def probe_inputs(config: IngestConfig, sources: list, camera: str | None = None,
         The `ProbedInputs`.
 
     Raises:
-        IngestError: a bad `start_from`/`camera_from`, or not one video can be ingested (then nothing is made).
+        IngestError: a bad `start_from`/`camera_from`, a source that does not exist, or not one video that
+            can be ingested (then nothing is made).
     """
     if start_from not in START_FROM:
         raise IngestError(f"start time from {start_from!r}: choose one of {', '.join(START_FROM)}")
     if camera_from not in CAMERA_FROM:
         raise IngestError(f"camera from {camera_from!r}: choose one of {', '.join(CAMERA_FROM)}")
+    missing = [str(s) for s in sources if not os.path.lexists(s)]
+    if missing:  # a mistyped path: the command is refused before anything is made
+        raise IngestError(f"no such file or folder: {missing[0]}"
+                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "") + "; nothing was ingested")
     pre = IngestReport()
     _, videos = expand_inputs([str(s) for s in sources], pre)
     planned = _probe(videos, start_from, camera_from, camera, config, pre)

@@ -59,9 +59,31 @@ def read_video_frame(path: str, frame: int) -> np.ndarray:
         cap.release()
 
 
+def _names(record: dict | None) -> list[str]:
+    """Where a source's file may be: the path it was ingested from, then its other names (aliases)."""
+    record = record or {}
+    return [p for p in (record.get("names") or [record.get("path")]) if p]
+
+
+def source_file(record: dict | None) -> str | None:
+    """The first of a source's names that still holds the content it was ingested with (a recording that
+    was moved or copied keeps showing its frames), or None."""
+    from sen_infer.ingest.inputs import same_beginning  # the ingest's own content identity
+
+    head = (record or {}).get("head")
+    for path in _names(record):
+        try:
+            if head and Path(path).is_file() and same_beginning(path, head, Path(path).stat().st_size):
+                return path
+        except OSError:
+            continue
+    return None
+
+
 def _signature(row: Row, record: dict | None) -> tuple | None:
-    """(path, size, mtime) of the file a row's frame comes from, or None when it is not there."""
-    path = row.crop_path if row.frame < 0 else (record or {}).get("path")
+    """(path, size, mtime) of the file a row's frame comes from (for a video, the first of its names that
+    exists), or None when none is there."""
+    path = row.crop_path if row.frame < 0 else next((p for p in _names(record) if os.path.exists(p)), None)
     try:
         st = os.stat(path) if path else None
     except OSError:
@@ -109,15 +131,13 @@ class FrameRenderer:
             if img is None:
                 raise FrameUnavailable("the gallery's copy of this picture is missing or unreadable")
             return img
-        from sen_infer.ingest.inputs import same_beginning  # the ingest's own content identity
-
-        path = (record or {}).get("path")
-        if not path or not Path(path).is_file():
-            raise FrameUnavailable("the source video of this row is no longer where it was ingested from")
-        if record.get("superseded") is not None:
+        if record is not None and record.get("superseded") is not None:
             raise FrameUnavailable("the source video was replaced by a newer file since this row was ingested")
-        head = record.get("head")
-        if not head or not same_beginning(path, head, Path(path).stat().st_size):
+        path = source_file(record)
+        if path is None:
+            if not any(Path(p).is_file() for p in _names(record)):
+                raise FrameUnavailable("the source video of this row is no longer where it was ingested from "
+                                       "(nor under another name it was seen with)")
             raise FrameUnavailable("the source video's content changed since this row was ingested")
         try:
             return read_video_frame(path, row.frame)

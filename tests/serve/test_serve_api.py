@@ -209,19 +209,28 @@ def test_crops_and_frames_are_the_evidence(server, site):
     assert video_row.key not in [n["key"] for n in ctx["nearby"]]
 
 
-def test_a_row_lists_every_name_of_its_recording(server, site, video):
+def test_a_row_lists_every_name_of_its_recording_and_its_frame_follows_them(server, site, video):
     """A byte copy of an ingested recording under an odd name stores nothing; the row's context lists the
-    new name after the one it was ingested from (the page shows them under "Also named")."""
+    new name after the one it was ingested from (the page shows them under "Also named"), and when the first
+    file is moved away the frame is decoded from the other name, until no name holds the content."""
     r = site["retriever"]
-    twin = site["root"] / "cam1 renamed [ü #2].mp4"
-    shutil.copy(video / "cam1.mp4", twin)
+    first = distinct_copy(video / "cam2.mp4", site["root"] / "gate cam.mp4", mark=5)
+    assert r.gallery.add_video(first, camera="gate", start_time=START).added > 0
+    twin = site["root"] / "gate cam renamed [ü #2].mp4"
+    shutil.copy(first, twin)
     before = len(r.gallery)
     rep = r.gallery.add_video(twin, camera="elsewhere", start_time=START + 3600)
     assert rep.added == 0 and len(r.gallery) == before
-    key = r.gallery.keys(camera="cam1")[0]
+    key = r.gallery.keys(camera="gate")[0]
     status, _, ctx = call(server, f"/api/v1/rows/{key}")
     assert status == 200
-    assert ctx["names"] == [ctx["row"]["source"], str(twin.resolve())]
+    assert ctx["names"] == [str(first.resolve()), str(twin.resolve())]
+    first.rename(first.with_suffix(".moved"))  # the first name is gone: the other one shows the frame
+    status, _, jpeg = call(server, f"/api/v1/frames/{key}.jpg")
+    assert status == 200 and cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
+    twin.unlink()
+    status, _, got = call(server, f"/api/v1/frames/{key}.jpg")
+    assert status == 410 and "nor under another name" in got["error"]
 
 
 def test_a_replaced_video_shows_no_frame(server, site, video):

@@ -159,7 +159,7 @@ def test_a_file_gone_after_routing_makes_no_shard(cluster, engine, footage, tmp_
     make_sharded(root)
     writer = ShardWriter.remote(str(engine), str(root), "shards/cam9/2023-11-14")
     got = ray.get(writer.begin.remote(str(tmp_path / "gone.mp4"), VideoOptions(start_time=START)))
-    assert got[0] == "skip" and "no such file" in next(iter(got[1].values()))
+    assert got.unreadable and "no such file" in got.reasons[str(tmp_path / "gone.mp4")]
     ray.get(writer.close.remote())
     assert not (root / "shards" / "cam9").exists()
 
