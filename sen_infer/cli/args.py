@@ -161,6 +161,18 @@ def unit_float(text: str) -> float:
     return value
 
 
+def cpu_share(text: str) -> float:
+    """argparse type for CPUs a Ray actor or task reserves: a finite number >= 0 (fractions share a CPU).
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, negative, or not finite.
+    """
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise argparse.ArgumentTypeError(f"must be a number of CPUs >= 0, not {text}")
+    return value
+
+
 def print_json(obj) -> None:
     """Print `obj` as one line of strict JSON (nan/inf raise rather than print what parsers reject).
 

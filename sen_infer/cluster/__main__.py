@@ -7,7 +7,7 @@ import calendar
 import sys
 import time
 
-from sen_infer.cli.args import Parser, finite_float, positive_int, print_json, run
+from sen_infer.cli.args import Parser, cpu_share, finite_float, positive_int, print_json, run
 from sen_infer.errors import SenInferError
 
 
@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=positive_int, default=2)
     p.add_argument("--chunk-seconds", type=finite_float, default=60.0)
     p.add_argument("--embedders", type=positive_int, default=1, help="encoder actors (default 1)")
-    p.add_argument("--embedder-cpus", type=float, default=1.0, help="CPUs each encoder actor reserves")
-    p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs each video task reserves")
+    p.add_argument("--embedder-cpus", type=cpu_share, default=1.0, help="CPUs each encoder actor reserves")
+    p.add_argument("--task-cpus", type=cpu_share, default=1.0, help="CPUs each video task reserves")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_ingest)

@@ -38,3 +38,14 @@ def test_an_address_nobody_answers_is_one_line(engine, tmp_path, address, says):
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --address"), r.stderr[-2000:]
     assert says in lines[0]
     assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--task-cpus", "nan"), ("--embedder-cpus", "-1"),
+                                           ("--embedder-cpus", "inf")])
+def test_cpu_options_must_be_finite_and_not_negative(engine, tmp_path, option, value):
+    """A CPU count of nan or inf would reach Ray's scheduler; refused by the parser, before anything."""
+    r = run_cli("ingest", "--engine", str(engine), "--gallery", str(tmp_path / "root"), option, value,
+                str(tmp_path / "cam.avi"), module="sen_infer.cluster", timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and option in lines[0] and "CPUs" in lines[0], r.stderr[-2000:]
+    assert not (tmp_path / "root").exists()
