@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tests of the neural detector name it; tests of the default itself clear this.
 os.environ.setdefault("SEN_DETECTOR", "mog2")
 # Ray runs its workers at nice 15 by default: beside any ordinary CPU load (a busy CI machine, or the two
-# `yes` processes of the load runs) they get ~2 % of a core and the cluster tests' bounds, derived for the
+# `yes` processes of the load runs) they got ~4 % of a core here, and the cluster tests' bounds, derived for the
 # work, do not hold. The tests' clusters (here and in subprocesses, which inherit it) run them at nice 0.
 os.environ.setdefault("RAY_worker_niceness", "0")
 # the SDK's sha256 cache lives in a per-run folder, not in the user's ~/.cache (subprocesses inherit it)
