@@ -387,7 +387,11 @@ def test_ctrl_c_during_ingest_is_one_line_exit_130_and_keeps_what_was_committed(
     gallery = tmp_path / "g"
     argv = [os.fsencode(os.sys.executable), b"-m", b"sen_infer", b"ingest", b"--engine", os.fsencode(engine),
             b"--gallery", os.fsencode(gallery), b"--chunk-seconds", b"2", b"--detector", b"mog2", os.fsencode(long)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path), cwd=ROOT)
+    # SIGINT back to its default in the child: a test run started in the background (`make test &`, a CI
+    # step) has it ignored, the child would inherit that and never see Ctrl-C (the ingest then ran to its
+    # end, or past the wait below on a loaded machine)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path), cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120  # bounds the wait for the first commit, not a speed claim
     while time.monotonic() < deadline and proc.poll() is None:
         db = gallery / "gallery.sqlite"
