@@ -141,31 +141,11 @@ def table_rows(gallery: Path) -> int:
 
 
 # ---- the second process: ingest video until told to stop ---------------------------------------------
-def new_footage(src: Path, out: Path, n: int) -> Path:
-    """`src` re-encoded with a 4x4 corner block whose grey level depends on `n` and the frame: new content
-    with the same people (a gallery knows recordings by content, so a byte copy would add nothing)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    writer, i = None, 0
-    while (got := cap.read())[0]:
-        frame = got[1]
-        if writer is None:
-            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
-        frame[:4, :4] = (37 * n + 11 * i) % 256
-        writer.write(frame)
-        i += 1
-    cap.release()
-    if writer is not None:
-        writer.release()
-    return out
-
-
 def ingest_worker(args) -> int:
     """Ingests copies of the demo's camera videos (each a new file, so each is new footage to the gallery)
     one after another until the stop file appears; writes what it committed to the report file."""
     from sen_infer import Retriever
+    from sen_train.data.synth_video import new_footage
 
     r = Retriever(args.engine, gallery=args.gallery)
     videos = sorted(Path(args.video_dir).glob("*.mp4"))

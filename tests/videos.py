@@ -22,11 +22,11 @@ def looped_avi(video_dir: Path, out: Path, times: int, camera: str = "cam1") -> 
 
 
 def distinct_copy(src: Path, out: Path, mark: int) -> Path:
-    """Another recording of the same scene (`benchmarks.serve.new_footage`: `src` re-encoded with a small
+    """Another recording of the same scene (`sen_train.data.synth_video.new_footage`: `src` re-encoded with a small
     corner block that changes with `mark`). Galleries know recordings by content, so a byte copy is one
     recording under two names; tests that need two sources with the same people use this. The block is far
     below the detector's smallest box, so the people and tracks are those of `src`."""
-    from benchmarks.serve import new_footage
+    from sen_train.data.synth_video import new_footage
 
     out.parent.mkdir(parents=True, exist_ok=True)
     return new_footage(src, out, mark)
