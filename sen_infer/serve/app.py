@@ -15,7 +15,8 @@ from fastapi import FastAPI
 
 from sen_infer.serve.config import ServeConfig
 from sen_infer.serve.handlers import install_handlers
-from sen_infer.serve.limits import BodyLimit
+from sen_infer.serve.authenticate import Authenticate
+from sen_infer.serve.bodies import BodyLimit
 from sen_infer.serve.origin import LOOPBACK_NAMES, SameOrigin
 from sen_infer.serve.routes import ROUTERS
 from sen_infer.serve.routes.pages import mount_files
@@ -35,7 +36,7 @@ def create_app(config: ServeConfig, service: Service | None = None):
             gallery), so a server that starts is one that can answer.
 
     Returns:
-        The ASGI app (`SameOrigin(BodyLimit(FastAPI))`); the FastAPI app is reached as its `.app.app`.
+        The ASGI app (`SameOrigin(Authenticate(BodyLimit(FastAPI)))`); the FastAPI app is `.app.app.app`.
 
     Raises:
         AccessError: no key file off loopback, or an unusable key file or audit log.
@@ -44,7 +45,7 @@ def create_app(config: ServeConfig, service: Service | None = None):
     svc = service or Service(config)
     app = FastAPI(title="SEN person search", version=version(), docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json",
-                  responses={status: {"model": ErrorOut} for status in (400, 401, 403, 404, 413, 422)},
+                  responses={status: {"model": ErrorOut, "description": text} for status, text in ERRORS.items()},
                   description="Text-based person search over a gallery of camera crops. "
                               "Send `Authorization: Bearer KEY` when the service has keys.")
     app.state.service = svc
@@ -53,4 +54,15 @@ def create_app(config: ServeConfig, service: Service | None = None):
         app.include_router(router)
     mount_files(app)
     hosts = LOOPBACK_NAMES if not svc.gate.enabled else None  # without keys, loopback names only
-    return SameOrigin(BodyLimit(app, svc.limits, upload_paths=(UPLOAD_PATH,)), hosts)
+    # outermost first: browser isolation, then the key (before any body is read), then the body's limits
+    return SameOrigin(Authenticate(BodyLimit(app, svc.limits, upload_paths=(UPLOAD_PATH,)), svc), hosts)
+
+
+# Every error status the service can send, declared on every route of the OpenAPI schema (a route may not
+# send all of them: a probe never sends 401), each as {"error": "one line"}.
+ERRORS = {400: "a malformed or meaningless request", 401: "no valid API key", 403: "a foreign origin or site, "
+          "or a key whose role is not enough", 404: "no such row or route", 408: "the body did not arrive in time",
+          410: "the evidence is gone from its source", 413: "a body or picture over its limit",
+          415: "neither JSON nor a form, or a picture neither JPEG nor PNG", 422: "a field that does not fit "
+          "its schema", 500: "a bug (the server log has it)", 503: "busy (see Retry-After), or a gallery that "
+          "cannot be read"}

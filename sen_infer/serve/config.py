@@ -23,3 +23,6 @@ class ServeConfig:
     verify: bool = True
     limits: Limits = field(default_factory=Limits)
     frame_cache: int = 64  # rendered frames kept in memory
+    audit_max_mb: int = 64  # the audit log is rotated past this size (0: never; logrotate may, with copytruncate)
+    audit_keep: int = 5  # rotated audit files kept (audit.jsonl.1 ... .5)
+    trusted_proxies: tuple[str, ...] = ()  # reverse proxies whose X-Forwarded-For/-Proto are believed

@@ -4,7 +4,8 @@
     def audit(svc: ServiceDep, caller: AdminKey): ...      # an admin key
 
 A role dependency returns the caller's `Key` (None on a service without keys, where loopback is trusted).
-It is `async` so that it runs on the event loop rather than taking a worker thread per request.
+The key itself was found by the `Authenticate` middleware before the body was read; the dependency checks
+the role. It is `async` so that it runs on the event loop rather than taking a worker thread per request.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ bearer = HTTPBearer(auto_error=False, description="an API key from `python -m se
 def require(role: str) -> Callable[..., Awaitable[Key | None]]:
     """The dependency that admits a request only with a key of `role` (admin may do what a viewer may).
 
-    Refusals are audited here, since no route handler runs for them.
+    Refusals are audited here, since no route handler runs for them (a missing key is refused, and
+    audited, by the `Authenticate` middleware before this runs).
 
     Args:
         role: "viewer" or "admin".
@@ -53,11 +55,10 @@ def require(role: str) -> Callable[..., Awaitable[Key | None]]:
                     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Key | None:
         if not svc.gate.enabled:
             return None
-        key = svc.gate.identify(request.headers.get("authorization"))
-        if key is None:
-            svc.audit_request(request, None, 401, who="-")
+        key = getattr(request.state, "key", None)  # found by the Authenticate middleware, before the body
+        if key is None:  # only a route outside /api/v1 could get here; the middleware refuses the rest
+            svc.audit_refusal(request.client.host if request.client else None, request.url.path, 401, who="-")
             raise Unauthorized("a valid API key is required: send the header 'Authorization: Bearer KEY'")
-        request.state.key = key  # for the audit line of a search refused before its handler runs
         if role == "admin" and key.role != "admin":
             svc.audit_request(request, key, 403)
             raise Forbidden(f"key {key.name!r} has the role {key.role}; this needs admin")

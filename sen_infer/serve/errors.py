@@ -84,6 +84,14 @@ class FrameUnavailable(ServiceError):
     status = 410
 
 
+class Busy(ServiceError):
+    """Work the server has no room for now (uploads being decoded fill the memory budget): a 503 with
+    Retry-After, so a client backs off instead of the server swapping."""
+
+    status = 503
+    headers = {"Retry-After": "1"}
+
+
 class NotReady(ServiceError):
     """The readiness probe's answer when the gallery cannot be read: the service should get no traffic."""
 

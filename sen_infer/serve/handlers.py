@@ -13,10 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from sen_infer.errors import SenInferError
 from sen_infer.serve.errors import status_of
-from sen_infer.serve.limits import BodyTooLarge
+from sen_infer.serve.bodies import BodyTooLarge
 from sen_infer.serve.schemas import API
 
 log = logging.getLogger("sen_infer.serve")
@@ -32,6 +33,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, aborted)
     app.add_exception_handler(Exception, crash)
 
 
@@ -60,9 +62,18 @@ async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
 
 async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
     """Starlette's own refusals (no such route, method not allowed, a form it cannot parse) as one line."""
-    if e.status_code in (400, 413):  # a body that could not be read or parsed (401/403 are audited apart)
+    if isinstance(e.__cause__, ClientDisconnect):  # FastAPI's "error parsing the body": the client left
+        return await aborted(request, e.__cause__)
+    if e.status_code in (400, 408, 413):  # a body that could not be read, parsed or received in time
         audit_refused(request, e.status_code, str(e.detail))
     return error_response(e.status_code, str(e.detail), getattr(e, "headers", None))
+
+
+async def aborted(request: Request, e: ClientDisconnect) -> JSONResponse:
+    """The client went away before its body was in (an upload cancelled mid-way): audited as aborted, with
+    no traceback, since nothing is wrong with the server. The answer is never read."""
+    audit_refused(request, 499, "aborted by the client before its request body was complete")
+    return error_response(499, "aborted")
 
 
 async def crash(request: Request, e: Exception) -> JSONResponse:

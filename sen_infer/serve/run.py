@@ -51,6 +51,30 @@ def serve(config: ServeConfig, log_level: str = "info") -> None:
     if config.keys is None:
         print("sen_infer serve: no access keys (loopback only); every local user can search", file=sys.stderr,
               flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, proxy_headers=False,
-                                           timeout_graceful_shutdown=10))
+    server = uvicorn.Server(uvicorn_config(app, config, log_level))
     server.run(sockets=[sock])
+
+
+def uvicorn_config(app, config: ServeConfig, log_level: str = "info"):
+    """uvicorn's settings for the service: the connection limits of `config.limits`, and proxy headers
+    believed only from `config.trusted_proxies` (so the audit names the client behind a reverse proxy, and
+    no one else can claim an address by sending X-Forwarded-For).
+
+    Args:
+        app: the ASGI app (`create_app`).
+        config: the service's settings.
+        log_level: uvicorn's log level.
+
+    Returns:
+        The `uvicorn.Config`.
+    """
+    import uvicorn
+
+    from sen_infer.serve.protocol import guarded_protocol
+
+    limits = config.limits
+    proxies = list(config.trusted_proxies)
+    return uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=10,
+                          http=guarded_protocol(limits.header_timeout), timeout_keep_alive=limits.keep_alive,
+                          limit_concurrency=limits.max_connections, h11_max_incomplete_event_size=16 * 1024,
+                          proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)

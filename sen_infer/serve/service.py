@@ -12,11 +12,12 @@ from starlette.requests import Request
 
 from sen_infer.errors import UnknownKey
 from sen_infer.query import Retriever, check_filters
-from sen_infer.serve.audit import AuditLog
+from sen_infer.serve.audit import AuditLog, RefusalBudget
 from sen_infer.serve.auth import Gate, Key, gate_for
 from sen_infer.serve.config import ServeConfig
 from sen_infer.serve.errors import FrameUnavailable, LimitExceeded
 from sen_infer.serve.frames import FrameRenderer
+from sen_infer.serve.images import Decoder
 from sen_infer.serve.schemas import Filters
 from sen_infer.store import Row
 
@@ -30,8 +31,11 @@ class Service:
         self.gate: Gate = gate_for(config.host, config.keys)
         self.retriever = Retriever(config.engine, gallery=config.gallery, backend=config.backend, verify=config.verify)
         self.gallery = self.retriever.open_gallery(create=False)  # serving a path with no gallery is an error
-        self.audit = AuditLog(config.audit if config.audit is not None else self.gallery.dir / "audit.jsonl")
+        self.audit = AuditLog(config.audit if config.audit is not None else self.gallery.dir / "audit.jsonl",
+                              max_bytes=config.audit_max_mb << 20, keep=config.audit_keep)
+        self.refusals = RefusalBudget(self.audit)
         self.frames = FrameRenderer(config.frame_cache)
+        self.decoder = Decoder(self.limits.decode_workers, self.limits.decode_budget_mb << 20)
         self.started = time.time()
 
     def filters(self, f: Filters) -> dict:
@@ -106,10 +110,20 @@ class Service:
 
     def audit_request(self, request: Request, key: Key | None, status: int, who: str | None = None,
                       **fields) -> None:
-        """One audit line for a request: who (the key's name, "local" without keys), role, client, route."""
-        self.audit.record(who=who or self.who(key), role=key.role if key else None,
-                          client=request.client.host if request.client else None, route=request.url.path,
-                          **fields, status=status)
+        """One audit line for a request: who (the key's name, "local" without keys), role, client, route.
+        A refusal (status >= 400) is written within the client's `RefusalBudget`, counted past it."""
+        client = request.client.host if request.client else None
+        if status >= 400 and not self.refusals.admit(client):
+            return
+        self.refusals.flush()
+        self.audit.record(who=who or self.who(key), role=key.role if key else None, client=client,
+                          route=request.url.path, **fields, status=status)
+
+    def audit_refusal(self, client: str | None, route: str, status: int, who: str = "-", **fields) -> None:
+        """The audit line of a request refused before it became a `Request` (no valid key: the
+        `Authenticate` middleware), within the client's `RefusalBudget`."""
+        if self.refusals.admit(client):
+            self.audit.record(who=who, role=None, client=client, route=route, **fields, status=status)
 
     def audit_search(self, request: Request, key: Key | None, what: dict, filters: dict, status: int,
                      hits: int | None = None, error: str | None = None, started: float | None = None) -> None:

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, Response
 from sen_infer.errors import UnknownKey
 from sen_infer.serve.deps import ServiceDep, ViewerKey
 from sen_infer.serve.errors import FrameUnavailable
-from sen_infer.serve.schemas import API, RowKey, hit_json
+from sen_infer.serve.schemas import API, RowKey, hit_json, shows_paths, source_name
 
 router = APIRouter(prefix=API, tags=["evidence"])
 PRIVATE = {"Cache-Control": "private, max-age=3600"}  # a row's evidence never changes; shared caches keep none
@@ -55,6 +55,8 @@ def row_context(key: RowKey, svc: ServiceDep, caller: ViewerKey):
         raise UnknownKey(f"no row with key {key} in the gallery") from None
     rows = svc.gallery.rows(track + nearby)
     record = svc.gallery.source_record(row)  # its names: the path it was ingested from, then its aliases
-    return {"row": hit_json(row), "names": (record or {}).get("names", [row.source]),
-            "track": [hit_json(rows[k]) for k in track if k in rows],
-            "nearby": [hit_json(rows[k]) for k in nearby if k in rows]}
+    full = shows_paths(caller)
+    names = [source_name(name, full) for name in (record or {}).get("names", [row.source])]
+    return {"row": hit_json(row, full), "names": names,
+            "track": [hit_json(rows[k], full) for k in track if k in rows],
+            "nearby": [hit_json(rows[k], full) for k in nearby if k in rows]}

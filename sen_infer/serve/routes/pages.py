@@ -13,12 +13,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from sen_infer.serve.origin import PAGE_CSP
+
 router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).parent.parent / "static"
 
-# The page loads its own script and style only; images are blob: URLs made from authorised fetches.
-CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+CSP = PAGE_CSP  # every other HTML answer gets it from the SameOrigin middleware too (/static/index.html)
 CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"  # only where fastapi-offline is missing
 
 
@@ -70,6 +70,8 @@ def page():
 def docs():
     """The Swagger UI page (FastAPI's own, pointed at the files served here)."""
     base = "/docs-static" if swagger_files() is not None else CDN
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="SEN person search API",
+    page = get_swagger_ui_html(openapi_url="/openapi.json", title="SEN person search API",
                                swagger_js_url=f"{base}/swagger-ui-bundle.js", swagger_css_url=f"{base}/swagger-ui.css",
                                swagger_favicon_url="/static/favicon.svg")
+    page.headers["Content-Security-Policy"] = "frame-ancestors 'none'"  # its inline script stays allowed
+    return page

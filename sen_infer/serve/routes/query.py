@@ -22,22 +22,29 @@ from sen_infer.errors import SenInferError
 from sen_infer.serve.auth import Key
 from sen_infer.serve.deps import ServiceDep, ViewerKey
 from sen_infer.serve.errors import FormFieldError, LimitExceeded, UnsupportedUpload, UploadError, status_of
-from sen_infer.serve.images import decode_upload
-from sen_infer.serve.schemas import API, Filters, QueryOut, SimilarQuery, TextQuery, hit_json
+from sen_infer.serve.schemas import API, LIMITS, Filters, QueryOut, SimilarQuery, TextQuery, hit_json, shows_paths
 from sen_infer.serve.service import Service
 
 router = APIRouter(prefix=API, tags=["search"])
 UPLOAD_PATH = f"{API}/query/image"  # the one route whose body may be a picture (`Limits.max_upload`)
 FORM_FIELDS = ("image", "k", "camera", "since", "until", "per_track", "min_quality")
 
+def _form_schema() -> dict:
+    """The multipart upload's fields: the picture, and the filters with the bounds `Filters` states (a
+    camera is a repeated text field rather than a string or a list)."""
+    props = {name: {k: v for k, v in spec.items() if k != "title"}
+             for name, spec in Filters.model_json_schema()["properties"].items()}
+    props["camera"] = {"type": "array", "items": {"type": "string"}, "maxItems": LIMITS.max_cameras,
+                       "description": "camera names (repeat the field): rows of any of them"}
+    image = {"type": "string", "format": "binary", "description": "a JPEG or PNG picture"}
+    return {"type": "object", "required": ["image"], "properties": {"image": image, **props}}
+
+
 # The image route reads its body itself (JSON or a form), so its request body is described here.
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": SimilarQuery.model_json_schema()},
-    "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-        "image": {"type": "string", "format": "binary", "description": "a JPEG or PNG"},
-        "k": {"type": "integer"}, "camera": {"type": "array", "items": {"type": "string"}},
-        "since": {"type": "number"}, "until": {"type": "number"},
-        "per_track": {"type": "boolean"}, "min_quality": {"type": "number", "minimum": 0, "maximum": 1}}}}}}}
+    "multipart/form-data": {"schema": _form_schema(),
+                            "encoding": {"image": {"contentType": "image/jpeg, image/png"}}}}}}
 
 
 class SearchAudit:
@@ -64,7 +71,7 @@ class SearchAudit:
         """Audits the answered search and returns its body (`QueryOut`)."""
         self.svc.audit_search(self.request, self.key, self.what, self.filters, 200, hits=len(hits),
                               started=self.started)
-        return {"hits": [hit_json(h) for h in hits], "took_ms": (time.perf_counter() - self.started) * 1000,
+        return {"hits": [hit_json(h, shows_paths(self.key)) for h in hits], "took_ms": (time.perf_counter() - self.started) * 1000,
                 "rows": len(self.svc.gallery)}
 
 
@@ -118,7 +125,7 @@ async def _upload(request: Request, svc: Service, search: SearchAudit) -> list:
     data = await upload.read()
     search.what = {"image": f"upload sha1:{hashlib.sha1(data).hexdigest()} ({len(data)} bytes)"}
     search.filters = svc.filters(form_filters(form))
-    img = decode_upload(data)
+    img = await svc.decoder.decode(data)  # on the decoder's threads, within its memory budget
     svc.validate(search.filters)  # after the picture's checks: a bad picture is named before a bad filter
     return await run_in_threadpool(svc.retriever.query_image, img, **search.filters)
 
