@@ -1,206 +1,78 @@
-// SEN person search: the operator's page. Plain JS, no build step, nothing fetched but this server's API.
+// SEN person search, part 5 of 5: the page itself. Start-up, the access key, the filters and the URL,
+// searching (by description or by a stored crop) and the result cards. Plain JS, no build step; nothing is
+// fetched but this server's API. format.js, api.js, cameras.js and details.js are loaded before it.
 "use strict";
 
 (function () {
-  const API = "/api/v1";
-  const KEY_STORE = "sen_infer.api_key";
-  const UNIX_MIN = 1e9; // timestamps above this are Unix times (the contract's rule)
-  const IMG_CONCURRENCY = 6;
+  const F = window.SenPage.format;
+  const { API, api, apiKey, setApiKey, whenUnauthorized, ImageLoader } = window.SenPage.api;
+  const { CameraPicker, FrameView, rowLabel, SCORE_HINT } = window.SenPage;
 
   const $ = (id) => document.getElementById(id);
   const el = {
-    info: $("info"), auth: $("auth"), authNote: $("auth-note"), authForm: $("auth-form"),
+    info: $("info"), auth: $("auth"), authNote: $("auth-note"), authForm: $("auth-form"), authHelp: $("auth-help"),
     apiKey: $("api-key"), forgetKey: $("forget-key"),
     form: $("search"), q: $("q"), k: $("k"), since: $("since"), until: $("until"), minQuality: $("min-quality"),
-    sinceLabel: $("since-label"), untilLabel: $("until-label"), cameraList: $("camera-list"),
-    status: $("status"), error: $("error"), results: $("results"),
-    dialog: $("frame-view"), frameTitle: $("frame-title"), frameImg: $("frame-img"),
-    frameError: $("frame-error"), frameDetails: $("frame-details"), frameSimilar: $("frame-similar"),
-    frameClose: $("frame-close"), trackStrip: $("track-strip"), nearbyStrip: $("nearby-strip"),
+    sinceLabel: $("since-label"), untilLabel: $("until-label"), sinceUtc: $("since-utc"), untilUtc: $("until-utc"),
+    timeHint: $("time-hint"),
+    reference: $("reference"), referenceImg: $("reference-img"), referenceLabel: $("reference-label"),
+    referenceClear: $("reference-clear"),
+    status: $("status"), error: $("error"), scoreLegend: $("score-legend"), results: $("results"),
   };
+  const TEXT_PLACEHOLDER = el.q.placeholder;
 
-  let memoryKey = "";
+  const cameras = new CameraPicker({
+    list: $("camera-list"), filter: $("camera-filter"), toggle: $("camera-more"),
+    clear: $("camera-clear"), summary: $("camera-summary"),
+  });
+  const frameView = new FrameView((hit) => {
+    findSimilar(hit);
+    el.results.focus({ preventScroll: true });
+  });
+
   const state = {
     info: null,
-    unix: false,          // hit times are Unix times: datetime-local inputs, dates shown
-    ready: false,         // info and cameras loaded
-    searchSeq: 0,         // the latest search; older answers are dropped
+    ready: false,          // info and cameras loaded
+    keyRejected: false,    // the server refused the key this tab sent
+    searchSeq: 0,          // the latest search; older answers are dropped
     searchAbort: null,
-    gridImages: null,     // ImageLoader for the result cards
-    frameImages: null,    // ImageLoader for the frame view
-    frameSeq: 0,
-    frameHit: null,       // the row the frame view shows
-    opener: null,         // the element focus returns to when the frame view closes
+    gridImages: null,      // ImageLoader for the result cards
+    reference: null,       // the row key a "find similar" search is searching by
+    referenceImages: null, // ImageLoader for its thumbnail
+    lastText: "",          // the last description searched, restored by the reference's ×
   };
 
-  // ---------------------------------------------------------------- API
-
-  function apiKey() {
-    try { return sessionStorage.getItem(KEY_STORE) || ""; } catch (e) { return ""; }
-  }
-
-  function setApiKey(key) {
-    memoryKey = key; // used when session storage is disabled; gone on reload either way
-    try {
-      if (key) sessionStorage.setItem(KEY_STORE, key); else sessionStorage.removeItem(KEY_STORE);
-    } catch (e) { /* storage disabled */ }
-  }
-
-  function authHeaders(extra) {
-    const headers = Object.assign({}, extra || {});
-    const key = apiKey() || memoryKey;
-    if (key) headers["Authorization"] = "Bearer " + key;
-    return headers;
-  }
-
-  class ApiError extends Error {
-    constructor(status, message) { super(message); this.status = status; }
-  }
-
-  async function errorFrom(resp) {
-    let message = resp.status + " " + (resp.statusText || "error");
-    try {
-      const body = await resp.json();
-      if (body && typeof body.error === "string" && body.error) message = body.error;
-      else if (body && body.detail) message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    } catch (e) { /* not JSON */ }
-    return new ApiError(resp.status, oneLine(message));
-  }
-
-  async function api(path, options) {
-    options = options || {};
-    const init = { method: options.method || "GET", headers: authHeaders(options.headers), signal: options.signal };
-    if (options.json !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(options.json);
-    }
-    let resp;
-    try {
-      resp = await fetch(API + path, init);
-    } catch (e) {
-      if (e.name === "AbortError") throw e;
-      throw new ApiError(0, "Cannot reach the server (" + (e.message || e) + ")");
-    }
-    if (!resp.ok) {
-      const err = await errorFrom(resp);
-      if (resp.status === 401) needKey();
-      throw err;
-    }
-    return resp.json();
-  }
-
-  // Images go through fetch() so they carry the key; each loader owns its object URLs and revokes them.
-  class ImageLoader {
-    constructor() { this.urls = []; this.queue = []; this.active = 0; this.closed = false; }
-
-    load(img, url, onError) {
-      this.queue.push({ img, url, onError });
-      this.pump();
-    }
-
-    pump() {
-      while (!this.closed && this.active < IMG_CONCURRENCY && this.queue.length) {
-        const job = this.queue.shift();
-        this.active++;
-        this.fetchOne(job).finally(() => { this.active--; this.pump(); });
-      }
-    }
-
-    async fetchOne(job) {
-      try {
-        const resp = await fetch(job.url, { headers: authHeaders() });
-        if (!resp.ok) throw await errorFrom(resp);
-        const blob = await resp.blob();
-        if (this.closed) return;
-        const objectUrl = URL.createObjectURL(blob);
-        this.urls.push(objectUrl);
-        job.img.src = objectUrl;
-      } catch (e) {
-        if (this.closed) return;
-        if (e.status === 401) needKey();
-        if (job.onError) job.onError(e);
-      }
-    }
-
-    close() {
-      this.closed = true;
-      this.queue = [];
-      for (const u of this.urls) URL.revokeObjectURL(u);
-      this.urls = [];
-    }
-  }
-
-  // ---------------------------------------------------------------- formatting
-
-  function oneLine(s) { return String(s).replace(/\s+/g, " ").trim(); }
-
-  function pad(n, w) { return String(n).padStart(w || 2, "0"); }
-
-  function fmtTime(t) {
-    if (t === null || t === undefined) return "no time";
-    if (state.unix || t > UNIX_MIN) {
-      const tenthsTotal = Math.round(t * 10); // to the tenth of a second, rounded once
-      const d = new Date(Math.floor(tenthsTotal / 10) * 1000);
-      if (isNaN(d.getTime())) return String(t);
-      const tenths = ((tenthsTotal % 10) + 10) % 10;
-      const frac = tenths ? "." + tenths : "";
-      return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
-        pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()) + frac + " UTC";
-    }
-    return "t=" + Number(t).toFixed(1) + " s";
-  }
-
-  function fmtScore(s) { return s === null || s === undefined ? "\u2014" : Number(s).toFixed(3); }
-
-  function fmtInt(n) { return Number(n).toLocaleString("en-US"); }
-
-  // seconds <-> the value of a datetime-local input read as UTC
-  function toInputValue(t) {
-    if (t === null || t === undefined || t === "" || isNaN(Number(t))) return "";
-    if (!state.unix) return String(t);
-    const d = new Date(Number(t) * 1000);
-    return isNaN(d.getTime()) ? "" : d.toISOString().slice(0, 19);
-  }
-
-  function fromInputValue(v) {
-    v = (v || "").trim();
-    if (!v) return null;
-    if (!state.unix) {
-      const n = Number(v);
-      return isFinite(n) ? n : null;
-    }
-    const iso = v.length === 16 ? v + ":00Z" : v + "Z";
-    const ms = Date.parse(iso);
-    return isNaN(ms) ? null : ms / 1000;
-  }
-
-  // ---------------------------------------------------------------- messages
+  // ---------------------------------------------------------------- messages and the key panel
 
   function setStatus(text) { el.status.textContent = text || ""; }
 
   function showError(message) {
-    if (message) {
-      el.error.textContent = oneLine(message);
-      el.error.hidden = false;
-    } else {
-      el.error.textContent = "";
-      el.error.hidden = true;
-    }
+    // the server's line may quote what was sent: direction controls in it are spelled out, not obeyed
+    el.error.textContent = message ? F.escapeControls(F.oneLine(message)) : "";
+    el.error.hidden = !message;
   }
 
+  // A 401: the key this tab holds (if any) is no good. It is dropped, so it is neither offered to
+  // be forgotten nor sent again, and the form asks for another.
   function needKey() {
-    const had = !!(apiKey() || memoryKey);
-    setAuth("need", had ? "That access key was not accepted; enter a valid one." : "This server needs an access key.");
-    if (!el.dialog.open && document.activeElement !== el.apiKey) el.apiKey.focus();
+    if (apiKey()) {
+      state.keyRejected = true;
+      setApiKey("");
+    }
+    setAuth("need", state.keyRejected ? "That access key was not accepted; enter a valid one."
+      : "This server needs an access key.");
+    if (!frameView.isOpen && document.activeElement !== el.apiKey) el.apiKey.focus();
   }
+  whenUnauthorized(needKey);
 
   // mode: "off" (no panel), "need" (ask for a key), "ok" (a key is in use)
   function setAuth(mode, text) {
     el.auth.hidden = mode === "off";
     el.auth.dataset.mode = mode;
+    el.auth.dataset.rejected = String(mode === "need" && state.keyRejected);
     el.authForm.hidden = mode !== "need";
-    $("auth-help").hidden = mode !== "need";
-    el.forgetKey.hidden = !(apiKey() || memoryKey);
+    el.authHelp.hidden = mode !== "need";
+    el.forgetKey.hidden = !(mode === "ok" && apiKey());
     if (text) el.authNote.textContent = text;
   }
 
@@ -212,90 +84,88 @@
       state.info = await api("/info");
     } catch (e) {
       el.info.textContent = e.status === 401 ? "Access key required" : "Server not available";
-      el.cameraList.textContent = "";
-      el.cameraList.append(note(e.status === 401 ? "listed once a key is accepted" : "unavailable"));
+      cameras.showMessage(e.status === 401 ? "listed once a key is accepted" : "unavailable");
       if (e.status !== 401) showError(e.message);
       else setStatus("Enter an access key to search.");
       return;
     }
     const info = state.info;
-    const span = info.time_span;
-    state.unix = !!(span && span.length === 2 && span[0] !== null && span[0] > UNIX_MIN);
-    renderInfo(info);
-    setTimeMode(span);
     if (info.auth) setAuth("ok", "An access key is in use for this tab.");
     else setAuth("off");
+    let list = [];
     try {
-      const cams = await api("/cameras");
-      renderCameras(cams.cameras || []);
+      list = (await api("/cameras")).cameras || [];
+      cameras.render(list);
     } catch (e) {
-      el.cameraList.textContent = "cameras unavailable";
+      cameras.showMessage("cameras unavailable");
       showError(e.message);
     }
+    const span = timeSpan(info, list);
+    F.setWallClock(span !== null && span[0] >= F.UNIX_MIN);
+    renderInfo(info, span);
+    setTimeMode(span);
     state.ready = true;
     fromUrl(true);
   }
 
-  function renderInfo(info) {
+  // The gallery's first and last time: from /info, else from the cameras' own spans; null without times.
+  function timeSpan(info, cameraList) {
+    const span = info.time_span;
+    if (span && span.length === 2 && span[0] !== null && span[1] !== null) return [Number(span[0]), Number(span[1])];
+    const firsts = cameraList.map((c) => c.first).filter((t) => !F.missing(t));
+    const lasts = cameraList.map((c) => c.last).filter((t) => !F.missing(t));
+    return firsts.length ? [Math.min(...firsts), Math.max(...lasts)] : null;
+  }
+
+  function renderInfo(info, span) {
     const parts = [];
     if (info.model) parts.push("Model " + info.model);
     if (info.backend) parts.push(info.backend);
-    parts.push(fmtInt(info.rows || 0) + " rows");
-    if (info.tracks !== undefined && info.tracks !== null) parts.push(fmtInt(info.tracks) + " tracks");
-    const cams = info.cameras || [];
-    parts.push(cams.length + (cams.length === 1 ? " camera" : " cameras"));
-    if (info.time_span && info.time_span.length === 2 && info.time_span[0] !== null) {
-      parts.push(fmtTime(info.time_span[0]) + " \u2013 " + fmtTime(info.time_span[1]));
-    }
-    if (info.damaged_rows) parts.push(fmtInt(info.damaged_rows) + " damaged rows (not served)");
+    parts.push(F.fmtInt(info.rows || 0) + " rows");
+    if (!F.missing(info.tracks)) parts.push(F.fmtInt(info.tracks) + " tracks");
+    const count = (info.cameras || []).length;
+    parts.push(count + (count === 1 ? " camera" : " cameras"));
+    if (span && F.wallClock()) parts.push(F.fmtTime(span[0]) + " \u2013 " + F.fmtTime(span[1]));
+    else if (span) parts.push(span[0].toFixed(1) + "\u2013" + span[1].toFixed(1) + " s into the videos");
+    if (info.damaged_rows) parts.push(F.fmtInt(info.damaged_rows) + " damaged rows (not served)");
     if (info.version) parts.push("v" + info.version);
     el.info.textContent = parts.join(" \u00b7 ");
   }
 
+  // Wall-clock galleries get date-and-time inputs in the browser's time zone, the UTC equivalent beside
+  // them; galleries timed from each video's start get seconds. The API takes Unix seconds either way.
   function setTimeMode(span) {
+    const wall = F.wallClock();
     for (const [input, label, name] of [[el.since, el.sinceLabel, "Since"], [el.until, el.untilLabel, "Until"]]) {
-      if (state.unix) {
+      if (wall) {
         // no min/max: a gallery that is still ingesting grows past the span it had when the page loaded
         input.type = "datetime-local";
         input.step = "1";
         input.removeAttribute("min");
         input.removeAttribute("placeholder");
-        label.textContent = name + " (UTC)";
+        label.textContent = name + " (your local time)";
       } else {
         input.type = "number";
         input.step = "any";
         input.min = "0";
-        label.textContent = name + " (s)";
-        input.placeholder = span && span[0] !== null ? (name === "Since" ? String(Math.floor(span[0])) : String(Math.ceil(span[1]))) : "";
+        label.textContent = name + " (seconds into the video)";
+        const edge = span ? (name === "Since" ? Math.floor(span[0]) : Math.ceil(span[1])) : null;
+        input.placeholder = edge === null ? "" : "e.g. " + edge;
       }
     }
+    const zone = F.zoneLabel(new Date());
+    el.timeHint.textContent = wall ? "Times are in this browser's time zone (" + zone + ")."
+      : "This gallery's times count from the start of each video.";
+    echoUtc();
   }
 
-  function renderCameras(cameras) {
-    el.cameraList.textContent = "";
-    if (!cameras.length) {
-      el.cameraList.innerHTML = '<span class="hint">no cameras yet</span>';
-      return;
+  // the UTC equivalent of each date input, so an operator can match times given in UTC
+  function echoUtc() {
+    for (const [input, out] of [[el.since, el.sinceUtc], [el.until, el.untilUtc]]) {
+      const t = F.wallClock() ? F.fromInputValue(input.value) : null;
+      out.textContent = t === null ? "" : "= " + F.fmtUtc(t);
+      out.hidden = t === null;
     }
-    for (const cam of cameras) addCameraBox(cam.name, cam.rows);
-  }
-
-  function addCameraBox(name, rows) {
-    const label = document.createElement("label");
-    label.className = "camera";
-    const box = document.createElement("input");
-    box.type = "checkbox";
-    box.name = "camera";
-    box.value = name;
-    label.append(box, " " + name);
-    if (rows !== undefined && rows !== null) {
-      const n = document.createElement("span");
-      n.className = "hint";
-      n.textContent = " (" + fmtInt(rows) + ")";
-      label.append(n);
-    }
-    el.cameraList.append(label);
-    return box;
   }
 
   // ---------------------------------------------------------------- the URL <-> the form
@@ -305,7 +175,7 @@
     return {
       q: el.q.value.trim(),
       k: isFinite(k) ? k : 20,
-      cameras: [...el.cameraList.querySelectorAll("input[type=checkbox]:checked")].map((b) => b.value),
+      cameras: cameras.checked(),
       since: readTime(el.since),
       until: readTime(el.until),
       minQuality: el.minQuality.value === "" ? null : Number(el.minQuality.value),
@@ -316,24 +186,26 @@
   // holds whole seconds); once the operator edits the input, the input's value counts.
   function readTime(input) {
     const exact = input.dataset.exact;
-    if (exact !== undefined && exact !== "" && toInputValue(Number(exact)) === input.value) return Number(exact);
-    return fromInputValue(input.value);
+    if (exact !== undefined && exact !== "" && F.toInputValue(Number(exact)) === input.value) return Number(exact);
+    return F.fromInputValue(input.value);
   }
 
   function writeTime(input, t) {
-    input.value = toInputValue(t);
+    input.value = F.toInputValue(t);
     if (t === null) delete input.dataset.exact; else input.dataset.exact = String(t);
   }
 
+  function isSimilar(search) { return search.similar !== undefined && search.similar !== null; }
+
   function paramsFor(search) {
     const p = new URLSearchParams();
-    if (search.similar !== undefined && search.similar !== null) p.set("similar", String(search.similar));
-    else p.set("q", search.q);
+    if (isSimilar(search)) p.set("similar", String(search.similar));
+    else if (search.q) p.set("q", search.q);
     p.set("k", String(search.k));
     for (const c of search.cameras) p.append("camera", c);
     if (search.since !== null) p.set("since", String(search.since));
     if (search.until !== null) p.set("until", String(search.until));
-    if (search.minQuality !== null && search.minQuality !== undefined) p.set("min_quality", String(search.minQuality));
+    if (!F.missing(search.minQuality)) p.set("min_quality", String(search.minQuality));
     return p;
   }
 
@@ -341,34 +213,30 @@
     const p = new URLSearchParams(location.search);
     const q = p.get("q");
     const similarRaw = p.get("similar");
-    if (q !== null) el.q.value = q;
+    const similar = similarRaw !== null && /^\d+$/.test(similarRaw) ? Number(similarRaw) : null;
+    el.q.value = similar === null && q !== null ? q : "";
     const k = parseInt(p.get("k"), 10);
     el.k.value = isFinite(k) ? String(k) : "20";
-    const wanted = new Set(p.getAll("camera"));
-    const boxes = [...el.cameraList.querySelectorAll("input[type=checkbox]")];
-    for (const b of boxes) b.checked = wanted.has(b.value);
-    for (const name of wanted) {
-      if (!boxes.some((b) => b.value === name)) addCameraBox(name).checked = true;
-    }
+    cameras.setChecked(p.getAll("camera"));
     const num = (v) => (v === null || v === "" || !isFinite(Number(v)) ? null : Number(v));
     writeTime(el.since, num(p.get("since")));
     writeTime(el.until, num(p.get("until")));
+    echoUtc();
     const mq = num(p.get("min_quality"));
-    if (mq !== null && mq >= 0 && mq <= 1 && ![...el.minQuality.options].some((o) => o.value === String(mq))) {
+    const mqOk = mq !== null && mq >= 0 && mq <= 1;
+    if (mqOk && ![...el.minQuality.options].some((o) => o.value === String(mq))) {
       const opt = document.createElement("option");  // a link's own threshold keeps working
       opt.value = String(mq);
       opt.textContent = "\u2265 " + String(mq);
       el.minQuality.append(opt);
     }
-    el.minQuality.value = mq !== null && mq >= 0 && mq <= 1 ? String(mq) : "";
+    el.minQuality.value = mqOk ? String(mq) : "";
     if (!run) return;
     const filters = readForm();
-    const similar = similarRaw !== null && /^\d+$/.test(similarRaw) ? Number(similarRaw) : null;
-    if (similar !== null) {
-      runSearch(Object.assign(filters, { similar }));
-    } else if (q) {
-      runSearch(filters);
-    } else {
+    if (similar !== null) runSearch(Object.assign(filters, { similar }));
+    else if (q) runSearch(filters);
+    else {
+      hideReference();
       clearResults();
       setStatus("");
       showError("");
@@ -380,12 +248,86 @@
     if (url !== location.pathname + location.search) history.pushState(null, "", url);
   }
 
+  // ---------------------------------------------------------------- the reference of a "find similar"
+
+  // The crop being searched by, shown above the results; the description box is emptied so it never
+  // looks like the search that ran.
+  function showReference(key, hit) {
+    el.q.value = "";
+    el.q.placeholder = "Or describe the person to search by text instead";
+    el.reference.hidden = false;
+    if (state.reference === key) return;
+    state.reference = key;
+    el.reference.dataset.key = String(key);
+    if (state.referenceImages) state.referenceImages.close();
+    const loader = new ImageLoader();
+    state.referenceImages = loader;
+    el.referenceImg.removeAttribute("src");
+    el.referenceImg.hidden = false;
+    el.referenceImg.alt = "The reference crop, row " + key;
+    loader.load(el.referenceImg, F.missing(hit) ? API + "/crops/" + key + ".jpg" : hit.crop_url, () => {
+      if (state.referenceImages === loader) el.referenceImg.hidden = true;
+    });
+    if (!F.missing(hit)) labelReference(key, hit);
+    else {
+      labelReference(key, null);
+      api("/rows/" + encodeURIComponent(key)).then((res) => {
+        if (state.reference === key && res.row) labelReference(key, res.row);
+      }).catch(() => { /* the search itself reports an unknown key */ });
+    }
+  }
+
+  function labelReference(key, hit) {
+    el.referenceLabel.textContent = "";
+    el.referenceLabel.append("row " + key);
+    if (!hit) return;
+    if (F.isPicture(hit)) el.referenceLabel.append(" \u00b7 picture ", F.bdi(F.fileName(hit.source), "source-name"));
+    if (!F.missing(hit.camera)) el.referenceLabel.append(" \u00b7 ", F.bdi(hit.camera, "camera-name"));
+    if (!F.missing(hit.timestamp)) el.referenceLabel.append(" \u00b7 " + F.fmtTime(hit.timestamp));
+  }
+
+  function hideReference() {
+    el.reference.hidden = true;
+    el.q.placeholder = TEXT_PLACEHOLDER;
+    state.reference = null;
+    if (state.referenceImages) state.referenceImages.close();
+    state.referenceImages = null;
+    el.referenceImg.removeAttribute("src");
+  }
+
+  // The reference's ×: back to the last description searched (run again), or to an empty search box.
+  function returnToText() {
+    const search = Object.assign(readForm(), { q: state.lastText });
+    hideReference();
+    el.q.value = search.q;
+    pushSearch(search);
+    if (search.q) runSearch(search);
+    else {
+      clearResults();
+      setStatus("");
+    }
+    el.q.focus();
+  }
+
   // ---------------------------------------------------------------- searching
 
   function clearResults() {
     if (state.gridImages) state.gridImages.close();
     state.gridImages = null;
     el.results.textContent = "";
+    el.scoreLegend.hidden = true;
+  }
+
+  function requestFor(search) {
+    const body = {
+      k: search.k,
+      camera: search.cameras.length ? search.cameras : null,
+      since: search.since,
+      until: search.until,
+    };
+    if (!F.missing(search.minQuality)) body.min_quality = search.minQuality;
+    if (isSimilar(search)) body.key = search.similar; else body.text = search.q;
+    return { path: isSimilar(search) ? "/query/image" : "/query", body };
   }
 
   async function runSearch(search) {
@@ -394,21 +336,17 @@
     if (state.searchAbort) state.searchAbort.abort();
     const abort = new AbortController();
     state.searchAbort = abort;
-    const isSimilar = search.similar !== undefined && search.similar !== null;
-    const body = {
-      k: search.k,
-      camera: search.cameras.length ? search.cameras : null,
-      since: search.since,
-      until: search.until,
-    };
-    if (search.minQuality !== null && search.minQuality !== undefined) body.min_quality = search.minQuality;
-    let path = "/query";
-    if (isSimilar) { path = "/query/image"; body.key = search.similar; } else body.text = search.q;
+    if (isSimilar(search)) showReference(search.similar, search.referenceHit);
+    else {
+      hideReference();
+      state.lastText = search.q;
+    }
+    const request = requestFor(search);
     showError("");
-    setStatus(isSimilar ? "Searching for crops like row " + search.similar + "\u2026" : "Searching\u2026");
+    setStatus(isSimilar(search) ? "Searching for crops like row " + search.similar + "\u2026" : "Searching\u2026");
     el.results.setAttribute("aria-busy", "true");
     try {
-      const res = await api(path, { method: "POST", json: body, signal: abort.signal });
+      const res = await api(request.path, { method: "POST", json: request.body, signal: abort.signal });
       if (seq !== state.searchSeq) return;
       renderResults(res, search);
     } catch (e) {
@@ -424,20 +362,23 @@
   function renderResults(res, search) {
     clearResults();
     const hits = res.hits || [];
-    const took = res.took_ms !== undefined && res.took_ms !== null ? Number(res.took_ms) : null;
+    const took = F.missing(res.took_ms) ? null : Number(res.took_ms);
     const n = hits.length + (hits.length === 1 ? " hit" : " hits");
     const timing = took === null ? "" : " in " + (took < 10 ? took.toFixed(1) : Math.round(took)) + " ms";
-    const what = search.similar !== undefined && search.similar !== null ? "Similar to row " + search.similar + ": " : "";
-    const rows = res.rows !== undefined ? " \u00b7 " + fmtInt(res.rows) + " gallery rows" : "";
-    setStatus(what + n + timing + rows);
+    const what = isSimilar(search) ? "Similar to row " + search.similar + ": " : "";
+    setStatus(what + n + timing);  // the gallery's size is in the header (/info), not in every answer
     if (!hits.length) {
       const empty = document.createElement("div");
       empty.className = "empty";
       empty.innerHTML = "<strong>No matches.</strong> Try a broader description, more cameras or a wider time range.";
-      if (res.rows === 0) empty.innerHTML = "<strong>The gallery is empty.</strong> Ingest some video first.";
+      if (state.info && state.info.rows === 0) empty.innerHTML = "<strong>The gallery is empty.</strong> Ingest some video first.";
       el.results.append(empty);
       return;
     }
+    el.scoreLegend.textContent = "Score: cosine similarity of " +
+      (isSimilar(search) ? "the reference crop" : "the description") + " and each crop, \u22121\u20261 " +
+      "(higher is closer). Compare scores within one search, not across searches.";
+    el.scoreLegend.hidden = false;
     const loader = new ImageLoader();
     state.gridImages = loader;
     const list = document.createElement("ol");
@@ -446,45 +387,62 @@
     el.results.append(list);
   }
 
+  // What a card says under its crop: a video row's track, camera and time; a picture's file name.
+  function cardMeta(hit) {
+    const picture = F.isPicture(hit);
+    const meta = F.span("meta");
+    const line1 = F.span("line1");
+    const score = F.span("score", F.fmtScore(hit.score));
+    score.title = "score: " + SCORE_HINT;
+    line1.append(score, picture ? F.span("kind", "Picture")
+      : F.span("track", F.missing(hit.track) ? "no track" : "track " + hit.track));
+    meta.append(line1);
+    if (!F.missing(hit.camera)) {
+      const camera = F.span("camera-name");
+      camera.append(F.bdi(hit.camera));
+      camera.title = F.escapeControls(hit.camera);
+      meta.append(camera);
+    }
+    if (picture) {
+      const name = F.span("source-name");
+      name.append(F.bdi(F.fileName(hit.source) || "row " + hit.key));
+      name.title = F.escapeControls(hit.source || "");
+      meta.append(name);
+    }
+    if (!picture || !F.missing(hit.timestamp)) meta.append(timeText(hit.timestamp));
+    if (!F.missing(hit.quality)) {
+      const q = F.span("quality", "crop quality " + hit.quality.toFixed(2));
+      q.title = "how surely the crop shows one whole person (0-1)";
+      meta.append(q);
+    }
+    if (hit.superseded) meta.append(F.span("superseded", "superseded source"));
+    return meta;
+  }
+
   function card(hit, rank, loader) {
     // <li> holds two buttons side by side: the card itself (opens the frame view) and "Similar".
     const li = document.createElement("li");
-    li.className = "hit-item";
+    li.className = "hit-item" + (F.isPicture(hit) ? " picture" : "");
     const b = document.createElement("button");
     b.type = "button";
     b.className = "hit-card";
     b.dataset.key = String(hit.key);
-    b.setAttribute("aria-label", "Rank " + rank + ", score " + fmtScore(hit.score) + ", camera " +
-      (hit.camera || "unknown") + ", " + fmtTime(hit.timestamp) + ", " + trackText(hit) + ". Open frame view.");
+    b.setAttribute("aria-label", "Rank " + rank + ", score " + F.fmtScore(hit.score) + ", " + rowLabel(hit) +
+      ". Open " + (F.isPicture(hit) ? "picture" : "frame") + " view.");
 
-    const thumb = span("thumb");
+    const thumb = F.span("thumb");
     const img = document.createElement("img");
     img.alt = "";
     img.decoding = "async";
-    thumb.append(img, span("rank", "#" + rank));
+    thumb.append(img, F.span("rank", "#" + rank));
     loader.load(img, hit.crop_url, (e) => {
       img.remove();
-      const miss = span("missing", e.status ? "crop " + e.status : "no crop");
+      const miss = F.span("missing", e.status ? "crop " + e.status : "no crop");
       miss.title = e.message;
       thumb.append(miss);
     });
-
-    const meta = span("meta");
-    const line1 = span("line1");
-    const score = span("score", fmtScore(hit.score));
-    score.title = "similarity score";
-    line1.append(score, span("track", trackText(hit)));
-    const camera = span("camera-name", hit.camera || "\u2014");
-    camera.title = hit.camera || "";
-    meta.append(line1, camera, timeSpan(hit.timestamp));
-    if (hit.quality !== null && hit.quality !== undefined) {
-      const q = span("quality", "crop quality " + hit.quality.toFixed(2));
-      q.title = "how surely the crop shows one whole person (0-1)";
-      meta.append(q);
-    }
-    if (hit.superseded) meta.append(span("superseded", "superseded source"));
-    b.append(thumb, meta);
-    b.addEventListener("click", () => openFrame(hit, b));
+    b.append(thumb, cardMeta(hit));
+    b.addEventListener("click", () => frameView.open(hit, b));
 
     const similar = document.createElement("button");
     similar.type = "button";
@@ -492,181 +450,29 @@
     similar.textContent = "Similar";
     similar.title = "Find crops that look like this one";
     similar.setAttribute("aria-label", "Find crops similar to rank " + rank);
-    similar.addEventListener("click", () => findSimilar(hit.key));
+    similar.addEventListener("click", () => findSimilar(hit));
 
     li.append(b, similar);
     return li;
   }
 
-  // "date time UTC" as two unbreakable parts, so a narrow card wraps between the date and the time only
-  function timeSpan(t) {
-    const text = fmtTime(t);
-    const out = span("time");
-    const m = /^(\S+) (.+)$/.exec(text);
-    if (m && (state.unix || t > UNIX_MIN)) out.append(span("nowrap", m[1]), " ", span("nowrap", m[2]));
-    else out.textContent = text;
+  // "date time zone" as two unbreakable parts, so a narrow card wraps between the date and the time only
+  function timeText(t) {
+    const out = F.span("time");
+    const p = !F.missing(t) && F.isWallTime(t) ? F.wallParts(t, false) : null;
+    if (p) out.append(F.span("nowrap", p.date), " ", F.span("nowrap", p.time + " " + p.zone));
+    else out.textContent = F.fmtTime(t);
+    if (p) out.title = F.fmtUtc(t);
     return out;
   }
 
-  function span(cls, text) {
-    const s = document.createElement("span");
-    s.className = cls;
-    if (text !== undefined) s.textContent = text;
-    return s;
-  }
-
-  function trackText(hit) {
-    return hit.track === null || hit.track === undefined ? "no track" : "track " + hit.track;
-  }
-
-  function findSimilar(key) {
-    const search = Object.assign(readForm(), { similar: key });
+  function findSimilar(hit) {
+    const search = Object.assign(readForm(), { similar: hit.key, referenceHit: hit });
     pushSearch(search);
     runSearch(search);
+    // on a phone the operator is down among the results: bring the reference (right above them) into view
+    el.reference.scrollIntoView({ block: "nearest" });
   }
-
-  // ---------------------------------------------------------------- the frame view
-
-  function openFrame(hit, opener) {
-    if (opener && !el.dialog.contains(opener)) state.opener = opener;
-    state.frameHit = hit;
-    el.dialog.dataset.key = String(hit.key);
-    const seq = ++state.frameSeq;
-    if (state.frameImages) state.frameImages.close();
-    const loader = new ImageLoader();
-    state.frameImages = loader;
-
-    el.frameTitle.textContent = (hit.camera || "unknown camera") + " \u00b7 " + fmtTime(hit.timestamp);
-    el.frameImg.removeAttribute("src");
-    el.frameImg.hidden = false;
-    el.frameImg.alt = "Frame " + hit.frame + " of " + (hit.camera || "the video") + " with the person boxed";
-    el.frameError.hidden = true;
-    el.frameError.textContent = "";
-    renderDetails(hit);
-    el.trackStrip.textContent = "";
-    el.nearbyStrip.textContent = "";
-    el.trackStrip.append(note("loading\u2026"));
-    el.nearbyStrip.append(note("loading\u2026"));
-
-    loader.load(el.frameImg, hit.frame_url, (e) => {
-      if (seq !== state.frameSeq) return;
-      el.frameImg.hidden = true;
-      el.frameError.textContent = "Frame not available: " + e.message;
-      el.frameError.hidden = false;
-    });
-
-    if (!el.dialog.open) {
-      if (typeof el.dialog.showModal === "function") el.dialog.showModal();
-      else el.dialog.setAttribute("open", "");
-    }
-    el.frameClose.focus();
-
-    api("/rows/" + encodeURIComponent(hit.key)).then((res) => {
-      if (seq !== state.frameSeq) return;
-      if (res.row) renderDetails(Object.assign({}, res.row, { score: hit.score, names: res.names || [] }));
-      renderStrip(el.trackStrip, res.track || [], hit.key, loader, "no other crops in this track");
-      renderStrip(el.nearbyStrip, res.nearby || [], hit.key, loader, "nothing else nearby");
-    }).catch((e) => {
-      if (seq !== state.frameSeq) return;
-      el.trackStrip.textContent = "";
-      el.nearbyStrip.textContent = "";
-      el.trackStrip.append(note("Could not load neighbours: " + e.message));
-    });
-  }
-
-  function note(text) {
-    const p = document.createElement("p");
-    p.className = "hint";
-    p.textContent = text;
-    return p;
-  }
-
-  function renderDetails(hit) {
-    const rows = [
-      ["Score", fmtScore(hit.score)],
-      ["Camera", hit.camera || "\u2014"],
-      ["Time", fmtTime(hit.timestamp)],
-      ["Track", hit.track === null || hit.track === undefined ? "\u2014" : String(hit.track)],
-      ["Person", hit.person === null || hit.person === undefined ? "\u2014" : String(hit.person)],
-      ["Crop quality", hit.quality === null || hit.quality === undefined ? "\u2014" : hit.quality.toFixed(2) +
-        " (how surely the crop shows one whole person)"],
-      ["Frame", String(hit.frame)],
-      ["Box", Array.isArray(hit.bbox) ? hit.bbox.map((v) => Math.round(v)).join(", ") : "\u2014"],
-      ["Row", String(hit.key)],
-      ["Source", hit.source || "\u2014"],
-    ];
-    const others = (hit.names || []).filter((n) => n !== hit.source);
-    if (others.length) rows.push(["Also named", others.join("\n")]);
-    if (hit.superseded) rows.push(["Status", "superseded (the source was replaced)"]);
-    el.frameDetails.textContent = "";
-    for (const [k, v] of rows) {
-      const dt = document.createElement("dt");
-      dt.textContent = k;
-      const dd = document.createElement("dd");
-      dd.textContent = v;
-      if (k === "Source" || k === "Also named") dd.className = "source";
-      el.frameDetails.append(dt, dd);
-    }
-  }
-
-  function renderStrip(container, hits, currentKey, loader, emptyText) {
-    container.textContent = "";
-    if (!hits.length) {
-      container.append(note(emptyText));
-      return;
-    }
-    for (const h of hits) {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = "strip-item" + (h.key === currentKey ? " current" : "");
-      b.dataset.key = String(h.key);
-      const label = (h.camera || "") + " " + fmtTime(h.timestamp) + " \u00b7 " + trackText(h);
-      b.title = label;
-      b.setAttribute("aria-label", "Open row " + h.key + ": " + label);
-      if (h.key === currentKey) b.setAttribute("aria-current", "true");
-      const img = document.createElement("img");
-      img.alt = "";
-      const cap = document.createElement("span");
-      cap.className = "cap";
-      cap.textContent = state.unix ? fmtClock(h.timestamp) : fmtTime(h.timestamp);
-      b.append(img, cap);
-      loader.load(img, h.crop_url, () => img.classList.add("broken"));
-      b.addEventListener("click", () => openFrame(h, null));
-      container.append(b);
-    }
-    const current = container.querySelector(".current");
-    if (current) { // centre the shown row in its strip without scrolling the dialog
-      container.scrollLeft = Math.max(0, current.offsetLeft - container.offsetLeft - (container.clientWidth - current.offsetWidth) / 2);
-    }
-  }
-
-  function fmtClock(t) {
-    if (t === null || t === undefined) return "\u2014";
-    const d = new Date(Math.round(t * 10) * 100);
-    return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds());
-  }
-
-  function closeFrame() { if (el.dialog.open) el.dialog.close(); }
-
-  el.dialog.addEventListener("close", () => {
-    state.frameSeq++;
-    if (state.frameImages) state.frameImages.close();
-    state.frameImages = null;
-    el.frameImg.removeAttribute("src");
-    const opener = state.opener;
-    state.opener = null;
-    if (opener && opener.isConnected) opener.focus();
-  });
-  el.dialog.addEventListener("click", (ev) => { if (ev.target === el.dialog) closeFrame(); }); // the backdrop
-  el.frameClose.addEventListener("click", closeFrame);
-  el.frameSimilar.addEventListener("click", () => {
-    const hit = state.frameHit;
-    if (!hit) return;
-    state.opener = null;
-    closeFrame();
-    findSimilar(hit.key);
-    el.results.focus({ preventScroll: true });
-  });
 
   // ---------------------------------------------------------------- wiring
 
@@ -674,7 +480,8 @@
     ev.preventDefault();
     const search = readForm();
     if (!search.q) {
-      showError("Type a description of the person to search for.");
+      showError(state.reference === null ? "Type a description of the person to search for."
+        : "Type a description to search by text, or use \u201cSimilar\u201d on a result to search by a crop.");
       el.q.focus();
       return;
     }
@@ -698,11 +505,16 @@
     });
   }
 
+  el.since.addEventListener("input", echoUtc);
+  el.until.addEventListener("input", echoUtc);
+  el.referenceClear.addEventListener("click", returnToText);
+
   el.authForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const key = el.apiKey.value.trim();
     if (!key) return;
     setApiKey(key);
+    state.keyRejected = false;
     el.apiKey.value = "";
     state.ready = false;
     boot();
@@ -711,13 +523,14 @@
   el.forgetKey.addEventListener("click", () => {
     setApiKey("");
     state.ready = false;
+    hideReference();
     clearResults();
     setStatus("");
     boot();
   });
 
   window.addEventListener("popstate", () => {
-    closeFrame();
+    frameView.close();
     if (state.ready) fromUrl(true);
   });
 
