@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-detector.txt
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo serve test browser bench bench-vitb clean
+.PHONY: install demo serve test browser nginx bench bench-vitb clean
 
 $(STAMP): pyproject.toml requirements-detector.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,22 @@ browser:
 	      echo "could not install chromium: the browser test will be skipped"; \
 	    else echo "no chromium and no way to install it here: the browser test will be skipped"; fi; }
 
-test: install browser
+# The reverse-proxy test (tests/serve/test_proxy.py) runs Debian's nginx in front of the service; installed here
+# the same way when it is missing (nginx-light, else nginx; /usr/sbin is not on every user's PATH); otherwise
+# that test is skipped and says why. The test starts its own nginx, so the system service the package starts
+# (Debian's default site on port 80) is stopped and disabled again.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+	  { if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	    if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing nginx for the reverse-proxy test (apt-get)"; \
+	      ($$SUDO apt-get update -qq && { DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx-light >/dev/null 2>&1 || \
+	        DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx >/dev/null; } && \
+	        { ! command -v systemctl >/dev/null 2>&1 || $$SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; }) || \
+	      echo "could not install nginx: the reverse-proxy test will be skipped"; \
+	    else echo "no nginx and no way to install it here: the reverse-proxy test will be skipped"; fi; }
+
+test: install browser nginx
 	$(PY) -m pytest -q
 
 bench: install

@@ -12,11 +12,13 @@ from helpers import ROOT  # noqa: E402  (re-exported: the service runs from the 
 
 
 @contextmanager
-def served(engine_dir, gallery=None, keys=None, extra_args=(), host="127.0.0.1", env=None):
-    """The real server on a free loopback port: yields its base URL (see sen_infer.serve.launch)."""
+def served(engine_dir, gallery=None, keys=None, extra_args=(), host="127.0.0.1", env=None, output=None):
+    """The real server on a free loopback port: yields its base URL (see sen_infer.serve.launch); `output`
+    (a list) receives the lines it prints."""
     from sen_infer.serve.launch import served as launch
 
-    with launch(engine_dir, gallery=gallery, keys=keys, extra_args=extra_args, host=host, env=env, cwd=ROOT) as url:
+    with launch(engine_dir, gallery=gallery, keys=keys, extra_args=extra_args, host=host, env=env, cwd=ROOT,
+                output=output) as url:
         yield url
 
 

@@ -145,6 +145,47 @@ class Catalogue:
             cur = conn.execute("SELECT no, camera, day, path, t_min, t_max FROM shards ORDER BY no")
             return [dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r)) for r in cur]
 
+    def select(self, cameras=None, since: float | None = None, until: float | None = None) -> list[dict]:
+        """The shards a filter can match, found by the database's indexes (camera: the (camera, day) key)
+        rather than by reading every entry: a one-camera query on a root of 30,000 shards reads its camera's.
+
+        Args:
+            cameras: camera names (any of them), or None for every camera.
+            since, until: a time window; a shard with no recorded span (undated rows) never matches one.
+
+        Returns:
+            The matching shards as `shards` gives them, by number.
+        """
+        where, params = [], []
+        if cameras is not None:
+            names = sorted(cameras)
+            where.append(f"camera IN ({','.join('?' * len(names))})")
+            params += names
+        if since is not None or until is not None:
+            where.append("t_min IS NOT NULL")
+        if since is not None:
+            where.append("t_max >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("t_min <= ?")
+            params.append(until)
+        sql = "SELECT no, camera, day, path, t_min, t_max FROM shards"
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY no"
+        with self._conn() as conn:
+            return [dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r)) for r in conn.execute(sql, params)]
+
+    def numbered(self, nos) -> dict[int, dict]:
+        """The shards numbered `nos` (by primary key; numbers no longer in the catalogue are left out)."""
+        nos = sorted({int(n) for n in nos})
+        out = {}
+        with self._conn() as conn:
+            for at in range(0, len(nos), 500):  # well under SQLite's limit on bound parameters
+                part = nos[at:at + 500]
+                cur = conn.execute(f"SELECT no, camera, day, path, t_min, t_max FROM shards WHERE no IN "
+                                   f"({','.join('?' * len(part))})", part)
+                out.update({r[0]: dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r)) for r in cur})
+        return out
+
     def shard_for(self, camera: str, day: str) -> dict:
         """The shard of (camera, day), made (catalogue row + folder name) if it does not exist yet."""
         path = f"shards/{_slug(camera)}/{day}"

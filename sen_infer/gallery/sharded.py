@@ -92,7 +92,7 @@ class ShardedGallery:
             UnknownKey: no shard `no` in the catalogue (never made, or removed by retention).
         """
         if info is None:
-            info = next((s for s in self.catalogue.shards() if s["no"] == no), None)
+            info = self.catalogue.numbered([no]).get(no)
             if info is None:
                 self._forget(no)
                 raise UnknownKey(f"no shard {no} in {self.root} (never made, or removed by retention)")
@@ -113,12 +113,12 @@ class ShardedGallery:
                 old.close()
         return g
 
-    def made_shards(self) -> list[dict]:
-        """The catalogue's shards whose folder holds a gallery. An entry without one was left by a routing
-        that was killed before its writer opened the shard: it holds no rows, and is skipped by every
-        read (an ingest of its camera and day makes it) rather than failing every query."""
+    def made_shards(self, entries: list[dict] | None = None) -> list[dict]:
+        """The catalogue's shards (or of `entries`) whose folder holds a gallery. An entry without one was
+        left by a routing that was killed before its writer opened the shard: it holds no rows, and is
+        skipped by every read (an ingest of its camera and day makes it) rather than failing every query."""
         out = []
-        for s in self.catalogue.shards():
+        for s in self.catalogue.shards() if entries is None else entries:
             if s["no"] not in self._made:
                 if not (self.root / s["path"] / "gallery.sqlite").is_file():
                     continue
@@ -142,17 +142,7 @@ class ShardedGallery:
         """The shards a filter can match: by camera name, and by each shard's recorded time span (a shard
         with no recorded span holds undated rows, which a time window never selects)."""
         names = None if camera is None else ({camera} if isinstance(camera, str) else set(camera))
-        out = []
-        for s in self.made_shards():
-            if names is not None and s["camera"] not in names:
-                continue
-            if since is not None or until is not None:
-                if s["t_min"] is None:
-                    continue
-                if (since is not None and s["t_max"] < since) or (until is not None and s["t_min"] > until):
-                    continue
-            out.append(s)
-        return out
+        return self.made_shards(self.catalogue.select(names, since, until))
 
     # ---- search -----------------------------------------------------------------------------------
     def search(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
@@ -211,7 +201,7 @@ class ShardedGallery:
         for key in keys:
             no, local = self.catalogue.keys.split(key)
             by_shard.setdefault(no, []).append(local)
-        known = {s["no"]: s for s in self.made_shards()}  # read once, not once per shard
+        known = {s["no"]: s for s in self.made_shards(list(self.catalogue.numbered(by_shard).values()))}
         out = {}
         for no, locals_ in by_shard.items():
             if no not in known:

@@ -11,6 +11,8 @@ at /. This module only assembles it; a newcomer's map of the package:
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from sen_infer.serve.config import ServeConfig
@@ -25,6 +27,16 @@ from sen_infer.serve.schemas import ErrorOut
 from sen_infer.serve.service import Service, version
 
 __all__ = ["create_app"]
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    """On a graceful stop: the refusals counted but not yet summarised are written to the audit log, and
+    the decoding threads finish what they hold."""
+    yield
+    svc = app.state.service
+    svc.refusals.flush(everything=True)
+    svc.decoder.close()
 
 
 def create_app(config: ServeConfig, service: Service | None = None):
@@ -43,7 +55,7 @@ def create_app(config: ServeConfig, service: Service | None = None):
         SenInferError: an engine or gallery that cannot be opened.
     """
     svc = service or Service(config)
-    app = FastAPI(title="SEN person search", version=version(), docs_url=None, redoc_url=None,
+    app = FastAPI(title="SEN person search", version=version(), docs_url=None, redoc_url=None, lifespan=_lifespan,
                   openapi_url="/openapi.json",
                   responses={status: {"model": ErrorOut, "description": text} for status, text in ERRORS.items()},
                   description="Text-based person search over a gallery of camera crops. "

@@ -16,9 +16,9 @@ READY_TIMEOUT = 120  # seconds for the engine to load and the port to open on a 
 
 @contextmanager
 def served(engine_dir, gallery=None, keys=None, extra_args=(), host: str = "127.0.0.1", env: dict | None = None,
-           cwd=None, ready_timeout: float = READY_TIMEOUT):
+           cwd=None, ready_timeout: float = READY_TIMEOUT, output: list | None = None):
     """Yields the base URL ("http://127.0.0.1:PORT"); RuntimeError with the server's last lines when it
-    does not start."""
+    does not start. `output`, when given, receives every line the server prints (a test reads its log)."""
     cmd = [sys.executable, "-m", "sen_infer", "serve", "--engine", str(engine_dir), "--host", host, "--port", "0",
            "--quiet"]
     if gallery is not None:
@@ -35,6 +35,8 @@ def served(engine_dir, gallery=None, keys=None, extra_args=(), host: str = "127.
     def read():  # keep draining the pipe so the server never blocks on a full one
         for line in proc.stdout:
             lines.append(line.rstrip())
+            if output is not None:
+                output.append(line.rstrip())
             del lines[:-200]
             if not url and "listening on " in line:
                 url.append(line.split("listening on ", 1)[1].strip())

@@ -111,9 +111,10 @@ class Service:
     def audit_request(self, request: Request, key: Key | None, status: int, who: str | None = None,
                       **fields) -> None:
         """One audit line for a request: who (the key's name, "local" without keys), role, client, route.
-        A refusal (status >= 400) is written within the client's `RefusalBudget`, counted past it."""
+        An access refusal (401, 403) is written within the client's `RefusalBudget`, counted past it; a
+        search refused to a valid key is always written (its holder is named, and can be revoked)."""
         client = request.client.host if request.client else None
-        if status >= 400 and not self.refusals.admit(client):
+        if status in (401, 403) and not self.refusals.admit(client):
             return
         self.refusals.flush()
         self.audit.record(who=who or self.who(key), role=key.role if key else None, client=client,
