@@ -67,7 +67,8 @@ def create_app(config: ServeConfig, service: Service | None = None):
     mount_files(app)
     hosts = LOOPBACK_NAMES if not svc.gate.enabled else None  # without keys, loopback names only
     # outermost first: browser isolation, then the key (before any body is read), then the body's limits
-    return SameOrigin(Authenticate(BodyLimit(app, svc.limits, upload_paths=(UPLOAD_PATH,)), svc), hosts)
+    limited = BodyLimit(app, svc.limits, upload_paths=(UPLOAD_PATH,), on_refused=svc.audit_early)
+    return SameOrigin(Authenticate(limited, svc), hosts)
 
 
 # Every error status the service can send, declared on every route of the OpenAPI schema (a route may not

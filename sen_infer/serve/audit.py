@@ -6,7 +6,7 @@ lines whole even with several server processes on one file, and flushed before t
 
 A line is a line for every reader: any character that some reader takes as a line break or that a
 terminal would reorder (C0 and C1 controls, DEL, NEL, U+2028/U+2029, bidi and other format characters) is
-written as a JSON \\u escape. Access refusals (401, 403) are counted per client, and past
+written as a JSON \\u escape. Refusals for want of a valid key (401) are counted per client, and past
 `RefusalBudget.per_window` a window they are summarised in one line rather than written one by one, so a
 flood of bad keys cannot fill the disk. The file is rotated by size (`max_bytes`, `keep` old files), safely across processes.
 """

@@ -41,8 +41,9 @@ class BodyLimit:
     (chunked uploads state no length); 408 for a body not in by its deadline. `upload_paths` get the upload
     limit, every other path max_body."""
 
-    def __init__(self, app, limits: Limits, upload_paths: tuple[str, ...]):
+    def __init__(self, app, limits: Limits, upload_paths: tuple[str, ...], on_refused=None):
         self.app, self.limits, self.upload_paths = app, limits, upload_paths
+        self.on_refused = on_refused  # (scope, status, line): audits a refusal made here, before FastAPI
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -50,10 +51,15 @@ class BodyLimit:
         limit = self.limits.max_upload if scope["path"] in self.upload_paths else self.limits.max_body
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
+            refusal = None
             if not length.isdigit():
-                return await _reply(send, 400, "Content-Length is not a number")
-            if int(length) > limit:
-                return await _reply(send, 413, f"request body over the limit of {limit} bytes for {scope['path']}")
+                refusal = 400, "Content-Length is not a number"
+            elif int(length) > limit:
+                refusal = 413, f"request body over the limit of {limit} bytes for {scope['path']}"
+            if refusal:
+                if self.on_refused is not None:
+                    self.on_refused(scope, *refusal)
+                return await _reply(send, *refusal)
         seen, started, body_done = 0, False, False
         deadline = time.monotonic() + self.limits.body_timeout
 

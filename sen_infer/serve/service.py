@@ -15,10 +15,10 @@ from sen_infer.query import Retriever, check_filters
 from sen_infer.serve.audit import AuditLog, RefusalBudget
 from sen_infer.serve.auth import Gate, Key, gate_for
 from sen_infer.serve.config import ServeConfig
-from sen_infer.serve.errors import FrameUnavailable, LimitExceeded
+from sen_infer.serve.errors import AccessError, FrameUnavailable, LimitExceeded
 from sen_infer.serve.frames import FrameRenderer
 from sen_infer.serve.images import Decoder
-from sen_infer.serve.schemas import Filters
+from sen_infer.serve.schemas import API, Filters
 from sen_infer.store import Row
 
 
@@ -29,6 +29,9 @@ class Service:
     def __init__(self, config: ServeConfig):
         self.config, self.limits = config, config.limits
         self.gate: Gate = gate_for(config.host, config.keys)
+        if config.trusted_proxies and config.keys is None:
+            raise AccessError("--trusted-proxy needs --keys: behind a proxy every request arrives from loopback, "
+                              "which a service without keys trusts (docs/serve.md, Behind a reverse proxy)")
         self.retriever = Retriever(config.engine, gallery=config.gallery, backend=config.backend, verify=config.verify)
         self.gallery = self.retriever.open_gallery(create=False)  # serving a path with no gallery is an error
         self.audit = AuditLog(config.audit if config.audit is not None else self.gallery.dir / "audit.jsonl",
@@ -111,10 +114,11 @@ class Service:
     def audit_request(self, request: Request, key: Key | None, status: int, who: str | None = None,
                       **fields) -> None:
         """One audit line for a request: who (the key's name, "local" without keys), role, client, route.
-        An access refusal (401, 403) is written within the client's `RefusalBudget`, counted past it; a
-        search refused to a valid key is always written (its holder is named, and can be revoked)."""
+        A 401 (no valid key: anyone can send those) is written within the client's `RefusalBudget`,
+        counted past it; whatever a valid key does is always written (its holder is named, and can be
+        revoked)."""
         client = request.client.host if request.client else None
-        if status in (401, 403) and not self.refusals.admit(client):
+        if status == 401 and not self.refusals.admit(client):
             return
         self.refusals.flush()
         self.audit.record(who=who or self.who(key), role=key.role if key else None, client=client,
@@ -125,6 +129,16 @@ class Service:
         `Authenticate` middleware), within the client's `RefusalBudget`."""
         if self.refusals.admit(client):
             self.audit.record(who=who, role=None, client=client, route=route, **fields, status=status)
+
+    def audit_early(self, scope: dict, status: int, line: str) -> None:
+        """The audit line of a search refused by the body limits before FastAPI saw it (a Content-Length
+        over the limit): the key the `Authenticate` middleware found, the client, the route, the error."""
+        if not scope["path"].startswith(f"{API}/query"):
+            return
+        key = scope.get("state", {}).get("key")
+        client = scope.get("client")
+        self.audit.record(who=self.who(key) if key or not self.gate.enabled else "-", role=key.role if key else None,
+                          client=client[0] if client else None, route=scope["path"], error=line, status=status)
 
     def audit_search(self, request: Request, key: Key | None, what: dict, filters: dict, status: int,
                      hits: int | None = None, error: str | None = None, started: float | None = None) -> None:

@@ -178,7 +178,15 @@ def test_audit_lines_stay_lines_and_name_who_sent_them(site, tmp_path):
         bad = {"Content-Type": "application/json"}
         assert call(base, "/api/v1/query", data=b'{"text": ', headers=bad, key=viewer)[0] == 400
         assert call(base, "/api/v1/query", data=b'{"text": ', headers=bad)[0] == 401
+        # a body refused on its stated length, before FastAPI sees it, is audited with its key too
+        s = _connect(base)
+        s.sendall(b"POST /api/v1/query/image HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                  + viewer.encode() + b"\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                  b"Content-Length: 9437184\r\n\r\n")
+        assert _closed_after(s).startswith(b"HTTP/1.1 413")
+        s.close()
     records = _audit_lines(audit)
+    assert any(r["status"] == 413 and r["who"] == "op" and "limit" in r["error"] for r in records)
     search = next(r for r in records if r.get("text") == text)
     assert search["filters"]["camera"] == ["cam1", BREAKERS] and search["who"] == "op"
     assert any(r.get("route") == "/api/v1/x" + BREAKERS and r["status"] == 401 for r in records)
@@ -226,7 +234,7 @@ def test_audit_rotation_loses_and_repeats_nothing(tmp_path):
     for w in writers:
         w.close()
     files = [path] + sorted(tmp_path.glob("audit.jsonl.*[0-9]"))
-    assert len(files) > 10  # it did rotate, many times
+    assert len(files) > 3  # it did rotate, several times (600 lines of about 60 bytes, 4000 per file)
     seen = [(r["who"], r["n"]) for f in files for r in _audit_lines(f)]
     assert sorted(seen) == [(w, i) for w in (0, 1) for i in range(300)]
     assert [r["n"] for r in AuditLog(path, max_bytes=4000, keep=1000).tail(500) if r["who"] == 1][-1] == 299
@@ -262,4 +270,4 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(site, tmp_pa
                                "-H", f"Authorization: Bearer {site['admin']}", "--request-timeout", "120"],
                               capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-4000:]
-    assert "No issues found" in done.stdout
+    assert " passed" in done.stdout and "failure" not in done.stdout.split("SUMMARY")[-1], done.stdout[-4000:]
