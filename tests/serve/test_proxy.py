@@ -275,7 +275,8 @@ def test_the_search_page_through_the_proxy(site, proxied):
             page.wait_for_selector("#api-key", state="visible")
             page.fill("#api-key", viewer)
             page.press("#api-key", "Enter")
-            page.wait_for_selector("#q", state="visible")
+            # the key is taken once the page has listed the cameras with it (searching before that races it)
+            _until(page, "document.querySelectorAll('#camera-list input[type=checkbox]').length > 0")
             page.fill("#q", QUERY)
             page.press("#q", "Enter")
             shown = _until(page, "(c => !document.getElementById('results').hasAttribute('aria-busy') && c.length"
@@ -298,7 +299,8 @@ def _until(page, expression: str):
         if got:
             return got
         if time.monotonic() > end:
-            raise AssertionError(f"not within {WAIT_S} s: {expression}")
+            shown = page.evaluate("document.body.innerText").strip()[:600]
+            raise AssertionError(f"not within {WAIT_S} s: {expression}\nthe page shows: {shown}")
         time.sleep(0.1)
 
 
