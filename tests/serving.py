@@ -22,15 +22,22 @@ def served(engine_dir, gallery=None, keys=None, extra_args=(), host="127.0.0.1",
         yield url
 
 
-def call(base: str, path: str, body=None, key: str | None = None, method: str | None = None,
-         headers: dict | None = None, data: bytes | None = None, timeout: float = 60):
-    """(status, headers, parsed JSON or raw bytes) of one request; never raises on an HTTP status."""
+def request_parts(body=None, key: str | None = None, headers: dict | None = None,
+                  data: bytes | None = None) -> tuple[bytes | None, dict]:
+    """(body bytes, headers) of a request: `body` as JSON when given, the key as a Bearer header."""
     h = dict(headers or {})
     if body is not None:
         data = json.dumps(body).encode()
         h.setdefault("Content-Type", "application/json")
     if key is not None:
         h["Authorization"] = f"Bearer {key}"
+    return data, h
+
+
+def call(base: str, path: str, body=None, key: str | None = None, method: str | None = None,
+         headers: dict | None = None, data: bytes | None = None, timeout: float = 60):
+    """(status, headers, parsed JSON or raw bytes) of one request; never raises on an HTTP status."""
+    data, h = request_parts(body, key, headers, data)
     req = urllib.request.Request(base + path, data=data, headers=h, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:

@@ -156,8 +156,10 @@ class ShardedGallery:
         Raises:
             QueryError: per_person=True (identities are linked within one gallery).
         """
-        best = self.nearest(query, k, camera, since, until, per_track, superseded, per_person, min_quality)
-        rows = self.rows([key for key, _ in best])
+        shards = self.select(camera, since, until)  # the catalogue is read once per search
+        best = self._nearest_in(shards, query, k, camera, since, until, per_track, superseded, per_person,
+                                min_quality)
+        rows = self.rows([key for key, _ in best], known={s["no"]: s for s in shards})
         return [replace(rows[key], score=score) for key, score in best if key in rows]
 
     def nearest(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
@@ -165,10 +167,15 @@ class ShardedGallery:
                 min_quality: float | None = None) -> list[tuple[int, float]]:
         """Each matching shard's top k as (key, score), merged by score then global key.
         Arguments and errors as `search`."""
+        return self._nearest_in(self.select(camera, since, until), query, k, camera, since, until, per_track,
+                                superseded, per_person, min_quality)
+
+    def _nearest_in(self, shards: list[dict], query, k, camera, since, until, per_track, superseded, per_person,
+                    min_quality) -> list[tuple[int, float]]:
+        """`nearest` over the shards `select` chose."""
         if per_person:
             raise QueryError("per_person is not available on a sharded gallery: identities are linked "
                              "within one gallery")
-        shards = self.select(camera, since, until)
         self.last_searched = [s["no"] for s in shards]
         q = normalise(np.asarray(query, np.float32).reshape(-1))
 
@@ -191,8 +198,13 @@ class ShardedGallery:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="shard-search")
             return self._pool
 
-    def rows(self, keys) -> dict[int, Row]:
+    def rows(self, keys, known: dict[int, dict] | None = None) -> dict[int, Row]:
         """The stored rows of global `keys`, read from their shards; missing keys are left out.
+
+        Args:
+            keys: global row keys.
+            known: catalogue entries by shard number already read (a search's own selection); the
+                catalogue is asked only for the shards not among them.
 
         Returns:
             {global key: `Row`}, the rows' `key`, `track` and `person` made global too.
@@ -201,7 +213,10 @@ class ShardedGallery:
         for key in keys:
             no, local = self.catalogue.keys.split(key)
             by_shard.setdefault(no, []).append(local)
-        known = {s["no"]: s for s in self.made_shards(list(self.catalogue.numbered(by_shard).values()))}
+        known = dict(known or {})
+        missing = [no for no in by_shard if no not in known]
+        if missing:
+            known.update({s["no"]: s for s in self.made_shards(list(self.catalogue.numbered(missing).values()))})
         out = {}
         for no, locals_ in by_shard.items():
             if no not in known:

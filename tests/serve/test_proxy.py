@@ -31,7 +31,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 
 from benchmarks.nginx import nginx_binary, nginx_proxy, self_signed  # noqa: E402
 from helpers import run_cli  # noqa: E402
-from serving import served, wait_until  # noqa: E402
+from serving import request_parts, served, wait_until  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(nginx_binary() is None, reason="no nginx binary (Debian: apt-get install nginx-light; "
@@ -101,12 +101,7 @@ def request(site, base: str, path: str, body=None, key: str | None = None, heade
     src = (source, 0) if source else None
     conn = (http.client.HTTPSConnection(host, int(port), context=site.tls, timeout=WAIT_S, source_address=src)
             if scheme == "https" else http.client.HTTPConnection(host, int(port), timeout=WAIT_S, source_address=src))
-    h = dict(headers or {})
-    if body is not None:
-        data = json.dumps(body).encode()
-        h.setdefault("Content-Type", "application/json")
-    if key is not None:
-        h["Authorization"] = f"Bearer {key}"
+    data, h = request_parts(body, key, headers, data)
     try:
         conn.request(method or ("POST" if data is not None else "GET"), path, body=data, headers=h)
         r = conn.getresponse()
