@@ -6,7 +6,7 @@ TLS and one more hop. The goal: through the proxy, at least 0.8x of the direct t
 
 One server (`python -m sen_infer serve` with keys and `--trusted-proxy 127.0.0.1`, as docs/serve.md
 says to run it behind a proxy) is measured directly and through nginx running docs/nginx.conf itself
-(benchmarks/nginx.py). N client threads, each on its own keep-alive connection, each send a fixed number
+(tests/nginx_proxy.py). N client threads, each on its own keep-alive connection, each send a fixed number
 of POST /api/v1/query. The two modes alternate for several rounds (direct first, then proxied first), so
 a machine's background load falls on both alike.
 
@@ -32,7 +32,7 @@ import urllib.parse
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.nginx import nginx_binary, nginx_proxy, self_signed
+from tests.nginx_proxy import nginx_binary, nginx_proxy, self_signed
 from benchmarks.serve import load_queries, percentile
 
 ROOT = Path(__file__).resolve().parents[1]

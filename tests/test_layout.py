@@ -37,6 +37,14 @@ def test_import_rules(package):
     assert not offenders, offenders
 
 
+
+def test_only_the_benchmarks_own_smoke_tests_import_benchmarks():
+    """Nothing imports `benchmarks` (DESIGN.md): a test of the product needs no benchmark code to run.
+    tests/bench/ runs the benchmarks themselves, so it alone may."""
+    offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "tests").rglob("*.py")
+                 if "bench" not in path.relative_to(ROOT / "tests").parts[:1] and "benchmarks" in _imports(path)]
+    assert not offenders, offenders
+
 def test_data_tools_and_metrics_import_without_torch():
     code = ("import sys; import sen_train.data, sen_train.data.synth, sen_train.data.synth_video, "
             "sen_train.metrics, sen_infer; assert 'torch' not in sys.modules, 'torch imported'")

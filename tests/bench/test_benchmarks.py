@@ -174,3 +174,23 @@ def test_detectors_per_core(results_in_tmp):
                                                                 for s in ("640x480", "768x576")}
     assert all(r["detector_fps"] > 0 and r["camera_fps_at_stride"] > 0 for r in doc["rows"])
     assert doc["threads"] == 1
+
+
+def test_proxy(engine, video, results_in_tmp, tmp_path):
+    """The proxy benchmark, small: direct and through nginx (docs/nginx.conf), every query answered in both
+    modes (its figures are not asserted)."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from nginx_proxy import nginx_binary
+
+    if nginx_binary() is None:
+        pytest.skip("no nginx binary (Debian: apt-get install nginx-light; `make test` installs it where it can)")
+    from benchmarks import proxy
+    from sen_infer import Retriever
+
+    gallery = tmp_path / "gallery"
+    Retriever(engine, gallery=gallery).gallery.add_video(video / "cam1.mp4", camera="cam1")
+    proxy.main(["--engine", str(engine), "--gallery", str(gallery), "--data", str(tmp_path / "no data"),
+                "--clients", "2", "--count", "3", "--rounds", "2", "--work", str(tmp_path / "work")])
+    doc = json.loads((results_in_tmp / "proxy.json").read_text())
+    assert [r["mode"] for r in doc["rows"]] == ["direct", "through nginx"]
+    assert doc["errors_total"] == 0 and all(r["requests"] == 2 * 3 * 2 for r in doc["rows"]) and doc["ratio"] > 0

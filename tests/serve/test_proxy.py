@@ -1,6 +1,6 @@
 """The service behind a real reverse proxy: Debian's nginx on loopback, started here, terminating TLS
 with a throwaway certificate. nginx runs docs/nginx.conf itself, changing only the listen address,
-certificate paths and upstream port (benchmarks/nginx.py).
+certificate paths and upstream port (tests/nginx_proxy.py).
 
 Checked through https://127.0.0.1:PORT:
 - the page loads with its headers, and the API answers as it does directly;
@@ -29,8 +29,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
-from benchmarks.nginx import nginx_binary, nginx_proxy, self_signed  # noqa: E402
 from helpers import run_cli  # noqa: E402
+from nginx_proxy import nginx_binary, nginx_proxy, self_signed  # noqa: E402
 from serving import request_parts, served, wait_until  # noqa: E402
 
 pytestmark = [
@@ -298,14 +298,3 @@ def _until(page, expression: str):
             raise AssertionError(f"not within {WAIT_S} s: {expression}\nthe page shows: {shown}")
         time.sleep(0.1)
 
-
-def test_the_proxy_benchmark_runs(site, tmp_path, monkeypatch):
-    """benchmarks/proxy.py, small: both modes answer every query (its figures are not asserted)."""
-    from benchmarks import proxy
-
-    monkeypatch.setenv("SEN_BENCH_RESULTS", str(tmp_path / "results"))
-    proxy.main(["--engine", str(site.engine), "--gallery", str(site.gallery), "--data", str(tmp_path / "no data"),
-                "--clients", "2", "--count", "3", "--rounds", "2", "--work", str(tmp_path / "work")])
-    doc = json.loads((tmp_path / "results" / "proxy.json").read_text())
-    assert [r["mode"] for r in doc["rows"]] == ["direct", "through nginx"]
-    assert doc["errors_total"] == 0 and all(r["requests"] == 2 * 3 * 2 for r in doc["rows"]) and doc["ratio"] > 0

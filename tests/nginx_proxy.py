@@ -1,5 +1,6 @@
 """Debian's nginx in front of the service, configured from docs/nginx.conf itself, for
-tests/serve/test_proxy.py and benchmarks/proxy.py.
+tests/serve/test_proxy.py and benchmarks/proxy.py (which imports it as `tests.nginx_proxy`: benchmarks
+may import anything, nothing imports benchmarks). Standard library only, so both can import it.
 
 Only the documented file's placeholders change: the `listen` address, the two certificate paths and the
 upstream's port. Each must appear exactly once, so a doc edit that moves one fails here loudly rather
