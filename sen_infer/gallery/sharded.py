@@ -445,12 +445,12 @@ def shard_holding(catalogue: Catalogue, root: Path, head: str, camera: str) -> d
     """The catalogue entry of the shard the content `head` was routed to, if that shard still exists; in a
     root made before contents were recorded, also a shard of `camera` that holds it."""
     no, complete = catalogue.content_shard(head)
-    shards = {s["no"]: s for s in catalogue.shards()}
-    if no in shards:
-        return shards[no]
+    held = None if no is None else catalogue.numbered([no]).get(no)  # by primary key: routing reads no list
+    if held is not None:
+        return held
     if not complete:
-        for s in shards.values():
-            if s["camera"] == camera and content_in(root / s["path"], head) is not None:
+        for s in catalogue.select({camera}):
+            if content_in(root / s["path"], head) is not None:
                 catalogue.place_content(head, s["no"])
                 return s
     return None

@@ -9,8 +9,11 @@ import contextlib
 import json
 import os
 
+import warnings
+
 import numpy as np
 
+import sen_infer.store.camera_blocks as camera_blocks
 from sen_infer.files import fsync_path, remove_stale_temps, temp_name, write_atomic
 from sen_infer.store.ann import TieredIndex
 from sen_infer.store.schema import has_table, quality_column
@@ -58,6 +61,7 @@ def open_index(store) -> None:
             store.last_seen = 0
             if has_table(conn, "edits"):  # every blob is read (and checked) by the rebuild
                 store.edits_seen = conn.execute("SELECT coalesce(max(n), 0) FROM edits").fetchone()[0]
+        store.blocks = camera_blocks.load(store) if len(store.columns) > store.exact_max else None
         added_before = store.index.delta_size
         store.refresh()
         store.opened = {"how": how, "rows_added": store.index.delta_size - added_before,
@@ -143,6 +147,7 @@ def save_index(store) -> None:
         # (holding other rows) over the path right after ours, and mapping the path then gave this store an
         # index without rows its columns hold (KeyError in the next search of a track's vectors)
         mapped = TieredIndex.view(tmp, store.dim, store.index_params)
+        save_blocks(store)
         os.replace(tmp, store.index_path)
         os.replace(tmp_cols, store.columns_path)
         write_atomic(side, json.dumps({"count": count, "max_id": store.last_seen, "fingerprint": store.fingerprint,
@@ -154,6 +159,19 @@ def save_index(store) -> None:
         for t in (tmp, tmp_cols):
             with contextlib.suppress(OSError):
                 t.unlink()
+
+
+def save_blocks(store) -> None:
+    """The camera files beside the index, for a gallery too large to be searched exactly (`camera_blocks`).
+    A failure only costs speed: the filters take the other ways until the next save."""
+    if len(store.columns) <= store.exact_max:
+        return
+    try:
+        store.blocks = camera_blocks.save(store)
+    except (OSError, MemoryError, KeyError) as e:
+        store.blocks = None
+        warnings.warn(f"{store.dir}: camera files not saved ({e}); camera filters use the graph until the next save",
+                      stacklevel=4)
 
 
 def maybe_remap(store, generation) -> None:
@@ -184,3 +202,4 @@ def maybe_remap(store, generation) -> None:
     later = store.columns.ids[store.columns.ids > side["max_id"]]
     newer.add(later, store.index.get(later))
     store.index = newer
+    store.blocks = camera_blocks.load(store)  # the writer's, saved with that index

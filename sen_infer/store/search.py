@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 
 from sen_infer.errors import GalleryError
+from sen_infer.store.camera_blocks import CAMERA_EXACT_MAX, camera_positions
 from sen_infer.store.columns import View
 from sen_infer.store.rows import Row, normalise
 
@@ -107,6 +108,10 @@ def nearest(store, query: np.ndarray, k: int = 10, camera: str | None = None, si
     n = len(view.ids)
     if n == 0 or k <= 0:
         return []
+    if camera is not None and view.emb32 is None and store.blocks is not None:
+        hits = by_camera(store, view, q, k, camera, since, until, per_track, superseded, min_quality)
+        if hits is not None:
+            return hits
     mask = store.columns.mask(view, camera, since, until, superseded, min_quality)
     selected = n if mask is None else int(mask.sum())
     if selected == 0:
@@ -132,6 +137,45 @@ def nearest(store, query: np.ndarray, k: int = 10, camera: str | None = None, si
             keep = mask[pos]
             pos, scores = pos[keep], scores[keep]
         hits = top(view, pos, scores, k, per_track)
+        if len(hits) >= k or fetch >= n:
+            return hits
+        fetch = min(n, fetch * 4)
+
+
+def by_camera(store, view: View, q: np.ndarray, k: int, camera, since, until, per_track: bool, superseded: bool,
+              min_quality) -> list[tuple[int, float]] | None:
+    """Exact search over the filter's cameras' rows, read in place from the camera file
+    (`camera_blocks`); None when they are too many (the graph is then faster). usearch's exact float16
+    kernel picks candidates; they are scored again in float32, as the other exact searches score."""
+    from usearch.index import search as exact_search  # here: usearch before onnxruntime crashes the latter
+
+    blocks = store.blocks
+    names = [camera] if isinstance(camera, str) else list(camera)
+    if blocks.count(names) > CAMERA_EXACT_MAX:
+        return None
+    codes = [store.columns.cameras[c] for c in names if c in store.columns.cameras]
+    pos, vectors, tail = camera_positions(view, blocks, names, codes)
+    if len(tail):  # rows added since the file was written: from the index (few)
+        with store.lock:
+            extra = store.vectors(view.ids[tail]).astype(np.float16)
+        pos, vectors = np.concatenate([pos, tail]), np.concatenate([np.asarray(vectors), extra])
+    sub = View(view.ids[pos], view.camera[pos], view.time[pos], view.track[pos], view.source[pos], view.superseded,
+               quality=None if view.quality is None else view.quality[pos])
+    mask = store.columns.mask(sub, None, since, until, superseded, min_quality)  # the cameras are chosen
+    if mask is not None:
+        keep = np.flatnonzero(mask)
+        pos, vectors = pos[keep], np.asarray(vectors)[keep]
+    n = len(pos)
+    if n == 0 or k <= 0:
+        return []
+    fetch = min(n, max(8 * k, 64))
+    while True:
+        if fetch >= n:  # every row: scored directly
+            cand = np.arange(n)
+        else:
+            cand = np.asarray(exact_search(vectors, q.astype(np.float16), fetch, "cos", exact=True).keys, np.int64)
+        scores = np.asarray(vectors[cand], np.float32) @ q
+        hits = top(view, pos[cand], scores, k, per_track)
         if len(hits) >= k or fetch >= n:
             return hits
         fetch = min(n, fetch * 4)

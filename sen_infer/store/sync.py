@@ -49,6 +49,7 @@ def check_edits(store, conn) -> None:
         vectors = np.frombuffer(b"".join(r[4] for r in good), np.float16).reshape(len(good), store.dim)
         store.index.add(ids, vectors.astype(np.float32))
         store.emb32 = None
+        store.blocks = None  # the camera file holds the old vectors: not used until the next save
 
 
 def resync(store, conn) -> None:

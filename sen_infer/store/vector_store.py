@@ -101,6 +101,7 @@ class VectorStore:
         self.index_params = init_db(self, index_params)
         self.index = TieredIndex(self.dim, self.index_params)
         self.emb32 = None  # float32 matrix of every row, kept only while the store is searched exactly
+        self.blocks = None  # each camera's vectors side by side on disk (`camera_blocks`), once saved
         self.remap_delta = REMAP_DELTA
         self.side_mtime = None
         self.opened = {}  # how the index was opened: "mapped", "rows_added", "rebuilt" (for `info` and tests)
