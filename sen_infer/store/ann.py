@@ -188,14 +188,11 @@ class TieredIndex:
 
     # ---- saving ----------------------------------------------------------------------------------
     def materialise(self):
-        """One in-RAM usearch index holding base + delta - tombstones, to be saved as the next file.
-        Costs a copy of the base for the time of the save; the caller re-views the saved file after."""
+        """One in-RAM usearch index holding base + delta - tombstones, to be saved as the next file: the
+        delta itself when there is no base (no row is inserted twice), else a copy of the base with the
+        delta's rows added, for the time of the save. The caller re-views the saved file after."""
         if self.base is None or not len(self.base):
-            out = _new(self.dim, self.params)
-            if len(self.delta):
-                keys = np.asarray(self.delta.keys, np.int64)
-                out.add(keys, _stack(self.delta.get(keys), self.dim))
-            return out
+            return self.delta
         out = self.base.copy()
         if self._tombstones:
             out.remove(np.fromiter(self._tombstones, np.int64))
@@ -203,6 +200,13 @@ class TieredIndex:
             keys = np.asarray(self.delta.keys, np.int64)
             out.add(keys, _stack(self.delta.get(keys), self.dim))
         return out
+
+    def in_ram(self) -> "TieredIndex":
+        """The same rows as one in-RAM index (no mapped base), to which many rows are added at once and
+        which is saved once (`VectorStore.bulk_import`)."""
+        whole = TieredIndex(self.dim, self.params)
+        whole.delta = self.materialise()
+        return whole
 
     def memory(self) -> dict:
         """Rows in the mapped base file and bytes of the in-RAM delta (usearch's own accounting)."""

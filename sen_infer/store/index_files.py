@@ -178,7 +178,7 @@ def maybe_remap(store, generation) -> None:
     """A process that only reads (a search service) while another ingests would hold every new row in
     its in-RAM delta until reopened. When the writer has saved a newer index file that covers rows we
     hold in RAM, map it instead and keep in RAM only the rows it lacks. One stat per refresh."""
-    if store.index.delta_size < store.remap_delta:
+    if store.bulk or store.index.delta_size < store.remap_delta:  # a bulk import holds its index in RAM
         return
     side_path = store.index_path.with_suffix(".json")
     try:

@@ -102,6 +102,7 @@ class VectorStore:
         self.index = TieredIndex(self.dim, self.index_params)
         self.emb32 = None  # float32 matrix of every row, kept only while the store is searched exactly
         self.blocks = None  # each camera's vectors side by side on disk (`camera_blocks`), once saved
+        self.bulk = False  # inside `bulk_import`: the index is whole in RAM and saved when it ends
         self.remap_delta = REMAP_DELTA
         self.side_mtime = None
         self.opened = {}  # how the index was opened: "mapped", "rows_added", "rebuilt" (for `info` and tests)
@@ -294,6 +295,19 @@ class VectorStore:
             SourceConflict: a source was superseded meanwhile, or its key holds other content.
         """
         return writes.add_embeddings(self, vectors, rows, source, local_tracks, spans)
+
+    def bulk_import(self):
+        """A block in which many `add_embeddings` calls build the index in RAM with usearch's multi-threaded
+        batch add and save it once at the end (`writes.bulk_import`)::
+
+            with store.bulk_import():
+                for vectors, rows in batches:
+                    store.add_embeddings(vectors, rows)
+
+        Raises:
+            GalleryError: the store is read-only.
+        """
+        return writes.bulk_import(self)
 
     def remove(self, keys) -> int:
         """Delete rows by key, logged in the `removed` table; returns how many existed (`writes.remove`).

@@ -3,6 +3,7 @@ removals (logged: a gallery is evidence)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -64,11 +65,31 @@ def add_embeddings(store, vectors: np.ndarray, rows: list[Row],
                              [(t, *wanted[t]) for t in sorted(present)])
         for record in [source] if isinstance(source, SourceRecord) else source or []:
             record_source(conn, record)
-    if store.index.delta_size >= max(PERSIST_DELTA, len(store.index) // 4):
+    if not store.bulk and store.index.delta_size >= max(PERSIST_DELTA, len(store.index) // 4):
         # bounds what a crash leaves to re-index; growing with the gallery, so that a bulk import
         # rewrites the index file a logarithmic number of times, not once per 50,000 rows
         store.persist_index()
     return added, len(records) - added
+
+
+@contextlib.contextmanager
+def bulk_import(store):
+    """Many rows at once (re-indexing, migrations): the index is held whole in RAM, every batch's rows are
+    added to it with usearch's multi-threaded batch add, and it is saved once, when the block ends.
+
+    Each `add_embeddings` inside still commits its rows in its own transaction, so a crash loses nothing
+    committed: the next open maps the last saved index and adds the rows it lacks. Costs the index in RAM
+    (about 1.2 KB a row at 512-d) for the block's length. Other processes keep the last saved index."""
+    store.check_writable()
+    with store.lock:
+        store.refresh()
+        store.index = store.index.in_ram()
+        store.bulk = True
+    try:
+        yield store
+    finally:
+        store.bulk = False
+        store.persist_index()
 
 
 def record_source(conn, s: SourceRecord) -> None:
