@@ -43,7 +43,7 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this machine (temp files carry their writer's pid)."""
     if pid == os.getpid():
         return True
@@ -62,7 +62,7 @@ def remove_stale_temps(folder: Path) -> int:
     removed = 0
     for t in [t for pattern in (".*.tmp", "*/*/.*.tmp", "*/*/*/.*.tmp") for t in folder.glob(pattern)]:
         match = _TEMP_NAME.search(t.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         with contextlib.suppress(OSError):
             t.unlink()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sen_infer.cli import info, ingest, keys, link, query, serve, timeline, tune_index
+from sen_infer.cli import compact, info, ingest, keys, link, query, serve, timeline, tune_index
 from sen_infer.cli.args import Parser, run
 
 # In the order `--help` lists them.
-COMMANDS = (ingest, link, timeline, query, tune_index, serve, keys, info)
+COMMANDS = (ingest, link, timeline, query, tune_index, compact, serve, keys, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

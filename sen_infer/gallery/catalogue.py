@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sen_infer.errors import GalleryError
+import sen_infer.gallery.days as days
+from sen_infer.errors import GalleryError, QueryError
 
 CATALOGUE = "catalogue.sqlite"
 LOCAL_BITS = 27  # a new root's: 134 M rows per camera-day; 2**26 = 67 M shard numbers (18 years of 10,000 cameras)
@@ -56,6 +57,13 @@ def day_of(timestamp: float | None) -> str:
     if timestamp is None or not math.isfinite(timestamp):
         return UNDATED
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+def check_day(day: str) -> str:
+    """`day` when it is "YYYY-MM-DD"; QueryError naming it otherwise."""
+    if not isinstance(day, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+        raise QueryError(f"day must be YYYY-MM-DD, not {day!r}")
+    return day
 
 
 def _slug(camera: str) -> str:
@@ -156,23 +164,72 @@ class Catalogue:
         Returns:
             The matching shards as `shards` gives them, by number.
         """
-        where, params = [], []
-        if cameras is not None:
-            names = sorted(cameras)
-            where.append(f"camera IN ({','.join('?' * len(names))})")
-            params += names
-        if since is not None or until is not None:
-            where.append("t_min IS NOT NULL")
-        if since is not None:
-            where.append("t_max >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("t_min <= ?")
-            params.append(until)
+        where, params = _filters(cameras, since, until)
         sql = "SELECT no, camera, day, path, t_min, t_max FROM shards"
         sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY no"
         with self._conn() as conn:
             return [dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r)) for r in conn.execute(sql, params)]
+
+    def plan(self, cameras=None, since: float | None = None, until: float | None = None) -> tuple[list, list]:
+        """What a search reads: the current day graphs a filter can match, and the matching shards of the
+        days without one, read in one transaction (a graph recorded or outdated meanwhile can neither
+        hide a day nor show it twice).
+
+        Returns:
+            (graphs as `days.current` gives them, by day; shards as `shards` gives them, by number).
+        """
+        where, params = _filters(cameras, since, until)
+        with self._conn() as conn:
+            conn.execute("BEGIN")
+            try:
+                found = days.current(conn)
+                if found:
+                    where.append(f"day NOT IN (SELECT day FROM ({days.CURRENT}))")
+                sql = "SELECT no, camera, day, path, t_min, t_max FROM shards"
+                sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY no"
+                shards = [dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r))
+                          for r in conn.execute(sql, params)]
+            finally:
+                conn.execute("COMMIT")
+        graphs = [g for _, g in sorted(found.items()) if _graph_matches(g, cameras, since, until)]
+        return graphs, shards
+
+    def graphs(self) -> list[dict]:
+        """Every current day graph (`days.current`), by day."""
+        with self._conn() as conn:
+            return [g for _, g in sorted(days.current(conn).items())]
+
+    def on_day(self, day: str) -> list[dict]:
+        """The shards of one day, by number."""
+        with self._conn() as conn:
+            cur = conn.execute("SELECT no, camera, day, path, t_min, t_max FROM shards WHERE day=? ORDER BY no", (day,))
+            return [dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r)) for r in cur]
+
+    def dated_days(self) -> list[str]:
+        """Every day that has a shard (undated shards left out), in order."""
+        with self._conn() as conn:
+            return [d for (d,) in conn.execute("SELECT DISTINCT day FROM shards WHERE day <> ? ORDER BY day",
+                                               (UNDATED,))]
+
+    def touch(self, day: str) -> None:
+        """A write to `day` begins or ends (`days.touch`): its day graph, if any, stops being used."""
+        with self._conn() as conn:
+            days.touch(conn, day)
+
+    def day_writes(self, day: str) -> tuple[int, float | None]:
+        """(write counter, time of the last write) of `day` (`days.writes`)."""
+        with self._conn() as conn:
+            return days.writes(conn, day)
+
+    def register_graph(self, graph: dict) -> str | None:
+        """Record a built day graph unless its day was written since (`days.register`)."""
+        with self._conn() as conn:
+            return days.register(conn, graph)
+
+    def forget_graph(self, day: str) -> str | None:
+        """Remove a day's graph entry (`days.forget`); returns its folder."""
+        with self._conn() as conn:
+            return days.forget(conn, day)
 
     def numbered(self, nos) -> dict[int, dict]:
         """The shards numbered `nos` (by primary key; numbers no longer in the catalogue are left out)."""
@@ -208,6 +265,7 @@ class Catalogue:
                     conn.execute("ROLLBACK")
                     raise
                 r = conn.execute(select, (camera, day)).fetchone()
+            days.touch(conn, day)  # a write to the day begins: its day graph stops being used
         return dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), r))
 
     def widen(self, no: int, t_min: float | None, t_max: float | None) -> None:
@@ -242,6 +300,35 @@ class Catalogue:
         the caller's to delete."""
         with self._conn() as conn:
             conn.execute("DELETE FROM shards WHERE no=?", (no,))
+
+
+def _filters(cameras, since, until) -> tuple[list[str], list]:
+    """SQL conditions on the shards table (and their parameters) for a camera and time filter."""
+    where, params = [], []
+    if cameras is not None:
+        names = sorted(cameras)
+        where.append(f"camera IN ({','.join('?' * len(names))})")
+        params += names
+    if since is not None or until is not None:
+        where.append("t_min IS NOT NULL")
+    if since is not None:
+        where.append("t_max >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("t_min <= ?")
+        params.append(until)
+    return where, params
+
+
+def _graph_matches(g: dict, cameras, since, until) -> bool:
+    """Whether a day graph can hold rows of the filter (the shards' rule: no span, no time-filtered rows)."""
+    if cameras is not None and not set(cameras) & set(g["cameras"]):
+        return False
+    if since is None and until is None:
+        return True
+    if g["t_min"] is None:
+        return False
+    return (since is None or g["t_max"] >= since) and (until is None or g["t_min"] <= until)
 
 
 def make_sharded(root) -> None:

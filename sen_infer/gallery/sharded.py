@@ -17,8 +17,6 @@ exact in JSON, for 10,000 cameras over 10 years).
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -27,14 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+import sen_infer.store.search as store_search
 from sen_infer.errors import GalleryError, QueryError, UnknownKey, require_utf8
-from sen_infer.gallery.catalogue import UNDATED, Catalogue, day_of, is_sharded
+from sen_infer.gallery.catalogue import Catalogue, day_of, is_sharded
+from sen_infer.gallery.day_graph import DayGraph
 from sen_infer.gallery.protocol import Capabilities
+from sen_infer.gallery.sharded_writes import ShardedWrites, frame_count, video_duration
 from sen_infer.gallery.single import Gallery
-from sen_infer.ingest.inputs import default_camera, file_identity, missing_head, unusable_file
-from sen_infer.ingest.report import IngestReport
 from sen_infer.store import Row, normalise
-from sen_infer.store.aliases import content_in
+
+__all__ = ["ShardedGallery", "open_gallery", "fanout_workers", "frame_count", "video_duration"]
 
 def fanout_workers() -> int:
     """Threads that search shards at once. Each shard's search is already a multi-threaded matrix product
@@ -45,7 +45,7 @@ def fanout_workers() -> int:
     return 1 if cores < 8 else cores // 4
 
 
-class ShardedGallery:
+class ShardedGallery(ShardedWrites):
     """The `Gallery` reading surface over a sharded root (`Retriever` opens one when ROOT holds a
     catalogue), plus ingest routed to the (camera, day) shard. Shards are opened when a query first
     needs them; at most `max_open` stay open.
@@ -76,6 +76,8 @@ class ShardedGallery:
         self._pool: ThreadPoolExecutor | None = None
         self._made: set[int] = set()  # shards whose database was seen (a made shard stays made)
         self.last_searched: list[int] = []  # the shards the last search looked in
+        self.last_graphs: list[str] = []  # the days whose graph the last search looked in
+        self._graphs: dict[str, DayGraph] = {}  # open day graphs by folder (only current ones are kept)
 
     @classmethod
     def open(cls, root, encoders, create: bool = False) -> "ShardedGallery":
@@ -138,6 +140,33 @@ class ShardedGallery:
         info = self.catalogue.shard_for(camera, day_of(timestamp))
         return info, self.shard(info["no"], info, create=True)
 
+    def _forget_graph(self, folder: str | None) -> None:
+        """Drop an open day graph (outdated, replaced or removed by retention)."""
+        if folder:
+            with self._lock:
+                self._graphs.pop(folder, None)
+
+    def graph(self, entry: dict) -> DayGraph:
+        """The day graph of a catalogue entry (`days.current`), opened on first use; graphs no longer
+        current are closed as the catalogue stops listing them.
+
+        Raises:
+            GalleryError: its folder does not hold a usable graph.
+        """
+        with self._lock:
+            g = self._graphs.get(entry["path"])
+        if g is None:
+            g = DayGraph(self.root / entry["path"], self.encoders.dim)
+            with self._lock:
+                g = self._graphs.setdefault(entry["path"], g)
+        return g
+
+    def _plan(self, camera, since, until) -> tuple[list[dict], list[dict]]:
+        """(current day graphs, made shards of the other days) a filter can match, read once per search."""
+        names = None if camera is None else ({camera} if isinstance(camera, str) else set(camera))
+        graphs, shards = self.catalogue.plan(names, since, until)
+        return graphs, self.made_shards(shards)
+
     def select(self, camera=None, since=None, until=None) -> list[dict]:
         """The shards a filter can match: by camera name, and by each shard's recorded time span (a shard
         with no recorded span holds undated rows, which a time window never selects)."""
@@ -156,8 +185,8 @@ class ShardedGallery:
         Raises:
             QueryError: per_person=True (identities are linked within one gallery).
         """
-        shards = self.select(camera, since, until)  # the catalogue is read once per search
-        best = self._nearest_in(shards, query, k, camera, since, until, per_track, superseded, per_person,
+        graphs, shards = self._plan(camera, since, until)  # the catalogue is read once per search
+        best = self._nearest_in(graphs, shards, query, k, camera, since, until, per_track, superseded, per_person,
                                 min_quality)
         rows = self.rows([key for key, _ in best], known={s["no"]: s for s in shards})
         return [replace(rows[key], score=score) for key, score in best if key in rows]
@@ -165,29 +194,39 @@ class ShardedGallery:
     def nearest(self, query, k: int = 10, camera=None, since=None, until=None, per_track: bool = True,
                 superseded: bool = False, per_person: bool = False,
                 min_quality: float | None = None) -> list[tuple[int, float]]:
-        """Each matching shard's top k as (key, score), merged by score then global key.
+        """Each matching day graph's and shard's top k as (key, score), merged by score then global key.
         Arguments and errors as `search`."""
-        return self._nearest_in(self.select(camera, since, until), query, k, camera, since, until, per_track,
-                                superseded, per_person, min_quality)
+        graphs, shards = self._plan(camera, since, until)
+        return self._nearest_in(graphs, shards, query, k, camera, since, until, per_track, superseded, per_person,
+                                min_quality)
 
-    def _nearest_in(self, shards: list[dict], query, k, camera, since, until, per_track, superseded, per_person,
-                    min_quality) -> list[tuple[int, float]]:
-        """`nearest` over the shards `select` chose."""
+    def _nearest_in(self, graphs: list[dict], shards: list[dict], query, k, camera, since, until, per_track,
+                    superseded, per_person, min_quality) -> list[tuple[int, float]]:
+        """`nearest` over the day graphs and shards `_plan` chose (a graph's keys are already global)."""
         if per_person:
             raise QueryError("per_person is not available on a sharded gallery: identities are linked "
                              "within one gallery")
         self.last_searched = [s["no"] for s in shards]
+        self.last_graphs = [g["day"] for g in graphs]
         q = normalise(np.asarray(query, np.float32).reshape(-1))
+        if q.shape != (self.dim,):
+            raise GalleryError(f"a query vector must have {self.dim} values, not {q.size}")
 
-        def one(s):
-            pairs = self.shard(s["no"], s).nearest(q, k, camera, since, until, per_track, superseded,
-                                                   min_quality=min_quality)
-            return [(score, self.catalogue.keys.join(s["no"], key)) for key, score in pairs]
+        def one(part):
+            kind, entry = part
+            if kind == "graph":
+                pairs = store_search.nearest(self.graph(entry), q, k, camera, since, until, per_track, superseded,
+                                             False, min_quality)
+                return [(score, key) for key, score in pairs]
+            pairs = self.shard(entry["no"], entry).nearest(q, k, camera, since, until, per_track, superseded,
+                                                           min_quality=min_quality)
+            return [(score, self.catalogue.keys.join(entry["no"], key)) for key, score in pairs]
 
-        if len(shards) <= 1 or self.workers <= 1:
-            results = [one(s) for s in shards]
+        parts = [("graph", g) for g in graphs] + [("shard", s) for s in shards]
+        if len(parts) <= 1 or self.workers <= 1:
+            results = [one(p) for p in parts]
         else:
-            results = list(self._executor().map(one, shards))
+            results = list(self._executor().map(one, parts))
         best = sorted((p for part in results for p in part), key=lambda p: (-p[0], p[1]))[:k]
         return [(key, score) for score, key in best]
 
@@ -347,133 +386,7 @@ class ShardedGallery:
             for g in self._open.values():
                 g.close()
             self._open.clear()
-
-    # ---- ingest -----------------------------------------------------------------------------------
-    def add_video(self, path, camera: str | None = None, start_time: float | None = None, **kw) -> IngestReport:
-        """Ingest one video into the shard of its camera and the UTC day it starts.
-
-        Args:
-            path: the video. camera: its camera (default: from its name, `ingest.inputs.default_camera`).
-            start_time: Unix time of its first frame; None puts it in the camera's undated shard.
-            **kw: the other arguments of `Gallery.add_video`.
-
-        Returns:
-            The shard's `IngestReport`; content the root already holds under another name is recorded as an
-            alias there (a note), not stored twice.
-
-        Raises:
-            VideoReadError: with a start_time, a video that cannot be opened (its length is read first).
-        """
-        path_text = str(Path(path).resolve())
-        camera = camera if camera is not None else default_camera(path_text)
-        why = unusable_file(path_text) or missing_head(path_text)
-        if why is not None:  # reported; no shard is made for it
-            report = IngestReport()
-            report.skip(path, why)
-            return report
-        info = self.route(path_text, camera, start_time, video_duration(path) if start_time is not None else 0.0)
-        return self.shard(info["no"], info, create=True).add_video(path, camera=camera, start_time=start_time, **kw)
-
-    def route(self, path: str, camera: str, start_time: float | None, seconds: float) -> dict:
-        """The shard a video of `seconds` goes to, with the span its rows can take recorded first (before
-        any is committed). A recording is routed by its content: content this root already holds, under any
-        name, camera or start day, goes to the shard that holds it (which records the new name as an alias
-        and stores nothing twice); new content goes to the shard of (`camera`, its UTC day), even at a path
-        ingested before (a recorder that reuses a file name). Returns the shard's catalogue entry."""
-        head = file_identity(path)["head"]
-        info = shard_holding(self.catalogue, self.root, head, camera)
-        if info is None:
-            info = self.catalogue.shard_for(camera, day_of(start_time))
-            self.catalogue.place_content(head, info["no"])
-        if start_time is not None:
-            self.catalogue.widen(info["no"], start_time, start_time + seconds + 1.0)
-        return info
-
-    def add_videos(self, paths, camera: str | None = None, start_time: float | None = None, workers=None,
-                   batch_size=None, max_wait=None, **kw) -> IngestReport:
-        """One video after another, each into its shard (the pipeline's overlap is for one gallery; on a
-        cluster, `python -m sen_infer.cluster ingest` spreads videos over workers instead).
-        `workers`, `batch_size` and `max_wait` are accepted for `Gallery.add_videos`'s sake and unused.
-
-        Returns:
-            The merged `IngestReport`.
-        """
-        report = IngestReport()
-        progress = kw.pop("progress", None)  # add_videos reports (frames, crops embedded)
-        per_frame = None if progress is None else (lambda n: progress(n, 0))
-        for p in paths:
-            report.merge(self.add_video(p, camera=camera, start_time=start_time, progress=per_frame, **kw))
-        return report
-
-    def add_images(self, items, camera: str | None = None, timestamp: float | None = None, **kw) -> IngestReport:
-        """Pictures into the shard of `camera` (default "images") and the day of `timestamp`.
-
-        Args:
-            items, camera, timestamp, **kw: as `Gallery.add_images`; the rows keep `camera` as given.
-
-        Returns:
-            The shard's `IngestReport`.
-        """
-        info, g = self.shard_for(camera if camera is not None else "images", timestamp)
-        if timestamp is not None:
-            self.catalogue.widen(info["no"], timestamp, timestamp)
-        return g.add_images(items, camera=camera, timestamp=timestamp, **kw)
-
-    def drop_days_before(self, day: str) -> list[str]:
-        """Retention: delete every dated shard of a day before `day` ("YYYY-MM-DD"), catalogue entry first
-        (a search no longer sees it), then its folder. Returns the removed shards' paths.
-
-        Raises:
-            QueryError: `day` is not "YYYY-MM-DD".
-        """
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
-            raise QueryError(f"day must be YYYY-MM-DD, not {day!r}")
-        gone = []
-        for s in self.catalogue.shards():
-            if s["day"] != UNDATED and s["day"] < day:
-                with self._lock:
-                    g = self._open.pop(s["no"], None)
-                if g is not None:
-                    g.close()
-                self.catalogue.forget(s["no"])
-                shutil.rmtree(self.root / s["path"], ignore_errors=True)
-                gone.append(s["path"])
-        return gone
-
-
-def shard_holding(catalogue: Catalogue, root: Path, head: str, camera: str) -> dict | None:
-    """The catalogue entry of the shard the content `head` was routed to, if that shard still exists; in a
-    root made before contents were recorded, also a shard of `camera` that holds it."""
-    no, complete = catalogue.content_shard(head)
-    held = None if no is None else catalogue.numbered([no]).get(no)  # by primary key: routing reads no list
-    if held is not None:
-        return held
-    if not complete:
-        for s in catalogue.select({camera}):
-            if content_in(root / s["path"], head) is not None:
-                catalogue.place_content(head, s["no"])
-                return s
-    return None
-
-
-def frame_count(path) -> tuple[int, float]:
-    """(frames, fps) of a video: the container's count, or decoded to count when it states none."""
-    from sen_infer.vision.decode import open_video
-
-    cap, fps, count = open_video(str(path))
-    try:
-        if count <= 0:
-            while cap.grab():
-                count += 1
-        return count, fps
-    finally:
-        cap.release()
-
-
-def video_duration(path) -> float:
-    """Seconds of footage a video holds; bounds the time span its rows can take."""
-    frames, fps = frame_count(path)
-    return frames / fps
+            self._graphs.clear()
 
 
 def _rekey(row: Row, shard: int, keys) -> Row:
