@@ -20,7 +20,7 @@ from pathlib import Path
 import ray
 
 from sen_infer.errors import IngestError, SenInferError
-from sen_infer.gallery.catalogue import is_sharded, make_sharded
+from sen_infer.gallery.catalogue import Catalogue, is_sharded, make_sharded
 from sen_infer.gallery.sharded import ShardedGallery, frame_count
 from sen_infer.ingest.inputs import default_camera, expand_inputs, finite_time, missing_head, unusable_file
 from sen_infer.ingest.report import IngestReport
@@ -116,6 +116,8 @@ class ShardWriter:
 
         self.manifest = read_manifest(engine_dir)  # the model's identity and size: a writer embeds nothing
         self.folder = Path(root) / shard_path
+        self.catalogue = Catalogue(Path(root))
+        self.day = Path(shard_path).name  # shards/<camera>/<day>
         self.store = self.videos = None  # the shard is made by the first video that can be read
         self.plans: dict[str, object] = {}
 
@@ -158,6 +160,7 @@ class ShardWriter:
             self.videos.done(plan)
         if self.store is not None:
             self.store.persist_index()
+        self.catalogue.touch(self.day)  # the write has ended: a day graph built before it is not used
 
     def close(self) -> None:
         """Save the index and close the shard (if a video made it)."""

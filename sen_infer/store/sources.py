@@ -7,8 +7,9 @@ import hashlib
 
 import sen_infer.store.aliases as aliases
 
+from sen_infer.store.peek import rows_from
 from sen_infer.store.rows import Row
-from sen_infer.store.schema import has_table, migrated_on_disk, quality_column
+from sen_infer.store.schema import migrated_on_disk
 
 
 def source(store, path: str) -> dict | None:
@@ -74,20 +75,6 @@ def rows(store, keys: list[int]) -> dict[int, Row]:
     keys = [int(k) for k in keys]
     if not keys:
         return {}
-    out = {}
     with store.db("read rows"):
         conn = store.conn()
-        current = "superseded" in store.source_columns(conn)
-        flag = ("(SELECT s.superseded IS NOT NULL FROM sources s WHERE s.source = c.source)" if current
-                else "0")
-        person = ("(SELECT p.person FROM persons p WHERE p.track = c.track)" if has_table(conn, "persons")
-                  else "NULL")
-        quality = quality_column(conn)
-        for i in range(0, len(keys), 500):
-            part = keys[i : i + 500]
-            cur = conn.execute(f"SELECT id, source, camera, frame, timestamp, x, y, w, h, track, crop_path, {flag}, "
-                               f"{person}, {quality} FROM crops c WHERE id IN ({','.join('?' * len(part))})", part)
-            for r in cur:
-                out[r[0]] = Row(r[1], r[2], r[3], r[4], (r[5], r[6], r[7], r[8]), r[9], r[10], key=r[0],
-                                superseded=bool(r[11]), person=r[12], quality=r[13])
-    return out
+        return rows_from(conn, keys, "superseded" in store.source_columns(conn))

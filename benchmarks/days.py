@@ -1,0 +1,248 @@
+"""A month of a city: a sharded root of DAYS x CAMERAS camera-day shards, searched before and after `compact`
+merges each day into a day graph.
+
+    python -m benchmarks.days [--days 30] [--cameras 1000] [--rows 24] [--dim 512] [--queries 100]
+                              [--work DIR] [--name days] [--engine ENGINE]
+
+Data: clustered unit vectors (2,000 centres shared by every camera, noise sigma 0.35), `--rows` per camera and
+day, each row its own track, timestamps spread over its day. The root is built once under --work and reused.
+Each phase runs in a fresh process (its resident memory and its cold start are its own):
+- build: shards written as writers write them (routed, committed, index saved), two processes at once;
+- before: the fan-out over camera-day shards: one camera on one day, and all cameras of ONE day (1,000
+  shards; a month's unfiltered query is that times 30, and is extrapolated, not run);
+- compact: every day, one after another: seconds per day and the process's peak resident memory;
+- after: the first unfiltered query after opening (cold: it opens every day graph and the winners' shards),
+  then warm p50/p99 unfiltered, one camera on one day, one camera over the month; recall@10 of the
+  unfiltered answers against an exact scan of every vector;
+- with --engine (its own dimension and model): the same root built at the engine's size, queried by text in
+  process (`Retriever.query`) and through `serve`, to give what the service adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from benchmarks.report import write
+from benchmarks.timing import summarise
+
+START = 1_772_668_800.0  # 2026-03-05 00:00 UTC
+DAY = 86_400.0
+CENTRES, SPREAD = 2000, 0.35
+FP = "d" * 64
+
+
+def day_name(d: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(START + d * DAY))
+
+
+def camera_name(c: int) -> str:
+    return f"cam{c:04d}"
+
+
+def shard_vectors(d: int, c: int, rows: int, dim: int) -> np.ndarray:
+    """The unit vectors of camera c on day d (regenerated identically for the exact truth)."""
+    centres = np.random.default_rng(1).standard_normal((CENTRES, dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    rng = np.random.default_rng([d, c])
+    x = centres[rng.integers(0, CENTRES, rows)] + rng.standard_normal((rows, dim), dtype=np.float32) * (SPREAD / np.sqrt(dim))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def queries(n: int, dim: int) -> np.ndarray:
+    return np.concatenate([shard_vectors(10_000, i, 1, dim) for i in range(n)])
+
+
+# ---- phases ------------------------------------------------------------------------------------------
+def _build_days(args_days: list[int], root: str, cameras: int, rows: int, dim: int, fingerprint: str) -> int:
+    from sen_infer.gallery.catalogue import Catalogue
+    from sen_infer.store import Row, VectorStore
+
+    cat = Catalogue(Path(root))
+    made = 0
+    for d in args_days:
+        for c in range(cameras):
+            info = cat.shard_for(camera_name(c), day_name(d))
+            times = START + d * DAY + (np.arange(rows) + 0.5) * (DAY / rows)
+            cat.widen(info["no"], float(times[0]), float(times[-1]))
+            store = VectorStore.open(Path(root) / info["path"], fingerprint, dim)
+            store.add_embeddings(shard_vectors(d, c, rows, dim), [
+                Row(f"rec-{c}-{d}.mp4", camera_name(c), i, float(times[i]), (0, 0, 64, 128), i + 1) for i in range(rows)])
+            store.persist_index()
+            store.close()
+            cat.touch(day_name(d))
+            made += 1
+    return made
+
+
+def phase_build(a) -> dict:
+    from sen_infer.gallery.catalogue import make_sharded
+
+    root = Path(a.root)
+    if root.exists():
+        shutil.rmtree(root)
+    make_sharded(root)
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        made = sum(pool.starmap(_build_days, [(list(range(w, a.days, 2)), str(root), a.cameras, a.rows, a.dim,
+                                               a.fingerprint) for w in range(2)]))
+    seconds = time.perf_counter() - t0
+    disk = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    return {"shards": made, "rows": made * a.rows, "build_s": seconds, "disk_bytes": disk}
+
+
+def _gallery(a):
+    from sen_infer.gallery.sharded import ShardedGallery
+
+    encoders = SimpleNamespace(dim=a.dim, manifest=SimpleNamespace(fingerprint=a.fingerprint))
+    return ShardedGallery(Path(a.root), encoders)
+
+
+def _timed(fn, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def phase_before(a) -> dict:
+    g = _gallery(a)
+    qs = queries(a.queries, a.dim)
+    rng = np.random.default_rng(5)
+    one = _timed(lambda i: g.nearest(qs[i], 10, camera=camera_name(int(rng.integers(a.cameras))),
+                                     since=START + DAY * (i % a.days), until=START + DAY * (i % a.days) + DAY - 1),
+                 a.queries)
+    day = (START, START + DAY - 1)
+    cold = _timed(lambda i: g.nearest(qs[i], 10, since=day[0], until=day[1]), 1)
+    warm = _timed(lambda i: g.nearest(qs[i], 10, since=day[0], until=day[1]), 5)
+    return {"one_camera_one_day": summarise(one), "one_day_all_cameras_cold_ms": cold[0],
+            "one_day_all_cameras_warm": summarise(warm), "shards_in_one_day": len(g.last_searched)}
+
+
+def phase_compact(a) -> dict:
+    g = _gallery(a)
+    done = g.compact(closed_after=0)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    secs = [d["seconds"] for d in done if d["status"] == "built"]
+    return {"days_built": len(secs), "compact_s_per_day": summarise([s * 1000 for s in secs]) if secs else None,
+            "compact_total_s": sum(secs), "compact_peak_rss_mb": peak_kb / 1024}
+
+
+def phase_after(a) -> dict:
+    qs = queries(a.queries, a.dim)
+    t0 = time.perf_counter()
+    g = _gallery(a)
+    first = g.nearest(qs[0], 10, per_track=False)
+    hits = {0: first}
+    cold_ms = (time.perf_counter() - t0) * 1000
+    graphs = len(g.last_graphs)
+    warm = _timed(lambda i: hits.__setitem__(i, g.nearest(qs[i], 10, per_track=False)), a.queries)
+    rng = np.random.default_rng(6)
+    one = _timed(lambda i: g.nearest(qs[i], 10, camera=camera_name(int(rng.integers(a.cameras))),
+                                     since=START + DAY * (i % a.days), until=START + DAY * (i % a.days) + DAY - 1),
+                 a.queries)
+    month = _timed(lambda i: g.nearest(qs[i], 10, camera=camera_name(int(rng.integers(a.cameras)))), a.queries)
+    rows_ms = _timed(lambda i: g.search(qs[i], 10, per_track=False), a.queries)  # nearest + the winners' rows
+    return {"graphs_searched": graphs, "cold_first_query_ms": cold_ms, "unfiltered": summarise(warm),
+            "unfiltered_with_rows": summarise(rows_ms), "one_camera_one_day": summarise(one),
+            "one_camera_month": summarise(month), "recall@10": recall(a, qs, [hits[i] for i in range(a.queries)])}
+
+
+def recall(a, qs: np.ndarray, found: list) -> float:
+    """recall@10 of `found` against an exact float32 scan of every vector (float16-rounded, as stored)."""
+    from sen_infer.gallery.catalogue import Catalogue
+
+    cat = Catalogue(Path(a.root))
+    nos = {(s["camera"], s["day"]): s["no"] for s in cat.shards()}
+    best = [[] for _ in qs]
+    for d in range(a.days):
+        for c in range(a.cameras):
+            v = shard_vectors(d, c, a.rows, a.dim).astype(np.float16).astype(np.float32)
+            s = v @ qs.T
+            no = nos[(camera_name(c), day_name(d))]
+            for qi in range(len(qs)):
+                best[qi].extend((float(s[r, qi]), cat.keys.join(no, r + 1)) for r in np.argsort(-s[:, qi])[:10])
+            if len(best[0]) > 5000:
+                best = [sorted(b, reverse=True)[:10] for b in best]
+    truth = [{k for _, k in sorted(b, reverse=True)[:10]} for b in best]
+    return float(np.mean([len(truth[i] & {k for k, _ in found[i]}) / 10 for i in range(len(qs))]))
+
+
+PHASES = {"build": phase_build, "before": phase_before, "compact": phase_compact, "after": phase_after}
+
+
+def run_phase(name: str, a) -> dict:
+    """One phase in a fresh process; its JSON result."""
+    argv = [sys.executable, "-m", "benchmarks.days", "--phase", name, "--root", a.root, "--days", str(a.days),
+            "--cameras", str(a.cameras), "--rows", str(a.rows), "--dim", str(a.dim), "--queries", str(a.queries),
+            "--fingerprint", a.fingerprint]
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if r.returncode != 0:
+        raise RuntimeError(f"phase {name} failed:\n{r.stderr[-3000:]}")
+    print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--cameras", type=int, default=1000)
+    ap.add_argument("--rows", type=int, default=24)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--work", default="/tmp/sen_days")
+    ap.add_argument("--name", default="days")
+    ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--fingerprint", default=FP, help=argparse.SUPPRESS)
+    ap.add_argument("--reuse", action="store_true", help="reuse a root already built under --work")
+    a = ap.parse_args(argv)
+    if a.phase:
+        print(json.dumps(PHASES[a.phase](a)))
+        return 0
+    a.root = str(Path(a.work) / f"root_{a.days}x{a.cameras}x{a.rows}x{a.dim}")
+    os.makedirs(a.work, exist_ok=True)
+    figures = {"days": a.days, "cameras": a.cameras, "rows_per_shard": a.rows, "dim": a.dim}
+    if not (a.reuse and Path(a.root, "catalogue.sqlite").is_file()):
+        figures["build"] = run_phase("build", a)
+    figures["before"] = run_phase("before", a)
+    figures["compact"] = run_phase("compact", a)
+    figures["after"] = run_phase("after", a)
+    b, c, f = figures["before"], figures["compact"], figures["after"]
+    rows = [
+        {"case": "one camera, one day", "before_p50_ms": b["one_camera_one_day"]["p50_ms"],
+         "after_p50_ms": f["one_camera_one_day"]["p50_ms"], "after_p99_ms": f["one_camera_one_day"]["p99_ms"]},
+        {"case": "all cameras, one day (warm)", "before_p50_ms": b["one_day_all_cameras_warm"]["p50_ms"],
+         "after_p50_ms": None, "after_p99_ms": None},
+        {"case": f"all cameras, {a.days} days (warm)", "before_p50_ms": b["one_day_all_cameras_warm"]["p50_ms"] * a.days,
+         "after_p50_ms": f["unfiltered"]["p50_ms"], "after_p99_ms": f["unfiltered"]["p99_ms"]},
+        {"case": f"all cameras, {a.days} days, with rows", "before_p50_ms": None,
+         "after_p50_ms": f["unfiltered_with_rows"]["p50_ms"], "after_p99_ms": f["unfiltered_with_rows"]["p99_ms"]},
+        {"case": "first query after open (cold)", "before_p50_ms": b["one_day_all_cameras_cold_ms"] * a.days,
+         "after_p50_ms": f["cold_first_query_ms"], "after_p99_ms": None},
+        {"case": f"one camera, {a.days} days", "before_p50_ms": None,
+         "after_p50_ms": f["one_camera_month"]["p50_ms"], "after_p99_ms": f["one_camera_month"]["p99_ms"]},
+    ]
+    figures["note"] = (f"'before' for {a.days} days is the one-day figure times {a.days} (not run: "
+                       f"{a.days * b['shards_in_one_day']:,} shards); recall@10 after: {f['recall@10']:.3f}")
+    write(a.name, figures, rows, ["case", "before_p50_ms", "after_p50_ms", "after_p99_ms"])
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
