@@ -21,6 +21,7 @@ Each phase runs in a fresh process (its resident memory and its cold start are i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -51,10 +52,15 @@ def camera_name(c: int) -> str:
     return f"cam{c:04d}"
 
 
+@functools.lru_cache(maxsize=2)
+def _centres(dim: int) -> np.ndarray:
+    centres = np.random.default_rng(1).standard_normal((CENTRES, dim), dtype=np.float32)
+    return centres / np.linalg.norm(centres, axis=1, keepdims=True)
+
+
 def shard_vectors(d: int, c: int, rows: int, dim: int) -> np.ndarray:
     """The unit vectors of camera c on day d (regenerated identically for the exact truth)."""
-    centres = np.random.default_rng(1).standard_normal((CENTRES, dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = _centres(dim)
     rng = np.random.default_rng([d, c])
     x = centres[rng.integers(0, CENTRES, rows)] + rng.standard_normal((rows, dim), dtype=np.float32) * (SPREAD / np.sqrt(dim))
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -168,16 +174,17 @@ def recall(a, qs: np.ndarray, found: list) -> float:
     cat = Catalogue(Path(a.root))
     nos = {(s["camera"], s["day"]): s["no"] for s in cat.shards()}
     best = [[] for _ in qs]
+    scores, keys = [], []
     for d in range(a.days):
         for c in range(a.cameras):
             v = shard_vectors(d, c, a.rows, a.dim).astype(np.float16).astype(np.float32)
-            s = v @ qs.T
-            no = nos[(camera_name(c), day_name(d))]
-            for qi in range(len(qs)):
-                best[qi].extend((float(s[r, qi]), cat.keys.join(no, r + 1)) for r in np.argsort(-s[:, qi])[:10])
-            if len(best[0]) > 5000:
-                best = [sorted(b, reverse=True)[:10] for b in best]
-    truth = [{k for _, k in sorted(b, reverse=True)[:10]} for b in best]
+            scores.append(v @ qs.T)
+            keys.append([cat.keys.join(nos[(camera_name(c), day_name(d))], r + 1) for r in range(a.rows)])
+        s, k = np.concatenate(scores), np.concatenate(keys)
+        top = np.argsort(-s, axis=0)[:10]  # per query, this day's best 10
+        best = [b + [(float(s[r, qi]), int(k[r])) for r in top[:, qi]] for qi, b in enumerate(best)]
+        scores, keys = [], []
+    truth = [{key for _, key in sorted(b, reverse=True)[:10]} for b in best]
     return float(np.mean([len(truth[i] & {k for k, _ in found[i]}) / 10 for i in range(len(qs))]))
 
 

@@ -26,9 +26,10 @@ TABLES = (
     "CREATE INDEX IF NOT EXISTS shards_by_day ON shards (day)",
 )
 # the graphs still current: built at the day's present write count
-CURRENT = "SELECT g.day, g.path, g.writes, g.shards, g.rows, g.cameras, g.t_min, g.t_max FROM graphs g " \
+CURRENT = "SELECT g.day, g.path, g.writes, g.rows, g.t_min, g.t_max FROM graphs g " \
           "JOIN day_writes w ON w.day = g.day AND w.writes = g.writes"
-FIELDS = ("day", "path", "writes", "shards", "rows", "cameras", "t_min", "t_max")
+FIELDS = ("day", "path", "writes", "rows", "t_min", "t_max")
+_CAMERAS: dict[str, frozenset] = {}  # a graph's cameras by its folder (a folder is never reused: read once)
 
 
 def ensure(conn) -> None:
@@ -54,8 +55,9 @@ def writes(conn, day: str) -> tuple[int, float | None]:
 
 
 def current(conn, days=None) -> dict[str, dict]:
-    """The current graphs by day (of `days` when given): {"day", "path", "writes", "shards" (numbers),
-    "rows", "cameras" (names), "t_min", "t_max"}."""
+    """The current graphs by day (of `days` when given): {"day", "path", "writes", "rows", "cameras" (a
+    frozenset of names), "t_min", "t_max"}. Read on every search, so a graph's camera list (1,000 names
+    for 1,000 cameras) is parsed once per folder, not once per query."""
     try:
         rows = conn.execute(CURRENT).fetchall()
     except sqlite3.OperationalError:
@@ -64,7 +66,11 @@ def current(conn, days=None) -> dict[str, dict]:
     for r in rows:
         g = dict(zip(FIELDS, r))
         if days is None or g["day"] in days:
-            g["shards"], g["cameras"] = json.loads(g["shards"]), json.loads(g["cameras"])
+            cams = _CAMERAS.get(g["path"])
+            if cams is None:
+                text = conn.execute("SELECT cameras FROM graphs WHERE path=?", (g["path"],)).fetchone()[0]
+                cams = _CAMERAS[g["path"]] = frozenset(json.loads(text))
+            g["cameras"] = cams
             out[g["day"]] = g
     return out
 
