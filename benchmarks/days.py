@@ -149,6 +149,8 @@ def phase_compact(a) -> dict:
 
 def phase_after(a) -> dict:
     qs = queries(a.queries, a.dim)
+    import sen_infer.gallery.sharded  # noqa: F401  (the modules are loaded before the clock starts)
+
     t0 = time.perf_counter()
     g = _gallery(a)
     first = g.nearest(qs[0], 10, per_track=False)
@@ -188,7 +190,32 @@ def recall(a, qs: np.ndarray, found: list) -> float:
     return float(np.mean([len(truth[i] & {k for k, _ in found[i]}) / 10 for i in range(len(qs))]))
 
 
-PHASES = {"build": phase_build, "before": phase_before, "compact": phase_compact, "after": phase_after}
+def phase_catalogue(a) -> dict:
+    """What the catalogue costs at this root's size: routing a recording (`Catalogue.route`: its content
+    looked up by primary key, its (camera, day) shard found or made, its span widened, its day's counter
+    raised, in one transaction), a search's plan
+    (unfiltered, and one camera), and reading every entry (what the catalogue cost per read before)."""
+    from sen_infer.gallery.catalogue import Catalogue
+
+    cat = Catalogue(Path(a.root))
+
+    def route(i):  # what `ShardedGallery.route` asks of the catalogue, for a day after the month
+        t = START + a.days * DAY + i
+        cat.route(f"{i:040x}", camera_name(i % a.cameras), day_name(a.days), t, t + 600)
+
+    routed = _timed(route, 200)
+    plan_all = _timed(lambda i: cat.plan(), 100)
+    plan_one = _timed(lambda i: cat.plan({camera_name(i % a.cameras)}), 100)
+    scan = _timed(lambda i: cat.shards(), 20)
+    entries = len(cat.shards())
+    for s in cat.on_day(day_name(a.days)):  # the routed entries hold nothing (no writer ran): removed
+        cat.forget(s["no"])
+    return {"entries": entries, "route": summarise(routed), "plan_unfiltered": summarise(plan_all),
+            "plan_one_camera": summarise(plan_one), "read_every_entry": summarise(scan)}
+
+
+PHASES = {"build": phase_build, "before": phase_before, "compact": phase_compact, "after": phase_after,
+          "catalogue": phase_catalogue}
 
 
 def run_phase(name: str, a) -> dict:
@@ -229,6 +256,7 @@ def main(argv=None) -> int:
     figures["before"] = run_phase("before", a)
     figures["compact"] = run_phase("compact", a)
     figures["after"] = run_phase("after", a)
+    figures["catalogue"] = run_phase("catalogue", a)  # last: it adds a day of shards after the month
     b, c, f = figures["before"], figures["compact"], figures["after"]
     rows = [
         {"case": "one camera, one day", "before_p50_ms": b["one_camera_one_day"]["p50_ms"],

@@ -62,13 +62,11 @@ class ShardedWrites:
         and stores nothing twice); new content goes to the shard of (`camera`, its UTC day), even at a path
         ingested before (a recorder that reuses a file name). Returns the shard's catalogue entry."""
         head = file_identity(path)["head"]
-        info = shard_holding(self.catalogue, self.root, head, camera)
-        if info is None:
-            info = self.catalogue.shard_for(camera, day_of(start_time))
-            self.catalogue.place_content(head, info["no"])
-        if start_time is not None:
-            self.catalogue.widen(info["no"], start_time, start_time + seconds + 1.0)
-        return info
+        span = (None, None) if start_time is None else (start_time, start_time + seconds + 1.0)
+        _, complete = self.catalogue.content_shard(head)
+        if not complete:  # a root made before contents were recorded: its shards may hold it unrecorded
+            shard_holding(self.catalogue, self.root, head, camera)  # records it where it is found
+        return self.catalogue.route(head, camera, day_of(start_time), *span)
 
     def add_videos(self, paths, camera: str | None = None, start_time: float | None = None, workers=None,
                    batch_size=None, max_wait=None, **kw) -> IngestReport:
