@@ -296,7 +296,7 @@ class VectorStore:
         """
         return writes.add_embeddings(self, vectors, rows, source, local_tracks, spans)
 
-    def bulk_import(self):
+    def bulk_import(self, expansion_add: int | None = None):
         """A block in which many `add_embeddings` calls build the index in RAM with usearch's multi-threaded
         batch add and save it once at the end (`writes.bulk_import`)::
 
@@ -304,10 +304,13 @@ class VectorStore:
                 for vectors, rows in batches:
                     store.add_embeddings(vectors, rows)
 
+        Args:
+            expansion_add: the graph's construction width for the block's rows (default: the gallery's).
+
         Raises:
-            GalleryError: the store is read-only.
+            GalleryError: the store is read-only, or an expansion_add outside 2..4096.
         """
-        return writes.bulk_import(self)
+        return writes.bulk_import(self, expansion_add)
 
     def remove(self, keys) -> int:
         """Delete rows by key, logged in the `removed` table; returns how many existed (`writes.remove`).

@@ -73,22 +73,31 @@ def add_embeddings(store, vectors: np.ndarray, rows: list[Row],
 
 
 @contextlib.contextmanager
-def bulk_import(store):
+def bulk_import(store, expansion_add: int | None = None):
     """Many rows at once (re-indexing, migrations): the index is held whole in RAM, every batch's rows are
     added to it with usearch's multi-threaded batch add, and it is saved once, when the block ends.
 
     Each `add_embeddings` inside still commits its rows in its own transaction, so a crash loses nothing
     committed: the next open maps the last saved index and adds the rows it lacks. Costs the index in RAM
-    (about 1.2 KB a row at 512-d) for the block's length. Other processes keep the last saved index."""
+    (about 1.2 KB a row at 512-d) for the block's length. Other processes keep the last saved index.
+    `expansion_add`: the graph's construction width for the rows added in the block (default: the gallery's);
+    a smaller one builds faster and finds neighbours less well at the same search width (benchmarks.ann_budget
+    measures both), which a wider search (`tune-index`) buys back."""
     store.check_writable()
+    if expansion_add is not None and not (isinstance(expansion_add, int) and 2 <= expansion_add <= 4096):
+        raise GalleryError(f"expansion_add must be an integer from 2 to 4096, not {expansion_add!r}")
     with store.lock:
         store.refresh()
         store.index = store.index.in_ram()
+        if expansion_add is not None:
+            store.index.delta.expansion_add = expansion_add
         store.bulk = True
     try:
         yield store
     finally:
         store.bulk = False
+        if expansion_add is not None:
+            store.index.delta.expansion_add = store.index_params.expansion_add
         store.persist_index()
 
 

@@ -194,3 +194,25 @@ def test_proxy(engine, video, results_in_tmp, tmp_path):
     doc = json.loads((results_in_tmp / "proxy.json").read_text())
     assert [r["mode"] for r in doc["rows"]] == ["direct", "through nginx"]
     assert doc["errors_total"] == 0 and all(r["requests"] == 2 * 3 * 2 for r in doc["rows"]) and doc["ratio"] > 0
+
+
+def test_bulk(results_in_tmp):
+    """The bulk import benchmark, small: every construction width builds and is measured (values not asserted)."""
+    from benchmarks import bulk
+
+    bulk.main(["--rows", "3000", "--dim", "32", "--queries", "10", "--baseline", "1000", "--widths", "64", "16"])
+    doc = json.loads((results_in_tmp / "bulk.json").read_text())
+    assert [r["expansion_add"] for r in doc["rows"]] == [128, 64, 16] and all(r["rows_per_s"] > 0 for r in doc["rows"])
+
+
+def test_days(results_in_tmp, tmp_path):
+    """The month-of-a-city benchmark, small (3 days x 4 cameras): compaction builds every day and the
+    compacted root answers (recall is asserted only to be a fraction: its value is the benchmark's)."""
+    from benchmarks import days
+
+    days.main(["--days", "3", "--cameras", "4", "--rows", "6", "--dim", "32", "--queries", "5", "--work",
+               str(tmp_path / "work")])
+    doc = json.loads((results_in_tmp / "days.json").read_text())
+    assert doc["build"]["shards"] == 12 and doc["compact"]["days_built"] == 3
+    assert doc["after"]["graphs_searched"] == 3 and 0 <= doc["after"]["recall@10"] <= 1
+    assert doc["catalogue"]["entries"] >= 12

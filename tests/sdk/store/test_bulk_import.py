@@ -73,3 +73,22 @@ def test_a_crash_inside_the_block_loses_no_committed_row(tmp_path):
     assert store.check()["ok"], store.check()["problems"]
     vecs = _vectors(3 * BATCH, 1)
     assert store.search(vecs[1500], k=1, per_track=False)[0].frame == 1500
+
+
+def test_a_cheaper_construction_width_for_the_block_only(tmp_path):
+    import pytest
+
+    from sen_infer import GalleryError
+
+    store = _open(tmp_path / "g")
+    with pytest.raises(GalleryError, match="expansion_add must be an integer from 2 to 4096"):
+        with store.bulk_import(expansion_add=1):
+            pass
+    vecs = _vectors(BATCH, 5)
+    with store.bulk_import(expansion_add=16):
+        store.add_embeddings(vecs, _rows(BATCH))
+        assert store.index.delta.expansion_add == 16
+    again = _open(tmp_path / "g")
+    assert again.check()["ok"] and again.index_params.expansion_add == 128  # the gallery's own is unchanged
+    hits = [again.search(vecs[i], k=1, per_track=False)[0].frame for i in range(0, BATCH, 50)]
+    assert sum(h == i for h, i in zip(hits, range(0, BATCH, 50))) >= len(hits) - 1

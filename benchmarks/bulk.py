@@ -1,0 +1,93 @@
+"""Bulk import (`VectorStore.bulk_import`): rows/s into a new gallery, and what the construction width costs
+in recall, side by side on the same vectors.
+
+    python -m benchmarks.bulk [--rows 200000] [--dim 512] [--widths 128 64 40] [--queries 300]
+
+Data: clustered unit vectors (`benchmarks.index.clustered`, 2,000 centres, sigma 0.35), rows in
+transactions of 20,000 as `benchmarks.scale` writes them (100 cameras, 8 rows a track). For each
+construction width (usearch `expansion_add`; 128 is the gallery's default) a fresh gallery is built inside
+one `bulk_import` block: rows/s counts everything (SQLite, the graph, the one save). Then recall@10 of
+`VectorStore.nearest` (k=10, per_track off, the gallery's default search width) against an exact float32
+scan, on held-out queries. The old way, `add_embeddings` without the block (an index saved whenever the
+in-RAM part grows by a quarter), is timed on the first --baseline rows for the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.index import clustered, exact_topk
+from benchmarks.report import write
+from benchmarks.scale import BATCH, FP, _rows
+
+
+def build(folder: Path, data: np.ndarray, width: int | None, bulk: bool = True) -> float:
+    from sen_infer.store import VectorStore
+
+    store = VectorStore.open(folder, FP, data.shape[1])
+    n = len(data)
+    t0 = time.perf_counter()
+    if bulk:
+        with store.bulk_import(expansion_add=width):
+            for start in range(0, n, BATCH):
+                store.add_embeddings(data[start:start + BATCH], _rows(start, min(n, start + BATCH), n))
+    else:
+        for start in range(0, n, BATCH):
+            store.add_embeddings(data[start:start + BATCH], _rows(start, min(n, start + BATCH), n))
+        store.persist_index()
+    seconds = time.perf_counter() - t0
+    store.close()
+    return n / seconds
+
+
+def recall_of(folder: Path, queries: np.ndarray, truth: np.ndarray, dim: int) -> float:
+    from sen_infer.store import VectorStore
+
+    store = VectorStore.open(folder, FP, dim, create=False)
+    found = [[key - 1 for key, _ in store.nearest(q, 10, per_track=False)] for q in queries]
+    return float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--widths", type=int, nargs="+", default=[128, 64, 40])
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--baseline", type=int, default=60_000, help="rows for the old way's rate (0: skip)")
+    ap.add_argument("--name", default="bulk")
+    a = ap.parse_args(argv)
+    everything = clustered(a.rows + a.queries, a.dim, seed=0, clusters=2000)
+    data, queries = everything[:a.rows], everything[a.rows:]
+    truth = exact_topk(data, queries, 10)
+    work = Path(tempfile.mkdtemp(prefix="sen-bulk-"))
+    rows = []
+    try:
+        if a.baseline:
+            rate = build(work / "old", data[:a.baseline], None, bulk=False)
+            rows.append({"way": "add_embeddings, no bulk block (before)", "expansion_add": 128, "rows": a.baseline,
+                         "rows_per_s": round(rate), "recall@10": None})
+            shutil.rmtree(work / "old")
+        for width in a.widths:
+            rate = build(work / f"w{width}", data, width)
+            r = recall_of(work / f"w{width}", queries, truth, a.dim)
+            rows.append({"way": "bulk_import", "expansion_add": width, "rows": a.rows, "rows_per_s": round(rate),
+                         "recall@10": round(r, 4)})
+            print(f"  expansion_add {width}: {rate:,.0f} rows/s, recall@10 {r:.4f}", file=sys.stderr, flush=True)
+            shutil.rmtree(work / f"w{width}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write(a.name, {"dim": a.dim, "queries": a.queries, "batch": BATCH}, rows,
+          ["way", "expansion_add", "rows", "rows_per_s", "recall@10"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
