@@ -35,7 +35,8 @@ def cmd_ingest(args) -> int:
     options = VideoOptions(None, args.start_time, args.detector, args.stride, chunk_seconds=args.chunk_seconds,
                            tracker=args.tracker)
     config = IngestConfig(args.engine, args.gallery, options, embedders=args.embedders,
-                          embedder_cpus=args.embedder_cpus, task_cpus=args.task_cpus, backend=args.backend)
+                          embedder_cpus=args.embedder_cpus, task_cpus=args.task_cpus, backend=args.backend,
+                          writers=args.writers)
     if args.start_time is not None and args.start_time_from != "option":
         raise SenInferError("give --start-time or --start-time-from name|mtime, not both")
     how = "option" if args.start_time_from == "option" else args.start_time_from
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=positive_int, default=2)
     p.add_argument("--chunk-seconds", type=finite_float, default=60.0)
     p.add_argument("--embedders", type=positive_int, default=1, help="encoder actors (default 1)")
+    p.add_argument("--writers", type=positive_int, default=8,
+                   help="writer actors at most, each the one writer of the shards given to it (default 8; "
+                        "each holds ~150 MB)")
     p.add_argument("--embedder-cpus", type=cpu_share, default=1.0, help="CPUs each encoder actor reserves")
     p.add_argument("--task-cpus", type=cpu_share, default=1.0, help="CPUs each video task reserves")
     p.add_argument("--json", action="store_true")

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import ray
 
+from sen_infer.cluster.writers import OPEN_MAX, ShardWriter, writer_for
 from sen_infer.errors import IngestError, SenInferError
-from sen_infer.gallery.catalogue import Catalogue, is_sharded, make_sharded
+from sen_infer.gallery.catalogue import is_sharded, make_sharded
 from sen_infer.gallery.sharded import ShardedGallery, frame_count
-from sen_infer.ingest.inputs import default_camera, expand_inputs, finite_time, missing_head, unusable_file
+from sen_infer.ingest.inputs import default_camera, expand_inputs, finite_time, missing_head
 from sen_infer.ingest.report import IngestReport
-from sen_infer.ingest.video import EXPECTED_ERRORS, VideoIngest, VideoOptions, chunk_jobs
+from sen_infer.ingest.video import EXPECTED_ERRORS, VideoOptions, chunk_jobs
 
 
 @dataclass
@@ -39,6 +40,8 @@ class IngestConfig:
     embedder_gpus: float | None = None  # None: 1 per embedder where the cluster has GPUs, else 0
     task_cpus: float = 1.0  # CPUs a video task reserves (decode + detect + track)
     max_retries: int = 3  # retries of a video whose worker died
+    writers: int = 8  # writer actors at most: each is the one writer of the shards assigned to it
+    open_shards: int = OPEN_MAX  # shards each writer keeps open
     backend: str = "auto"
 
 
@@ -107,68 +110,6 @@ def check_reachable(address: str) -> None:
                           f"({e.strerror or e})") from None
 
 
-@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
-class ShardWriter:
-    """The one writer of one shard: plans videos and commits their chunks, in the order asked."""
-
-    def __init__(self, engine_dir: str, root: str, shard_path: str):
-        from sen_infer.engine.manifest import read_manifest
-
-        self.manifest = read_manifest(engine_dir)  # the model's identity and size: a writer embeds nothing
-        self.folder = Path(root) / shard_path
-        self.catalogue = Catalogue(Path(root))
-        self.day = Path(shard_path).name  # shards/<camera>/<day>
-        self.store = self.videos = None  # the shard is made by the first video that can be read
-        self.plans: dict[str, object] = {}
-
-    def _open(self) -> None:
-        from sen_infer.store import VectorStore
-
-        if self.store is None:
-            m = self.manifest
-            self.store = VectorStore.open(self.folder, m.fingerprint, m.embed_dim, create=True)
-            self.videos = VideoIngest(self.store, m, self.store.dir / "crops")
-
-    def begin(self, path: str, options: VideoOptions) -> tuple | IngestReport:
-        """(start frame, source key) of a video to ingest, or the `IngestReport` of one with nothing to do
-        (done already, another name of stored content, unusable: said in its notes and reasons). A file
-        that went away since it was routed makes no shard (an empty one would be listed and searched)."""
-        report = IngestReport()
-        why = unusable_file(path)
-        if why is not None:
-            report.skip(path, why)
-            return report
-        self._open()
-        plan = self.videos.plan(path, options, report)
-        if plan is None:
-            return report
-        self.plans[path] = plan
-        return plan.start_frame, plan.key
-
-    def commit(self, path: str, video, tracks: list, embeddings: list) -> IngestReport:
-        """Commit one chunk of a planned video (`VideoIngest.commit`); the chunk's report."""
-        if path not in self.plans:  # this writer was restarted since the video was planned: plan again
-            raise IngestError(f"{path}: its shard writer restarted mid-video; ingest it again to resume it")
-        report = IngestReport()
-        self.videos.commit(self.plans[path], video, tracks, embeddings, report)
-        return report
-
-    def end(self, path: str) -> None:
-        """A video is done: forget its plan, save the index."""
-        plan = self.plans.pop(path, None)
-        if plan is not None:
-            self.videos.done(plan)
-        if self.store is not None:
-            self.store.persist_index()
-        self.catalogue.touch(self.day)  # the write has ended: a day graph built before it is not used
-
-    def close(self) -> None:
-        """Save the index and close the shard (if a video made it)."""
-        if self.store is not None:
-            self.store.persist_index()
-            self.store.close()
-
-
 @ray.remote(max_restarts=3, max_task_retries=3)
 class Embedder:
     """Holds the encoders; embeds the crops of a chunk's tracks (one array of inputs per track)."""
@@ -220,14 +161,15 @@ def _slim(video, tracks: list) -> tuple:
     return replace(video, tracks=[]), light
 
 
-def _ingest_video(path: str, options: VideoOptions, engine: str, writer, embedders: list, progress) -> IngestReport:
-    """One video: plan with its shard's writer, then the chunk loop here, crops embedded by an encoder actor
-    and each chunk committed by the writer. Returns the video's report."""
+def _ingest_video(path: str, options: VideoOptions, engine: str, writer, shard: str, embedders: list,
+                  progress) -> IngestReport:
+    """One video: plan with the writer of its shard (folder `shard`), then the chunk loop here, crops
+    embedded by an encoder actor and each chunk committed by the writer. Returns the video's report."""
     from sen_infer.engine.manifest import read_manifest
 
     progress.start.remote(path, os.getpid())
     report = IngestReport()
-    got = ray.get(writer.begin.remote(path, options))
+    got = ray.get(writer.begin.remote(shard, path, options))
     if isinstance(got, IngestReport):  # nothing to do; the writer says why
         report.merge(got)
         progress.done.remote(path)
@@ -247,7 +189,7 @@ def _ingest_video(path: str, options: VideoOptions, engine: str, writer, embedde
         for job in chunk_jobs(plan, options, read_manifest(engine), tick):
             embeddings = ray.get(embedder.embed.remote(job.inputs)) if job.inputs else []
             slim_video, slim_tracks = _slim(job.chunk, job.tracks)
-            chunk = ray.get(writer.commit.remote(path, slim_video, slim_tracks, embeddings))
+            chunk = ray.get(writer.commit.remote(shard, path, slim_video, slim_tracks, embeddings))
             chunk.notes = [n for n in chunk.notes if n not in report.notes]
             chunk.frames = 0  # a video's frames are its decoded count so far, not a sum over chunks
             report.merge(chunk)
@@ -256,7 +198,7 @@ def _ingest_video(path: str, options: VideoOptions, engine: str, writer, embedde
         report.fail(path, f"{type(e).__name__}: {e}")
     finally:
         progress.add.remote(pending[0])
-    ray.get(writer.end.remote(path))
+    ray.get(writer.end.remote(shard, path))
     progress.done.remote(path)
     return report
 
@@ -273,7 +215,7 @@ class ClusterJob:
     """A running ingest: `state()` while it runs, `wait()` for its report."""
     refs: dict  # ObjectRef -> path
     progress: object
-    writers: dict
+    writers: list  # the job's pool of writer actors
     total_frames: int
     skipped: IngestReport = field(default_factory=IngestReport)  # inputs refused before any task ran
     started: float = field(default_factory=time.perf_counter)
@@ -309,7 +251,7 @@ class ClusterJob:
                 frames = self.state()["frames"]
                 bar.update(max(0, frames - shown))
                 shown = max(shown, frames)
-        for w in self.writers.values():
+        for w in self.writers:
             ray.get(w.close.remote())
         report.seconds = time.perf_counter() - self.started
         return report
@@ -420,16 +362,19 @@ def start_ingest(config: IngestConfig, sources, camera: str | None = None, start
     embedders = [Embedder.options(num_cpus=config.embedder_cpus, num_gpus=gpus).remote(config.engine, config.backend)
                  for _ in range(max(1, config.embedders))]
     progress = Progress.remote()
-    writers, refs, total = {}, {}, 0
+    routed = [(path, cam, start, frames, sharded.route(path, cam, start, frames / fps))
+              for path, cam, start, frames, fps in planned]  # every video routed before any writer starts
+    shards = list(dict.fromkeys(info["path"] for *_, info in routed))
+    pool = [ShardWriter.remote(config.engine, str(root), config.open_shards)
+            for _ in range(min(max(1, config.writers), len(shards)))]
+    writers = {s: writer_for(pool, i) for i, s in enumerate(shards)}  # a shard has one writer for the job
+    refs, total = {}, 0
     task = ray.remote(_ingest_video).options(num_cpus=config.task_cpus, max_retries=config.max_retries)
-    for path, cam, start, frames, fps in planned:
-        info = sharded.route(path, cam, start, frames / fps)
-        if info["no"] not in writers:
-            writers[info["no"]] = ShardWriter.remote(config.engine, str(root), info["path"])
+    for path, cam, start, frames, info in routed:
         total += frames
-        refs[task.remote(path, replace(options, camera=cam, start_time=start), config.engine, writers[info["no"]],
-                         embedders, progress)] = path
-    return ClusterJob(refs, progress, writers, total, skipped=pre)
+        refs[task.remote(path, replace(options, camera=cam, start_time=start), config.engine, writers[info["path"]],
+                         info["path"], embedders, progress)] = path
+    return ClusterJob(refs, progress, pool, total, skipped=pre)
 
 
 def _probe(videos: list, start_from: str, camera_from: str, camera: str | None, config: IngestConfig,

@@ -30,6 +30,7 @@ import os, signal, sqlite3, sys, time
 from pathlib import Path
 import ray
 import sen_infer.cluster.ingest as cluster
+from sen_infer.gallery.catalogue import Catalogue
 from sen_infer.ingest.video import VideoOptions
 
 engine, root, step, *videos = sys.argv[1:]
@@ -40,9 +41,10 @@ if step == "route":
 if step == "open":
     real = cluster.ShardWriter
     def opened(*a, **k):
-        w = real.remote(*a, **k)  # the first writer: the first video's shard
+        w = real.remote(*a, **k)  # the first writer of the pool; every video is routed by now
         options = VideoOptions(start_time=%r, chunk_seconds=%r)
-        ray.get(w.begin.remote(str(Path(videos[0]).resolve()), options))  # it has opened (made) its shard
+        shard = Catalogue(Path(root)).shards()[0]["path"]  # the first video's shard
+        ray.get(w.begin.remote(shard, str(Path(videos[0]).resolve()), options))  # it has opened (made) it
         die()
     cluster.ShardWriter = type("Opened", (), {"remote": staticmethod(opened)})
 config = cluster.IngestConfig(engine, root, VideoOptions(start_time=%r, chunk_seconds=%r), embedder_cpus=0.0)
