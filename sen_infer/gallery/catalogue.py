@@ -12,6 +12,7 @@ it was made with, so the keys its users hold keep pointing at the same rows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -248,7 +249,7 @@ class Catalogue:
     def shard_for(self, camera: str, day: str) -> dict:
         """The shard of (camera, day), made (catalogue row + folder name) if it does not exist yet; the day's
         write counter is raised (a write to it begins). One transaction."""
-        with self._conn() as conn, _immediate(conn):
+        with self._conn() as conn, days.immediate(conn):
             info = self._shard_of(conn, camera, day)
             days.touch(conn, day)
         return info
@@ -263,7 +264,7 @@ class Catalogue:
         Raises:
             GalleryError: a new shard's number would make keys past 2**53.
         """
-        with self._conn() as conn, _immediate(conn):
+        with self._conn() as conn, days.immediate(conn):
             conn.execute(CONTENTS)
             hit = conn.execute("SELECT s.no, s.camera, s.day, s.path, s.t_min, s.t_max FROM contents c JOIN shards s "
                                "ON s.no = c.shard WHERE c.head=?", (head,)).fetchone()
@@ -301,16 +302,22 @@ class Catalogue:
         with self._conn() as conn:
             conn.execute(WIDEN, (t_min, t_min, t_max, t_max, no))
 
+    @functools.cached_property
+    def contents_complete(self) -> bool:
+        """Whether every recording of this root is in `contents` (False for a root made before contents were
+        recorded, whose shards may hold one unrecorded; a root never changes between the two)."""
+        with self._conn() as conn:
+            return conn.execute("SELECT 1 FROM meta WHERE key='contents' AND value='complete'").fetchone() is not None
+
     def content_shard(self, head: str) -> tuple[int | None, bool]:
         """(the shard number the content `head` was routed to or None, whether that answer is complete:
-        False for a root made before contents were recorded, whose shards may hold it unrecorded)."""
+        `contents_complete`)."""
         with self._conn() as conn:
-            complete = conn.execute("SELECT 1 FROM meta WHERE key='contents' AND value='complete'").fetchone()
             try:
                 hit = conn.execute("SELECT shard FROM contents WHERE head=?", (head,)).fetchone()
             except sqlite3.OperationalError:  # no such table: an older root, never routed by this version
                 hit = None
-        return (None if hit is None else int(hit[0])), complete is not None
+        return (None if hit is None else int(hit[0])), self.contents_complete
 
     def place_content(self, head: str, no: int) -> None:
         """Record that the content `head` goes to shard `no` (before any of its rows is committed)."""
@@ -323,18 +330,6 @@ class Catalogue:
         the caller's to delete."""
         with self._conn() as conn:
             conn.execute("DELETE FROM shards WHERE no=?", (no,))
-
-
-@contextmanager
-def _immediate(conn):
-    """One write transaction on `conn`: committed when the block ends, rolled back if it raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _filters(cameras, since, until) -> tuple[list[str], list]:

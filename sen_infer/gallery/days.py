@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 
 TABLES = (
     "CREATE TABLE IF NOT EXISTS day_writes (day TEXT PRIMARY KEY, writes INTEGER NOT NULL, last REAL NOT NULL)",
@@ -54,10 +55,10 @@ def writes(conn, day: str) -> tuple[int, float | None]:
     return (0, None) if got is None else (int(got[0]), float(got[1]))
 
 
-def current(conn, days=None) -> dict[str, dict]:
-    """The current graphs by day (of `days` when given): {"day", "path", "writes", "rows", "cameras" (a
-    frozenset of names), "t_min", "t_max"}. Read on every search, so a graph's camera list (1,000 names
-    for 1,000 cameras) is parsed once per folder, not once per query."""
+def current(conn) -> dict[str, dict]:
+    """The current graphs by day: {"day", "path", "writes", "rows", "cameras" (a frozenset of names),
+    "t_min", "t_max"}. Read on every search, so a graph's camera list (1,000 names for 1,000 cameras) is
+    parsed once per folder, not once per query."""
     try:
         rows = conn.execute(CURRENT).fetchall()
     except sqlite3.OperationalError:
@@ -65,13 +66,12 @@ def current(conn, days=None) -> dict[str, dict]:
     out = {}
     for r in rows:
         g = dict(zip(FIELDS, r))
-        if days is None or g["day"] in days:
-            cams = _CAMERAS.get(g["path"])
-            if cams is None:
-                text = conn.execute("SELECT cameras FROM graphs WHERE path=?", (g["path"],)).fetchone()[0]
-                cams = _CAMERAS[g["path"]] = frozenset(json.loads(text))
-            g["cameras"] = cams
-            out[g["day"]] = g
+        cams = _CAMERAS.get(g["path"])
+        if cams is None:
+            text = conn.execute("SELECT cameras FROM graphs WHERE path=?", (g["path"],)).fetchone()[0]
+            cams = _CAMERAS[g["path"]] = frozenset(json.loads(text))
+        g["cameras"] = cams
+        out[g["day"]] = g
     return out
 
 
@@ -79,23 +79,30 @@ def register(conn, graph: dict) -> str | None:
     """Record a built graph when its day has not been written since it was read (else None: nothing
     recorded). Returns the folder of the graph it replaces, for the caller to delete."""
     ensure(conn)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         # a day of a root made before day graphs has no counter yet: it starts at 0, as read by the build
         conn.execute("INSERT OR IGNORE INTO day_writes VALUES (?, 0, 0)", (graph["day"],))
         now, _ = writes(conn, graph["day"])
         if now != graph["writes"]:
-            conn.execute("ROLLBACK")
             return None
         old = conn.execute("SELECT path FROM graphs WHERE day=?", (graph["day"],)).fetchone()
         conn.execute("INSERT OR REPLACE INTO graphs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (graph["day"], graph["path"], graph["writes"], json.dumps(graph["shards"]), graph["rows"],
                       json.dumps(graph["cameras"]), graph["t_min"], graph["t_max"], time.time()))
-        conn.execute("COMMIT")
+    return "" if old is None or old[0] == graph["path"] else old[0]
+
+
+@contextmanager
+def immediate(conn):
+    """One write transaction on `conn` (autocommit mode): committed when the block ends, also by a return
+    from inside it, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return "" if old is None or old[0] == graph["path"] else old[0]
+    conn.execute("COMMIT")
 
 
 def forget(conn, day: str) -> str | None:

@@ -63,8 +63,7 @@ class ShardedWrites:
         ingested before (a recorder that reuses a file name). Returns the shard's catalogue entry."""
         head = file_identity(path)["head"]
         span = (None, None) if start_time is None else (start_time, start_time + seconds + 1.0)
-        _, complete = self.catalogue.content_shard(head)
-        if not complete:  # a root made before contents were recorded: its shards may hold it unrecorded
+        if not self.catalogue.contents_complete:  # an older root's shards may hold it unrecorded
             shard_holding(self.catalogue, self.root, head, camera)  # records it where it is found
         return self.catalogue.route(head, camera, day_of(start_time), *span)
 
@@ -167,6 +166,7 @@ class ShardedWrites:
                                 self.encoders.manifest.fingerprint, self.encoders.dim, writes,
                                 progress=None if progress is None else (lambda n: progress(day, n)))
         replaced = None
+        # the day's shards listed again: one made since the build began must make the check fail
         if day_graph.unchanged(self.root, self.catalogue.on_day(day), graph["made"]):
             replaced = self.catalogue.register_graph(graph)
         if replaced is None:  # a write to the day since its counter was read: the shards stay in use
