@@ -1,14 +1,16 @@
 """Bulk import (`VectorStore.bulk_import`): rows/s into a new gallery, and what the construction width costs
 in recall, side by side on the same vectors.
 
-    python -m benchmarks.bulk [--rows 200000] [--dim 512] [--widths 128 64 40] [--queries 300]
+    python -m benchmarks.bulk [--rows 200000] [--dim 512] [--widths 128 64 40] [--search-widths 64 96 128]
+                              [--queries 300]
 
 Data: clustered unit vectors (`benchmarks.index.clustered`, 2,000 centres, sigma 0.35), rows in
 transactions of 20,000 as `benchmarks.scale` writes them (100 cameras, 8 rows a track). For each
 construction width (usearch `expansion_add`; 128 is the gallery's default) a fresh gallery is built inside
-one `bulk_import` block: rows/s counts everything (SQLite, the graph, the one save). Then recall@10 of
-`VectorStore.nearest` (k=10, per_track off, the gallery's default search width) against an exact float32
-scan, on held-out queries. The old way, `add_embeddings` without the block (an index saved whenever the
+one `bulk_import` block: rows/s counts everything (SQLite, the graph, the one save). Then, at each search
+width (usearch `expansion_search`; 64 is the gallery's default), recall@10 of `VectorStore.nearest` (k=10,
+per_track off) against an exact float32 scan on held-out queries, and its p50 latency one query at a time:
+a cheaper graph is only a gain if some search width gives it the same recall at no more latency. The old way, `add_embeddings` without the block (an index saved whenever the
 in-RAM part grows by a quarter), is timed on the first --baseline rows for the ratio.
 """
 
@@ -47,12 +49,26 @@ def build(folder: Path, data: np.ndarray, width: int | None, bulk: bool = True) 
     return n / seconds
 
 
-def recall_of(folder: Path, queries: np.ndarray, truth: np.ndarray, dim: int) -> float:
+def recall_of(folder: Path, queries: np.ndarray, truth: np.ndarray, dim: int, search_widths=(None,)) -> list:
+    """Per search width (None: the gallery's own): (width, recall@10, p50 ms) of `nearest`, one query at a time."""
     from sen_infer.store import VectorStore
 
     store = VectorStore.open(folder, FP, dim, create=False)
-    found = [[key - 1 for key, _ in store.nearest(q, 10, per_track=False)] for q in queries]
-    return float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
+    out = []
+    for width in search_widths:
+        if width is not None:
+            store.index.set_expansion_search(width)
+        for q in queries[:20]:  # warm the pages the searches touch
+            store.nearest(q, 10, per_track=False)
+        found, ms = [], []
+        for q in queries:
+            t0 = time.perf_counter()
+            found.append([key - 1 for key, _ in store.nearest(q, 10, per_track=False)])
+            ms.append((time.perf_counter() - t0) * 1e3)
+        r = float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
+        out.append((width or store.index_params.expansion_search, r, float(np.median(ms))))
+    store.close()
+    return out
 
 
 def main(argv=None) -> int:
@@ -61,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--widths", type=int, nargs="+", default=[128, 64, 40])
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--search-widths", type=int, nargs="+", default=[64, 96, 128],
+                    help="search widths (expansion_search) at which each graph's recall and latency are read")
     ap.add_argument("--baseline", type=int, default=60_000, help="rows for the old way's rate (0: skip)")
     ap.add_argument("--name", default="bulk")
     a = ap.parse_args(argv)
@@ -77,15 +95,16 @@ def main(argv=None) -> int:
             shutil.rmtree(work / "old")
         for width in a.widths:
             rate = build(work / f"w{width}", data, width)
-            r = recall_of(work / f"w{width}", queries, truth, a.dim)
-            rows.append({"way": "bulk_import", "expansion_add": width, "rows": a.rows, "rows_per_s": round(rate),
-                         "recall@10": round(r, 4)})
-            print(f"  expansion_add {width}: {rate:,.0f} rows/s, recall@10 {r:.4f}", file=sys.stderr, flush=True)
+            for search, r, p50 in recall_of(work / f"w{width}", queries, truth, a.dim, a.search_widths):
+                rows.append({"way": "bulk_import", "expansion_add": width, "rows": a.rows, "rows_per_s": round(rate),
+                             "expansion_search": search, "recall@10": round(r, 4), "search_p50_ms": round(p50, 3)})
+                print(f"  expansion_add {width}: {rate:,.0f} rows/s; search width {search}: recall@10 {r:.4f}, "
+                      f"p50 {p50:.3f} ms", file=sys.stderr, flush=True)
             shutil.rmtree(work / f"w{width}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write(a.name, {"dim": a.dim, "queries": a.queries, "batch": BATCH}, rows,
-          ["way", "expansion_add", "rows", "rows_per_s", "recall@10"])
+          ["way", "expansion_add", "rows", "rows_per_s", "expansion_search", "recall@10", "search_p50_ms"])
     return 0
 
 

@@ -193,7 +193,8 @@ def recall(a, qs: np.ndarray, found: list) -> float:
 def phase_catalogue(a) -> dict:
     """What the catalogue costs at this root's size: routing a recording (`Catalogue.route`: its content
     looked up by primary key, its (camera, day) shard found or made, its span widened, its day's counter
-    raised, in one transaction), a search's plan
+    raised, in one transaction; and per recording when a job's 100 are routed in one transaction,
+    `route_many`), a search's plan
     (unfiltered, and one camera), and reading every entry (what the catalogue cost per read before)."""
     from sen_infer.gallery.catalogue import Catalogue
 
@@ -204,13 +205,22 @@ def phase_catalogue(a) -> dict:
         cat.route(f"{i:040x}", camera_name(i % a.cameras), day_name(a.days), t, t + 600)
 
     routed = _timed(route, 200)
+    batch = 100  # a job's recordings, routed by the cluster driver in one transaction (`route_many`)
+
+    def route_batch(i):
+        t = START + a.days * DAY + 10_000 + i * batch
+        cat.route_many([(f"{10_000 + i * batch + j:040x}", camera_name((i * batch + j) % a.cameras),
+                         day_name(a.days), t + j, t + j + 600) for j in range(batch)])
+
+    per_recording = [ms / batch for ms in _timed(route_batch, 20)]
     plan_all = _timed(lambda i: cat.plan(), 100)
     plan_one = _timed(lambda i: cat.plan({camera_name(i % a.cameras)}), 100)
     scan = _timed(lambda i: cat.shards(), 20)
     entries = len(cat.shards())
     for s in cat.on_day(day_name(a.days)):  # the routed entries hold nothing (no writer ran): removed
         cat.forget(s["no"])
-    return {"entries": entries, "route": summarise(routed), "plan_unfiltered": summarise(plan_all),
+    return {"entries": entries, "route": summarise(routed), f"route_many_{batch}_per_recording": summarise(per_recording),
+            "plan_unfiltered": summarise(plan_all),
             "plan_one_camera": summarise(plan_one), "read_every_entry": summarise(scan)}
 
 

@@ -362,8 +362,9 @@ def start_ingest(config: IngestConfig, sources, camera: str | None = None, start
     embedders = [Embedder.options(num_cpus=config.embedder_cpus, num_gpus=gpus).remote(config.engine, config.backend)
                  for _ in range(max(1, config.embedders))]
     progress = Progress.remote()
-    routed = [(path, cam, start, frames, sharded.route(path, cam, start, frames / fps))
-              for path, cam, start, frames, fps in planned]  # every video routed before any writer starts
+    shards_of = sharded.route_many([(path, cam, start, frames / fps) for path, cam, start, frames, fps in planned])
+    routed = [(path, cam, start, frames, info) for (path, cam, start, frames, _), info in zip(planned, shards_of)]
+    # every video routed, in one catalogue transaction, before any writer starts
     shards = list(dict.fromkeys(info["path"] for *_, info in routed))
     pool = [ShardWriter.remote(config.engine, str(root), config.open_shards)
             for _ in range(min(max(1, config.writers), len(shards)))]

@@ -256,27 +256,49 @@ class Catalogue:
 
     def route(self, head: str, camera: str, day: str, t_min: float | None = None,
               t_max: float | None = None) -> dict:
-        """Where a recording's rows go, in one transaction (one commit: ~1 ms whatever the catalogue's size):
-        the shard its content `head` was routed to before, if it is still listed, else the shard of
-        (`camera`, `day`), made if new, with the content recorded there; its span widened to [t_min, t_max]
-        and its day's write counter raised, before any row is committed.
+        """Where a recording's rows go, in one transaction: `route_many` for one recording (its one commit,
+        ~1 ms, is most of the cost: the disk's sync, whatever the catalogue's size).
 
         Raises:
             GalleryError: a new shard's number would make keys past 2**53.
         """
+        return self.route_many([(head, camera, day, t_min, t_max)])[0]
+
+    def route_many(self, recordings) -> list[dict]:
+        """Where each recording's rows go, all in ONE transaction (a job's recordings share one commit): for
+        each (head, camera, day, t_min, t_max), the shard its content `head` was routed to before, if it is
+        still listed, else the shard of (`camera`, `day`), made if new, with the content recorded there;
+        its span widened to [t_min, t_max] (either None: not widened) and its day's write counter raised,
+        before any row is committed. Each lookup is by an index (O(log n) in the catalogue's size).
+
+        Args:
+            recordings: (head, camera, day, t_min, t_max) tuples; a content given twice goes to one shard.
+
+        Returns:
+            The shard entries ({"no", "camera", "day", "path", "t_min", "t_max"}), one per recording, in order.
+
+        Raises:
+            GalleryError: a new shard's number would make keys past 2**53 (nothing of the batch is kept).
+        """
+        out = []
         with self._conn() as conn, days.immediate(conn):
             conn.execute(CONTENTS)
-            hit = conn.execute("SELECT s.no, s.camera, s.day, s.path, s.t_min, s.t_max FROM contents c JOIN shards s "
-                               "ON s.no = c.shard WHERE c.head=?", (head,)).fetchone()
-            if hit is not None:
-                info = dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), hit))
-            else:
-                info = self._shard_of(conn, camera, day)
-                conn.execute("INSERT OR REPLACE INTO contents VALUES (?, ?, ?)", (head, info["no"], time.time()))
-            if t_min is not None and t_max is not None:
-                conn.execute(WIDEN, (t_min, t_min, t_max, t_max, info["no"]))
-            days.touch(conn, info["day"])
-        return info
+            touched = set()
+            for head, camera, day, t_min, t_max in recordings:
+                hit = conn.execute("SELECT s.no, s.camera, s.day, s.path, s.t_min, s.t_max FROM contents c "
+                                   "JOIN shards s ON s.no = c.shard WHERE c.head=?", (head,)).fetchone()
+                if hit is not None:
+                    info = dict(zip(("no", "camera", "day", "path", "t_min", "t_max"), hit))
+                else:
+                    info = self._shard_of(conn, camera, day)
+                    conn.execute("INSERT OR REPLACE INTO contents VALUES (?, ?, ?)", (head, info["no"], time.time()))
+                if t_min is not None and t_max is not None:
+                    conn.execute(WIDEN, (t_min, t_min, t_max, t_max, info["no"]))
+                if info["day"] not in touched:
+                    days.touch(conn, info["day"])
+                    touched.add(info["day"])
+                out.append(info)
+        return out
 
     def _shard_of(self, conn, camera: str, day: str) -> dict:
         """(camera, day)'s shard inside the caller's write transaction, made if new. Only a missing shard

@@ -56,16 +56,30 @@ class ShardedWrites:
             self.catalogue.touch(info["day"])  # the write has ended: a graph built before it is not used
 
     def route(self, path: str, camera: str, start_time: float | None, seconds: float) -> dict:
-        """The shard a video of `seconds` goes to, with the span its rows can take recorded first (before
-        any is committed). A recording is routed by its content: content this root already holds, under any
-        name, camera or start day, goes to the shard that holds it (which records the new name as an alias
-        and stores nothing twice); new content goes to the shard of (`camera`, its UTC day), even at a path
-        ingested before (a recorder that reuses a file name). Returns the shard's catalogue entry."""
-        head = file_identity(path)["head"]
-        span = (None, None) if start_time is None else (start_time, start_time + seconds + 1.0)
-        if not self.catalogue.contents_complete:  # an older root's shards may hold it unrecorded
-            shard_holding(self.catalogue, self.root, head, camera)  # records it where it is found
-        return self.catalogue.route(head, camera, day_of(start_time), *span)
+        """The shard a video of `seconds` goes to (`route_many` for one video). Returns its catalogue entry."""
+        return self.route_many([(path, camera, start_time, seconds)])[0]
+
+    def route_many(self, videos) -> list[dict]:
+        """The shard each video goes to, routed in one catalogue transaction, with the span its rows can take
+        recorded first (before any is committed). A recording is routed by its content: content this root
+        already holds, under any name, camera or start day, goes to the shard that holds it (which records
+        the new name as an alias and stores nothing twice); new content goes to the shard of (`camera`, its
+        UTC day), even at a path ingested before (a recorder that reuses a file name).
+
+        Args:
+            videos: (path, camera, start_time or None, seconds) tuples.
+
+        Returns:
+            The shards' catalogue entries, one per video, in order.
+        """
+        recordings = []
+        for path, camera, start_time, seconds in videos:
+            head = file_identity(path)["head"]
+            span = (None, None) if start_time is None else (start_time, start_time + seconds + 1.0)
+            if not self.catalogue.contents_complete:  # an older root's shards may hold it unrecorded
+                shard_holding(self.catalogue, self.root, head, camera)  # records it where it is found
+            recordings.append((head, camera, day_of(start_time), *span))
+        return self.catalogue.route_many(recordings)
 
     def add_videos(self, paths, camera: str | None = None, start_time: float | None = None, workers=None,
                    batch_size=None, max_wait=None, **kw) -> IngestReport:

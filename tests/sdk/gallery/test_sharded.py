@@ -243,6 +243,34 @@ def test_asking_for_existing_shards_uses_no_new_ids_and_removed_ids_are_not_reus
     assert cat.shard_for("cam3", "2026-03-05")["no"] == top + 1  # made again: a new id, not the removed one
 
 
+def test_routing_a_batch_in_one_transaction_matches_routing_one_by_one(tmp_path):
+    """`route_many` (what the cluster driver uses: a job's recordings, one commit) sends each recording where
+    `route` would: new content to its (camera, day) shard, content seen before to the shard holding it
+    whatever camera or day it now claims, a content given twice in the batch to one shard; spans are
+    widened and each touched day's write counter raised once."""
+    import sqlite3
+
+    from sen_infer.gallery.catalogue import Catalogue, make_sharded
+
+    make_sharded(tmp_path / "one")
+    make_sharded(tmp_path / "many")
+    one, many = Catalogue(tmp_path / "one"), Catalogue(tmp_path / "many")
+    batch = [("a" * 40, "camA", "2026-03-05", 10.0, 20.0), ("b" * 40, "camB", "2026-03-05", 30.0, 40.0),
+             ("c" * 40, "camA", "2026-03-06", 5.0, 6.0), ("a" * 40, "camC", "2026-03-07", 50.0, 60.0),
+             ("d" * 40, "camA", "2026-03-05", None, None)]
+    singly = [one.route(*r)["path"] for r in batch]
+    together = [e["path"] for e in many.route_many(batch)]
+    assert together == singly == ["shards/camA/2026-03-05", "shards/camB/2026-03-05", "shards/camA/2026-03-06",
+                                  "shards/camA/2026-03-05", "shards/camA/2026-03-05"]
+    spans = {s["path"]: (s["t_min"], s["t_max"]) for s in many.shards()}
+    assert spans["shards/camA/2026-03-05"] == (10.0, 60.0)  # widened by the copy's claimed span too
+    with sqlite3.connect(many.path) as conn:
+        counters = dict(conn.execute("SELECT day, writes FROM day_writes"))
+    assert counters == {"2026-03-05": 1, "2026-03-06": 1}
+    assert [e["path"] for e in many.route_many([("c" * 40, "camZ", "2026-04-01", None, None)])] == \
+        ["shards/camA/2026-03-06"]
+
+
 def test_a_catalogue_entry_left_without_its_shard_is_skipped_not_fatal(engine, synth_learn, tmp_path):
     """A routing killed after the catalogue entry was written and before the writer opened the shard
     leaves an entry with no folder: every read skips it (it holds no rows) instead of failing every
