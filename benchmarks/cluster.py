@@ -4,6 +4,8 @@ the same rows in total (what fanning a query out costs).
 
     python -m benchmarks.cluster                       # after `make demo`; a few minutes
     python -m benchmarks.cluster --videos 4 --rows 50000
+    python -m benchmarks.cluster --skip-ingest --rows 240000 --dim 512 --name cluster_plan_shards
+                                                       # 100 shards at the plan's size, 2,400 x 512
 
 Ray adds process start-up and object-store copies; on this 2-core machine 2 workers also share the cores
 with the encoder actor and the driver, so the ratio says what a second worker buys here, not on a node
@@ -159,6 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--work", default=str(WORK))
+    ap.add_argument("--name", default="cluster", help="results name (e.g. the plan's shard size: --rows 240000 "
+                    "--dim 512 makes 100 shards of 2,400 x 512)")
     args = ap.parse_args(argv)
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -173,7 +177,7 @@ def main(argv=None) -> int:
         rows.append({"part": "query fan-out", **r})
         print(rows[-1], flush=True)
     figures = {"videos": args.videos, "rows_total": args.rows, "dim": args.dim, "k": args.k}
-    path = report.write("cluster", figures, rows, ["part", "case", "seconds", "frames_per_s", "speedup_vs_1_worker",
+    path = report.write(args.name, figures, rows, ["part", "case", "seconds", "frames_per_s", "speedup_vs_1_worker",
                                                    "rows", "p50_ms", "p99_ms", "p50_vs_1_shard", "one_camera_p50_ms",
                                                    "first_query_ms (opens shards)"])
     plot(path.with_suffix(".png"), rows, args.rows)

@@ -2,7 +2,8 @@
 merges each day into a day graph.
 
     python -m benchmarks.days [--days 30] [--cameras 1000] [--rows 24] [--dim 512] [--queries 100]
-                              [--work DIR] [--name days] [--engine ENGINE]
+                              [--work DIR] [--name days] [--engine ENGINE] [--cold-runs 5] [--drop-caches]
+                              [--reuse | --cold-only]
 
 Data: clustered unit vectors (2,000 centres shared by every camera, noise sigma 0.35), `--rows` per camera and
 day, each row its own track, timestamps spread over its day. The root is built once under --work and reused.
@@ -14,6 +15,8 @@ Each phase runs in a fresh process (its resident memory and its cold start are i
 - after: the first unfiltered query after opening (cold: it opens every day graph and the winners' shards),
   then warm p50/p99 unfiltered, one camera on one day, one camera over the month; recall@10 of the
   unfiltered answers against an exact scan of every vector;
+- cold: --cold-runs fresh processes' first unfiltered query, with the page cache as the run left it, and with
+  --drop-caches (root) after emptying it before each: time and bytes read from the disk;
 - with --engine (its own dimension and model): the same root built at the engine's size, queried by text in
   process (`Retriever.query`) and through `serve`, to give what the service adds.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import http.client
 import json
 import multiprocessing
 import os
@@ -35,7 +39,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from benchmarks.report import write
+from benchmarks.report import RESULTS, write
 from benchmarks.timing import summarise
 
 START = 1_772_668_800.0  # 2026-03-05 00:00 UTC
@@ -224,20 +228,107 @@ def phase_catalogue(a) -> dict:
             "plan_one_camera": summarise(plan_one), "read_every_entry": summarise(scan)}
 
 
+def _read_bytes() -> int:
+    """Bytes this process has had read from the disk so far (Linux /proc/self/io; 0 where there is none)."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("read_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def phase_cold(a) -> dict:
+    """The first unfiltered query of a fresh process: its time and the bytes it had read from the disk."""
+    qs = queries(1, a.dim)
+    import sen_infer.gallery.sharded  # noqa: F401  (the modules are loaded before the clock starts)
+
+    before = _read_bytes()
+    t0 = time.perf_counter()
+    _gallery(a).nearest(qs[0], 10, per_track=False)
+    return {"ms": (time.perf_counter() - t0) * 1000, "disk_read_mb": (_read_bytes() - before) / 1e6}
+
+
+def drop_page_cache() -> bool:
+    """Empty the OS page cache (Linux, root only); False where it cannot."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def cold_runs(a) -> dict:
+    """--cold-runs fresh processes' first queries as the page cache was left, then with --drop-caches as many
+    after emptying it (root only; it slows everything else on the machine for a while): the spread is what a
+    first query can cost on this disk."""
+    out = {"page_cache_as_left": [run_phase("cold", a, quiet=True) for _ in range(a.cold_runs)]}
+    dropped = []
+    for _ in range(a.cold_runs if a.drop_caches else 0):
+        if not drop_page_cache():
+            print("  cannot empty the page cache (not root): the dropped-cache runs are skipped", file=sys.stderr)
+            break
+        dropped.append(run_phase("cold", a, quiet=True))
+    out["page_cache_dropped"] = dropped
+    try:
+        out["read_ahead_kb"] = {p.parent.parent.name: int(p.read_text()) for p in Path("/sys/block").glob("*/queue/read_ahead_kb")}
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def phase_serve(a) -> dict:
+    """Text queries with --engine: `Retriever.query` in process, then the same through `serve` (one server,
+    one kept-alive connection); the service's own cost is the difference of the p50s."""
+    from benchmarks.serve import percentile
+    from benchmarks.serve_hostile import Server
+    from sen_infer import Retriever
+
+    text = "a man in a grey hoodie and blue jeans"
+    cases = {"one camera, one day": {"camera": camera_name(421), "since": START + DAY, "until": START + 2 * DAY - 1},
+             f"all cameras, {a.days} days": {}}
+    local = Retriever(a.engine, gallery=a.root)
+    in_process = {}
+    for label, kw in cases.items():
+        in_process[label] = [t for i, t in enumerate(_timed(lambda i: local.query(text, k=10, **kw), 53)) if i >= 3]
+    del local  # the in-process gallery is let go before the server opens the same root
+    server = Server(Path(a.engine), Path(a.root))
+    out = {}
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=600)
+        for label, kw in cases.items():
+            body = json.dumps({"text": text, "k": 10, **kw}).encode()
+
+            def ask(i):
+                status, raw = server.request("POST", "/api/v1/query", body, {"Content-Type": "application/json"}, conn)
+                assert status == 200, raw
+
+            client = [t for i, t in enumerate(_timed(ask, 53)) if i >= 3]  # the first ones open the graphs
+            out[label] = {"in_process": summarise(in_process[label]), "through_serve": summarise(client),
+                          "service_adds_p50_ms": percentile(client, 50) - percentile(in_process[label], 50)}
+        conn.close()
+    finally:
+        server.stop()
+    return out
+
+
 PHASES = {"build": phase_build, "before": phase_before, "compact": phase_compact, "after": phase_after,
-          "catalogue": phase_catalogue}
+          "catalogue": phase_catalogue, "cold": phase_cold, "serve": phase_serve}
 
 
-def run_phase(name: str, a) -> dict:
+def run_phase(name: str, a, quiet: bool = False) -> dict:
     """One phase in a fresh process; its JSON result."""
     argv = [sys.executable, "-m", "benchmarks.days", "--phase", name, "--root", a.root, "--days", str(a.days),
             "--cameras", str(a.cameras), "--rows", str(a.rows), "--dim", str(a.dim), "--queries", str(a.queries),
-            "--fingerprint", a.fingerprint]
+            "--fingerprint", a.fingerprint, *(["--engine", a.engine] if a.engine else [])]
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if r.returncode != 0:
         raise RuntimeError(f"phase {name} failed:\n{r.stderr[-3000:]}")
-    print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    if not quiet:
+        print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -253,20 +344,47 @@ def main(argv=None) -> int:
     ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--fingerprint", default=FP, help=argparse.SUPPRESS)
+    ap.add_argument("--engine", help="an engine dir: the root is built at its size and fingerprint, and text "
+                    "queries are timed in process and through `serve`")
     ap.add_argument("--reuse", action="store_true", help="reuse a root already built under --work")
+    ap.add_argument("--drop-caches", action="store_true", help="also time first queries after emptying the OS "
+                    "page cache (root only; the whole machine's cache)")
+    ap.add_argument("--cold-only", action="store_true", help="on the root of an earlier full run (--work, same "
+                    "sizes): only the cold runs anew, merged into that run's results")
+    ap.add_argument("--cold-runs", type=int, default=5, help="fresh processes timed on their first query, as the "
+                    "page cache was left and (as root) after emptying it")
     a = ap.parse_args(argv)
     if a.phase:
         print(json.dumps(PHASES[a.phase](a)))
         return 0
-    a.root = str(Path(a.work) / f"root_{a.days}x{a.cameras}x{a.rows}x{a.dim}")
+    if a.engine:  # the root takes the engine's size and fingerprint (its vectors stay synthetic)
+        manifest = json.loads(Path(a.engine, "manifest.json").read_text())
+        a.dim, a.fingerprint = int(manifest["embed_dim"]), manifest["fingerprint"]
+    a.root = str(Path(a.work) / f"root_{a.days}x{a.cameras}x{a.rows}x{a.dim}{'_' + a.fingerprint[:8] if a.engine else ''}")
     os.makedirs(a.work, exist_ok=True)
-    figures = {"days": a.days, "cameras": a.cameras, "rows_per_shard": a.rows, "dim": a.dim}
-    if not (a.reuse and Path(a.root, "catalogue.sqlite").is_file()):
-        figures["build"] = run_phase("build", a)
-    figures["before"] = run_phase("before", a)
-    figures["compact"] = run_phase("compact", a)
-    figures["after"] = run_phase("after", a)
-    figures["catalogue"] = run_phase("catalogue", a)  # last: it adds a day of shards after the month
+    if a.cold_only:  # the root and the other figures of an earlier full run; only the cold runs anew
+        figures = {k: v for k, v in json.loads(Path(os.environ.get("SEN_BENCH_RESULTS") or RESULTS, f"{a.name}.json").read_text()).items()
+                   if k not in ("benchmark", "machine", "rows", "note")}
+    else:
+        figures = {"days": a.days, "cameras": a.cameras, "rows_per_shard": a.rows, "dim": a.dim}
+        if not (a.reuse and Path(a.root, "catalogue.sqlite").is_file()):
+            figures["build"] = run_phase("build", a)
+        figures["before"] = run_phase("before", a)
+        figures["compact"] = run_phase("compact", a)
+        figures["after"] = run_phase("after", a)
+    figures["cold"] = cold = cold_runs(a)
+    print(f"  cold: {len(cold['page_cache_as_left'])} + {len(cold['page_cache_dropped'])} runs", file=sys.stderr)
+    if a.engine and not a.cold_only:
+        figures["serve"] = run_phase("serve", a)
+    if not a.cold_only:
+        figures["catalogue"] = run_phase("catalogue", a)  # last: it adds a day of shards after the month
+    write_report(a, figures)
+    return 0
+
+
+def write_report(a, figures: dict) -> None:
+    """The results table of a run's figures (benchmarks/results/NAME.{json,md})."""
+    cold = figures["cold"]
     b, c, f = figures["before"], figures["compact"], figures["after"]
     rows = [
         {"case": "one camera, one day", "before_p50_ms": b["one_camera_one_day"]["p50_ms"],
@@ -279,14 +397,23 @@ def main(argv=None) -> int:
          "after_p50_ms": f["unfiltered_with_rows"]["p50_ms"], "after_p99_ms": f["unfiltered_with_rows"]["p99_ms"]},
         {"case": "first query after open (cold)", "before_p50_ms": b["one_day_all_cameras_cold_ms"] * a.days,
          "after_p50_ms": f["cold_first_query_ms"], "after_p99_ms": None},
+        *[{"case": f"first query, {len(runs)} fresh processes, page cache {how} (median; max as p99)",
+           "before_p50_ms": None, "after_p50_ms": float(np.median([r["ms"] for r in runs])),
+           "after_p99_ms": max(r["ms"] for r in runs)}
+          for how, runs in (("as left", cold["page_cache_as_left"]), ("dropped", cold["page_cache_dropped"])) if runs],
         {"case": f"one camera, {a.days} days", "before_p50_ms": None,
          "after_p50_ms": f["one_camera_month"]["p50_ms"], "after_p99_ms": f["one_camera_month"]["p99_ms"]},
+        *[row for label, r in figures.get("serve", {}).items() for row in (
+            {"case": f"text query in process ({Path(a.engine or '').name}): {label}", "before_p50_ms": None,
+             "after_p50_ms": r["in_process"]["p50_ms"], "after_p99_ms": r["in_process"]["p99_ms"]},
+            {"case": f"text query through serve: {label} (adds {r['service_adds_p50_ms']:.2f} ms at p50)",
+             "before_p50_ms": None, "after_p50_ms": r["through_serve"]["p50_ms"],
+             "after_p99_ms": r["through_serve"]["p99_ms"]})],
     ]
     figures["note"] = (f"'before' for {a.days} days is the one-day figure times {a.days} (not run: "
                        f"{a.days * b['shards_in_one_day']:,} shards); recall@10 after: {f['recall@10']:.3f}")
     write(a.name, figures, rows, ["case", "before_p50_ms", "after_p50_ms", "after_p99_ms"])
     print(json.dumps(figures, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """The gallery at deployment size (a million rows and more), with FAISS beside it on the same vectors.
 
-    python -m benchmarks.scale [--rows 1000000] [--dim 512] [--engine ENGINE ...] [--faiss]
+    python -m benchmarks.scale [--rows 1000000] [--dim 512] [--engine ENGINE ...] [--faiss] [--quick]
                                [--queries 1000] [--work DIR] [--name scale_1m]
 
 Data: clustered unit vectors, the issue's harder set (2,000 centres, noise sigma 0.35; `benchmarks.index.
-clustered`), `--queries` of them held out as queries; exact top-10 by a float32 scan.
+clustered`), `--queries` of them held out as queries; exact top-10 by a float32 scan. Past 2M rows the data
+is written in chunks as float16 and scanned in chunks (`benchmarks.big_data`: 10M x 512 is 10 GB on disk).
 
 Gallery (sen_infer.store.VectorStore with this checkout's defaults), each figure in a fresh process:
 - build: rows/s of `add_embeddings` in transactions of 20,000 inside `bulk_import` (the graph built in RAM
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.big_data import exact_topk_streamed, write_clustered
 from benchmarks.index import clustered, exact_topk, recall
 from benchmarks.report import write
 from benchmarks.timing import summarise
@@ -54,6 +56,9 @@ def _rss_kb() -> dict:
                 key, value = line.split(":")
                 out[key] = int(value.split()[0])
     return out
+
+
+STREAMED = 2_000_000  # rows past which the data is written and scanned in chunks (benchmarks.big_data)
 
 
 def _rows(start: int, stop: int, n: int):
@@ -371,6 +376,52 @@ def e2e_on(gallery: Path, engine: str, dim: int, latency_queries: int) -> dict |
     return run_phase("e2e", gallery=gallery, engine=engine, latency_queries=latency_queries)
 
 
+def make_data(work: Path, n: int, nq: int, dim: int) -> None:
+    """data.npy, queries.npy and truth.npy (exact top-10) under `work`: in RAM up to STREAMED rows (the
+    float32 data of every earlier run), past it written and scanned in chunks (`benchmarks.big_data`)."""
+    t = time.perf_counter()
+    if n > STREAMED:
+        write_clustered(work / "data.npy", work / "queries.npy", n, nq, dim)
+        print(f"data written in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        t = time.perf_counter()
+        truth = exact_topk_streamed(np.load(work / "data.npy", mmap_mode="r"), np.load(work / "queries.npy"))
+    else:
+        data = clustered(n + nq, dim, seed=0, clusters=2000, spread=0.35)
+        np.save(work / "data.npy", data[:n])
+        np.save(work / "queries.npy", data[n:])
+        t = time.perf_counter()
+        truth = exact_topk(data[:n], data[n:])
+    np.save(work / "truth.npy", truth)
+    print(f"exact top-10 in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+
+
+def quick_report(args, work: Path, gallery: Path, figures: dict, name: str, dim: int) -> int:
+    """--quick: the default-parameter row (and --engine's end-to-end rows) written, the rest skipped."""
+    p = figures["probe_default"]
+    rows = [{"index": "gallery (VectorStore)", "setting": "default params", "open_s": p["open_s"],
+             "opened": p["opened"]["how"], "build_rows_per_s": figures["build"]["rows_per_s"],
+             "disk_B_per_row": figures["build"]["disk_bytes_per_row"], "search_p50_ms": p["search unfiltered"]["p50_ms"],
+             "search_p99_ms": p["search unfiltered"]["p99_ms"], "camera_p50_ms": p["search camera (1 %)"]["p50_ms"],
+             "time_p50_ms": p["search time window (10 %)"]["p50_ms"], "recall@10": p["recall@10"],
+             "resident_B_per_row": p["resident_bytes_per_row"], "anon_B_per_row": p["anon_bytes_per_row"]}]
+    columns = list(rows[0])
+    write(name, figures, rows, columns)
+    for engine in args.engine:
+        figures[f"e2e {engine}"] = e = e2e_on(gallery, engine, dim, args.latency_queries)
+        if e is None:
+            print(f"skipped {engine}: its embeddings are not {dim}-d (run with --dim of the engine)", file=sys.stderr)
+            continue
+        rows.append({"index": f"Retriever.query ({Path(engine).name}, {e['backend']})", "setting": "end to end",
+                     "open_s": e["open_s"], "search_p50_ms": e["query unfiltered"]["p50_ms"],
+                     "search_p99_ms": e["query unfiltered"]["p99_ms"],
+                     "camera_p50_ms": e["query camera (1 %)"]["p50_ms"]})
+        write(name, figures, rows, columns)
+    print(f"results: benchmarks/results/{name}.md", file=sys.stderr)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
     ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
@@ -390,6 +441,8 @@ def main(argv=None) -> int:
     ap.add_argument("--real-n", type=int, default=20_000, help="crops for --real")
     ap.add_argument("--work", help="where the data and galleries go (default: a temp dir, removed after)")
     ap.add_argument("--name", default=None, help="results name (default scale_<rows>)")
+    ap.add_argument("--quick", action="store_true", help="build, open, memory, latency, recall (and --engine's "
+                    "end to end) only: no tuning, no side by side, no crash (what a 10M run has time for)")
     args = ap.parse_args(argv)
     if args.phase:
         print(json.dumps(PHASES[args.phase](args), default=str))
@@ -399,14 +452,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     n, dim, nq = args.rows, args.dim, int(args.queries)
     print(f"data: {n:,} x {dim} clustered vectors + {nq} queries", file=sys.stderr)
-    data = clustered(n + nq, dim, seed=0, clusters=2000, spread=0.35)
-    np.save(work / "data.npy", data[:n])
-    np.save(work / "queries.npy", data[n:])
-    t = time.perf_counter()
-    truth = exact_topk(data[:n], data[n:])
-    np.save(work / "truth.npy", truth)
-    print(f"exact top-10 in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    del data
+    make_data(work, n, nq, dim)
     common = {"data": work / "data.npy", "queries": work / "queries.npy", "truth": work / "truth.npy",
               "latency_queries": args.latency_queries}
     gallery = work / "gallery"
@@ -416,6 +462,8 @@ def main(argv=None) -> int:
     figures["build"] = build = run_phase("build", timed=False, gallery=gallery, **common)
     print(f"build: {build['rows_per_s']:,.0f} rows/s", file=sys.stderr)
     figures["probe_default"] = run_phase("probe", gallery=gallery, **common)
+    if args.quick:
+        return quick_report(args, work, gallery, figures, name, dim)
     figures["tune"] = run_phase("tune", timed=False, gallery=gallery, **common)
     figures["probe_tuned"] = run_phase("probe", gallery=gallery, **common)
     # side by side on the index of exactly the data (before the crash phase adds rows)

@@ -200,9 +200,34 @@ def test_bulk(results_in_tmp):
     """The bulk import benchmark, small: every construction width builds and is measured (values not asserted)."""
     from benchmarks import bulk
 
-    bulk.main(["--rows", "3000", "--dim", "32", "--queries", "10", "--baseline", "1000", "--widths", "64", "16"])
+    bulk.main(["--rows", "3000", "--dim", "32", "--queries", "10", "--baseline", "1000", "--widths", "64", "16",
+               "--search-widths", "64", "32"])
     doc = json.loads((results_in_tmp / "bulk.json").read_text())
-    assert [r["expansion_add"] for r in doc["rows"]] == [128, 64, 16] and all(r["rows_per_s"] > 0 for r in doc["rows"])
+    assert [r["expansion_add"] for r in doc["rows"]] == [128, 64, 64, 16, 16] and all(r["rows_per_s"] > 0 for r in doc["rows"])
+    assert [r["expansion_search"] for r in doc["rows"][1:]] == [64, 32, 64, 32]
+    assert all(0 <= r["recall@10"] <= 1 and r["search_p50_ms"] > 0 for r in doc["rows"][1:])
+
+
+def test_scale_quick_with_streamed_data(results_in_tmp, tmp_path, monkeypatch):
+    """The scale benchmark's --quick run on data written and scanned in chunks (the 10M path, made to run at
+    3,000 rows by lowering its thresholds): the streamed truth is the exact top-10 of the stored float16 rows
+    (checked against a scan of the whole matrix at once), and the quick report has the default row."""
+    import numpy as np
+
+    from benchmarks import big_data, scale
+    from benchmarks.index import exact_topk
+
+    monkeypatch.setattr(scale, "STREAMED", 1000)
+    monkeypatch.setattr(big_data, "CHUNK", 700)  # 3,000 rows in 5 chunks, the last a short one
+    scale.main(["--rows", "3000", "--dim", "32", "--queries", "20", "--latency-queries", "10", "--quick",
+                "--work", str(tmp_path / "w"), "--name", "scale_small"])
+    data = np.load(tmp_path / "w" / "data.npy")
+    assert data.dtype == np.float16 and data.shape == (3000, 32)
+    truth = np.load(tmp_path / "w" / "truth.npy")
+    expected = exact_topk(data.astype(np.float32), np.load(tmp_path / "w" / "queries.npy"))
+    assert (np.sort(truth, 1) == np.sort(expected, 1)).all()
+    doc = json.loads((results_in_tmp / "scale_small.json").read_text())
+    assert [r["setting"] for r in doc["rows"]] == ["default params"] and 0 <= doc["rows"][0]["recall@10"] <= 1
 
 
 def test_days(results_in_tmp, tmp_path):
@@ -216,3 +241,23 @@ def test_days(results_in_tmp, tmp_path):
     assert doc["build"]["shards"] == 12 and doc["compact"]["days_built"] == 3
     assert doc["after"]["graphs_searched"] == 3 and 0 <= doc["after"]["recall@10"] <= 1
     assert doc["catalogue"]["entries"] >= 12
+    runs = doc["cold"]["page_cache_as_left"]
+    assert len(runs) == 5 and all(r["ms"] > 0 and r["disk_read_mb"] >= 0 for r in runs)
+    days.main(["--days", "3", "--cameras", "4", "--rows", "6", "--dim", "32", "--queries", "5", "--work",
+               str(tmp_path / "work"), "--cold-only", "--cold-runs", "2"])  # the same root, the cold runs anew
+    again = json.loads((results_in_tmp / "days.json").read_text())
+    assert len(again["cold"]["page_cache_as_left"]) == 2 and again["compact"] == doc["compact"]
+
+
+def test_days_with_an_engine_times_text_queries_in_process_and_through_serve(engine, results_in_tmp, tmp_path):
+    """--engine: the root takes the engine's size and fingerprint, and both text cases are answered in process
+    and by a real `serve` on 127.0.0.1 (what the service adds is reported, not asserted)."""
+    from benchmarks import days
+
+    days.main(["--days", "2", "--cameras", "3", "--rows", "4", "--queries", "5", "--cold-runs", "1", "--work",
+               str(tmp_path / "work"), "--engine", str(engine)])
+    doc = json.loads((results_in_tmp / "days.json").read_text())
+    assert doc["dim"] == json.loads((engine / "manifest.json").read_text())["embed_dim"]
+    assert set(doc["serve"]) == {"one camera, one day", "all cameras, 2 days"}
+    for case in doc["serve"].values():
+        assert case["in_process"]["n"] == case["through_serve"]["n"] == 50
