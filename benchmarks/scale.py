@@ -395,6 +395,21 @@ def make_data(work: Path, n: int, nq: int, dim: int) -> None:
     print(f"exact top-10 in {time.perf_counter() - t:.1f} s", file=sys.stderr)
 
 
+def engine_rows(args, gallery: Path, dim: int, figures: dict, rows: list, save) -> None:
+    """`Retriever.query` end to end with each --engine on the gallery (relabelled as that engine's: its
+    vectors stay synthetic): a row each, `save()` after each."""
+    for engine in args.engine:
+        figures[f"e2e {engine}"] = e = e2e_on(gallery, engine, dim, args.latency_queries)
+        if e is None:
+            print(f"skipped {engine}: its embeddings are not {dim}-d (run with --dim of the engine)", file=sys.stderr)
+            continue
+        rows.append({"index": f"Retriever.query ({Path(engine).name}, {e['backend']})", "setting": "end to end",
+                     "open_s": e["open_s"], "search_p50_ms": e["query unfiltered"]["p50_ms"],
+                     "search_p99_ms": e["query unfiltered"]["p99_ms"],
+                     "camera_p50_ms": e["query camera (1 %)"]["p50_ms"]})
+        save()
+
+
 def quick_report(args, work: Path, gallery: Path, figures: dict, name: str, dim: int) -> int:
     """--quick: the default-parameter row (and --engine's end-to-end rows) written, the rest skipped."""
     p = figures["probe_default"]
@@ -406,16 +421,7 @@ def quick_report(args, work: Path, gallery: Path, figures: dict, name: str, dim:
              "resident_B_per_row": p["resident_bytes_per_row"], "anon_B_per_row": p["anon_bytes_per_row"]}]
     columns = list(rows[0])
     write(name, figures, rows, columns)
-    for engine in args.engine:
-        figures[f"e2e {engine}"] = e = e2e_on(gallery, engine, dim, args.latency_queries)
-        if e is None:
-            print(f"skipped {engine}: its embeddings are not {dim}-d (run with --dim of the engine)", file=sys.stderr)
-            continue
-        rows.append({"index": f"Retriever.query ({Path(engine).name}, {e['backend']})", "setting": "end to end",
-                     "open_s": e["open_s"], "search_p50_ms": e["query unfiltered"]["p50_ms"],
-                     "search_p99_ms": e["query unfiltered"]["p99_ms"],
-                     "camera_p50_ms": e["query camera (1 %)"]["p50_ms"]})
-        write(name, figures, rows, columns)
+    engine_rows(args, gallery, dim, figures, rows, lambda: write(name, figures, rows, columns))
     print(f"results: benchmarks/results/{name}.md", file=sys.stderr)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
@@ -500,16 +506,8 @@ def main(argv=None) -> int:
                      "setting": f"default -> tuned (expansion_search {real['tune']['chosen']})",
                      "recall@10": f"{real['recall@10 default']:.4f} -> {real['recall@10 tuned']:.4f}"})
         write(name, figures, rows, columns, plot=("setting", "search_p50_ms"))
-    for engine in args.engine:  # last: the gallery is relabelled as the engine's (its vectors are synthetic)
-        figures[f"e2e {engine}"] = e = e2e_on(gallery, engine, dim, args.latency_queries)
-        if e is None:
-            print(f"skipped {engine}: its embeddings are not {dim}-d (run with --dim of the engine)", file=sys.stderr)
-            continue
-        rows.append({"index": f"Retriever.query ({Path(engine).name}, {e['backend']})", "setting": "end to end",
-                     "open_s": e["open_s"], "search_p50_ms": e["query unfiltered"]["p50_ms"],
-                     "search_p99_ms": e["query unfiltered"]["p99_ms"],
-                     "camera_p50_ms": e["query camera (1 %)"]["p50_ms"]})
-        write(name, figures, rows, columns, plot=("setting", "search_p50_ms"))
+    engine_rows(args, gallery, dim, figures, rows,  # last: the gallery is relabelled as the engine's
+                lambda: write(name, figures, rows, columns, plot=("setting", "search_p50_ms")))
     print(f"results: benchmarks/results/{name}.md and {name}_vs_faiss.md", file=sys.stderr)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from sen_infer.files import fsync_path, temp_name
 
+CHUNK = 50_000  # rows of vectors copied at once when the files are written (bounded memory at 10M rows)
 VECTORS = "cameras.f16"
 META = "cameras.npz"
 CAMERA_EXACT_MAX = 200_000  # above this many rows of the filter's cameras, the graph is the faster way
@@ -91,11 +92,12 @@ def save(store) -> CameraBlocks:
     keys = cols.ids[order]
     codes = cols.camera[order]
     names = list(cols.cameras)
-    vectors = _vectors_of(store, keys)
     bounds = np.searchsorted(codes, np.arange(len(names) + 1))
     tmp_vectors, tmp_meta = temp_name(store.dir / VECTORS, store), temp_name(store.dir / META, store)
     try:
-        vectors.tofile(tmp_vectors)
+        with open(tmp_vectors, "wb") as f:  # chunk by chunk: at 10M rows the whole file is 10 GB
+            for chunk in _vector_chunks(store, keys):
+                f.write(chunk.tobytes())
         fsync_path(tmp_vectors)
         info = {"dim": store.dim, "cameras": names, "max_id": int(store.last_seen), "edits": int(store.edits_seen)}
         with open(tmp_meta, "wb") as f:
@@ -111,22 +113,23 @@ def save(store) -> CameraBlocks:
     return load(store)
 
 
-def _vectors_of(store, keys: np.ndarray) -> np.ndarray:
-    """float16 vectors of `keys`: from the current camera file where it holds them, the rest from the index."""
-    out = np.empty((len(keys), store.dim), np.float16)
+def _vector_chunks(store, keys: np.ndarray):
+    """float16 vectors of `keys`, in order, CHUNK rows at a time (the copy stays bounded whatever the
+    store's size): from the current camera file where it holds them, the rest from the index."""
     old = store.blocks
-    have = np.zeros(len(keys), bool)
-    if old is not None and len(old.keys):
-        by_key = np.argsort(old.keys)
-        at = np.searchsorted(old.keys, keys, sorter=by_key)
-        at = np.minimum(at, len(old.keys) - 1)
-        have = old.keys[by_key[at]] == keys
-        out[have] = old.vectors[by_key[at[have]]]
-    rest = np.flatnonzero(~have)
-    for i in range(0, len(rest), 50_000):  # the index hands out float32: in chunks, to bound the copy
-        part = rest[i:i + 50_000]
-        out[part] = store.vectors(keys[part]).astype(np.float16)
-    return out
+    by_key = np.argsort(old.keys) if old is not None and len(old.keys) else None
+    for start in range(0, len(keys), CHUNK):
+        part = keys[start:start + CHUNK]
+        out = np.empty((len(part), store.dim), np.float16)
+        have = np.zeros(len(part), bool)
+        if by_key is not None:
+            at = np.minimum(np.searchsorted(old.keys, part, sorter=by_key), len(old.keys) - 1)
+            have = old.keys[by_key[at]] == part
+            out[have] = old.vectors[by_key[at[have]]]
+        rest = np.flatnonzero(~have)
+        if len(rest):  # the index hands out float32
+            out[rest] = store.vectors(part[rest]).astype(np.float16)
+        yield out
 
 
 def camera_positions(view, blocks: CameraBlocks, names, codes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

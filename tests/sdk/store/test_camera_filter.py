@@ -109,3 +109,19 @@ def test_a_damaged_camera_file_is_set_aside_and_the_next_save_writes_it_again(ga
     store.persist_index()
     assert store.blocks is not None and _open(gallery).blocks is not None
     _same(_open(gallery).nearest(q, 10, camera="cam0", per_track=False), _brute(gallery, q, 10, {"cam0"}))
+
+
+def test_the_camera_file_is_written_chunk_by_chunk_from_the_old_file_and_the_index(gallery, monkeypatch):
+    """The file is copied CHUNK rows at a time (bounded memory at 10M rows): with a chunk of 7 rows, a file
+    rewritten after 50 new rows holds, for every key, the vector the index holds (rows from the old file and
+    rows from the index alike), camera by camera in key order."""
+    monkeypatch.setattr(camera_blocks, "CHUNK", 7)
+    store = _open(gallery)
+    store.add_embeddings(_vectors(50, 9), _rows(50, start=2000))
+    store.persist_index()
+    blocks = _open(gallery).blocks
+    assert blocks is not None and len(blocks.keys) == 2050
+    expected = store.vectors(blocks.keys).astype(np.float16)
+    assert np.array_equal(np.asarray(blocks.vectors), expected)
+    for name, (a, b) in blocks.spans.items():
+        assert (np.diff(blocks.keys[a:b]) > 0).all()
