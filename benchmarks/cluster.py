@@ -1,6 +1,7 @@
 """Scaling out: video ingest on a local Ray cluster with 1 vs 2 workers (the same videos, a fresh sharded
 root each), beside the sequential in-process ingest; and query latency over 1, 10 and 100 shards holding
-the same rows in total (what fanning a query out costs).
+the same rows in total (what fanning a query out costs). Each Ray run also reports its writer actors'
+resident memory (`ShardWriter.rss_mb`) as they started and after the job.
 
     python -m benchmarks.cluster                       # after `make demo`; a few minutes
     python -m benchmarks.cluster --videos 4 --rows 50000
@@ -66,9 +67,14 @@ def ingest_rows(engine: Path, videos: list[Path], work: Path, chunk_s: float) ->
         job_cfg = IngestConfig(str(engine), str(root), VideoOptions(start_time=START, chunk_seconds=chunk_s),
                                embedder_cpus=0.0)
         t0 = time.perf_counter()
-        rep = start_ingest(job_cfg, videos).wait()
+        job = start_ingest(job_cfg, videos)
+        started = ray.get([w.rss_mb.remote() for w in job.writers])  # each writer actor as it started
+        rep = job.wait()
+        seconds = time.perf_counter() - t0
+        served = ray.get([w.rss_mb.remote() for w in job.writers])  # after serving the job's shards
         rows.append({"case": f"Ray, {workers} worker{'s' if workers > 1 else ''}", "workers": workers,
-                     "seconds": time.perf_counter() - t0, "rows": rep.added})
+                     "seconds": seconds, "rows": rep.added, "writer_actors": len(job.writers),
+                     "writer_rss_mb_started": max(started), "writer_rss_mb_after_job": max(served)})
         ray.shutdown()
     for r in rows:
         r["frames_per_s"] = frames / r["seconds"]
@@ -160,6 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--skip-fanout", action="store_true")
     ap.add_argument("--work", default=str(WORK))
     ap.add_argument("--name", default="cluster", help="results name (e.g. the plan's shard size: --rows 240000 "
                     "--dim 512 makes 100 shards of 2,400 x 512)")
@@ -173,13 +180,14 @@ def main(argv=None) -> int:
         for r in ingest_rows(Path(args.engine), videos, work, args.chunk_seconds):
             rows.append({"part": "ingest", **r})
             print(rows[-1], flush=True)
-    for r in fanout_rows(args.rows, args.dim, args.queries, args.k, work):
+    for r in ([] if args.skip_fanout else fanout_rows(args.rows, args.dim, args.queries, args.k, work)):
         rows.append({"part": "query fan-out", **r})
         print(rows[-1], flush=True)
     figures = {"videos": args.videos, "rows_total": args.rows, "dim": args.dim, "k": args.k}
     path = report.write(args.name, figures, rows, ["part", "case", "seconds", "frames_per_s", "speedup_vs_1_worker",
-                                                   "rows", "p50_ms", "p99_ms", "p50_vs_1_shard", "one_camera_p50_ms",
-                                                   "first_query_ms (opens shards)"])
+                                                   "rows", "writer_actors", "writer_rss_mb_started",
+                                                   "writer_rss_mb_after_job", "p50_ms", "p99_ms", "p50_vs_1_shard",
+                                                   "one_camera_p50_ms", "first_query_ms (opens shards)"])
     plot(path.with_suffix(".png"), rows, args.rows)
     return 0
 
@@ -188,9 +196,11 @@ def plot(png: Path, rows: list[dict], total: int) -> None:
     """Query p50 (ms) over shards and ingest wall time (s), each bar's unit in its label."""
     fan = [r for r in rows if r["part"] == "query fan-out"]
     ing = [r for r in rows if r["part"] == "ingest"]
-    report.plot_bars(png, f"query p50 over shards ({total:,} rows in all) and video ingest wall time",
+    parts = ([f"query p50 over shards ({total:,} rows in all)"] if fan else []) + (["video ingest wall time"] if ing else [])
+    report.plot_bars(png, " and ".join(parts),
                      [f"query, {r['case']} [ms]" for r in fan] + [f"ingest, {r['case']} [s]" for r in ing],
-                     [r["p50_ms"] for r in fan] + [r["seconds"] for r in ing], "ms (query rows) / s (ingest rows)")
+                     [r["p50_ms"] for r in fan] + [r["seconds"] for r in ing],
+                     "ms (query rows) / s (ingest rows)" if fan and ing else ("ms" if fan else "s"))
 
 
 if __name__ == "__main__":

@@ -161,6 +161,8 @@ def test_cluster(engine, video, results_in_tmp, tmp_path):
     ingest = [r for r in doc["rows"] if r["part"] == "ingest"]
     assert [r["workers"] for r in ingest] == [0, 1, 2] and len({r["rows"] for r in ingest}) == 1
     assert ingest[0]["rows"] > 0
+    assert all(r["writer_actors"] >= 1 and 0 < r["writer_rss_mb_started"] <= 4096 and
+               0 < r["writer_rss_mb_after_job"] <= 4096 for r in ingest[1:])  # MB, read from /proc
     assert sorted({r["shards"] for r in doc["rows"] if r["part"] == "query fan-out"}) == [1, 10, 100]
 
 
