@@ -62,7 +62,9 @@ def run(args) -> int:
     else:
         for d in done:
             rows = "" if d["rows"] is None else f", {d['rows']:,} rows in {d['seconds']:.1f} s"
-            print(f"{d['day']}: {d['status']}{rows}")
+            why = (f" (today, or written in the last {args.closed_after:g} s: --day {d['day']} builds it now)"
+                   if d["status"] == "open" else "")
+            print(f"{d['day']}: {d['status']}{rows}{why}")
         if not done:
             print("no dated shards: nothing to compact")
     return 1 if any(d["status"] == "written meanwhile" for d in done) else 0
