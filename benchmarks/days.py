@@ -39,7 +39,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from benchmarks.report import RESULTS, write
+from benchmarks.report import results_dir, write
 from benchmarks.timing import summarise
 
 START = 1_772_668_800.0  # 2026-03-05 00:00 UTC
@@ -363,7 +363,7 @@ def main(argv=None) -> int:
     a.root = str(Path(a.work) / f"root_{a.days}x{a.cameras}x{a.rows}x{a.dim}{'_' + a.fingerprint[:8] if a.engine else ''}")
     os.makedirs(a.work, exist_ok=True)
     if a.cold_only:  # the root and the other figures of an earlier full run; only the cold runs anew
-        figures = {k: v for k, v in json.loads(Path(os.environ.get("SEN_BENCH_RESULTS") or RESULTS, f"{a.name}.json").read_text()).items()
+        figures = {k: v for k, v in json.loads((results_dir() / f"{a.name}.json").read_text()).items()
                    if k not in ("benchmark", "machine", "rows", "note")}
     else:
         figures = {"days": a.days, "cameras": a.cameras, "rows_per_shard": a.rows, "dim": a.dim}
@@ -385,7 +385,7 @@ def main(argv=None) -> int:
 def write_report(a, figures: dict) -> None:
     """The results table of a run's figures (benchmarks/results/NAME.{json,md})."""
     cold = figures["cold"]
-    b, c, f = figures["before"], figures["compact"], figures["after"]
+    b, f = figures["before"], figures["after"]
     rows = [
         {"case": "one camera, one day", "before_p50_ms": b["one_camera_one_day"]["p50_ms"],
          "after_p50_ms": f["one_camera_one_day"]["p50_ms"], "after_p99_ms": f["one_camera_one_day"]["p99_ms"]},

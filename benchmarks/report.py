@@ -12,6 +12,11 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def results_dir(out_dir=None) -> Path:
+    """Where results are written and read: `out_dir`, else $SEN_BENCH_RESULTS, else benchmarks/results/."""
+    return Path(out_dir or os.environ.get("SEN_BENCH_RESULTS") or RESULTS)
+
+
 def machine_info(packages=("numpy", "opencv-python-headless", "onnxruntime", "torch", "usearch")) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -66,7 +71,7 @@ def write(name: str, figures: dict, rows: list[dict], columns: list[str], out_di
           plot: tuple[str, str] | None = None) -> Path:
     """Write `name.json`, `name.md` and, with `plot=(label column, value column)`, `name.png`, under
     `out_dir`, else $SEN_BENCH_RESULTS, else benchmarks/results/."""
-    out_dir = Path(out_dir or os.environ.get("SEN_BENCH_RESULTS") or RESULTS)
+    out_dir = results_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": name, "machine": machine_info(), **figures, "rows": rows}
     path = out_dir / f"{name}.json"

@@ -362,16 +362,15 @@ def start_ingest(config: IngestConfig, sources, camera: str | None = None, start
     embedders = [Embedder.options(num_cpus=config.embedder_cpus, num_gpus=gpus).remote(config.engine, config.backend)
                  for _ in range(max(1, config.embedders))]
     progress = Progress.remote()
-    shards_of = sharded.route_many([(path, cam, start, frames / fps) for path, cam, start, frames, fps in planned])
-    routed = [(path, cam, start, frames, info) for (path, cam, start, frames, _), info in zip(planned, shards_of)]
     # every video routed, in one catalogue transaction, before any writer starts
-    shards = list(dict.fromkeys(info["path"] for *_, info in routed))
+    infos = sharded.route_many([(path, cam, start, frames / fps) for path, cam, start, frames, fps in planned])
+    shards = list(dict.fromkeys(info["path"] for info in infos))
     pool = [ShardWriter.remote(config.engine, str(root), config.open_shards)
             for _ in range(min(max(1, config.writers), len(shards)))]
     writers = {s: writer_for(pool, i) for i, s in enumerate(shards)}  # a shard has one writer for the job
     refs, total = {}, 0
     task = ray.remote(_ingest_video).options(num_cpus=config.task_cpus, max_retries=config.max_retries)
-    for path, cam, start, frames, info in routed:
+    for (path, cam, start, frames, _), info in zip(planned, infos):
         total += frames
         refs[task.remote(path, replace(options, camera=cam, start_time=start), config.engine, writers[info["path"]],
                          info["path"], embedders, progress)] = path
