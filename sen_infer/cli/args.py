@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from sen_infer.errors import EngineDirError, GalleryError, SenInferError, require_utf8
 
 __all__ = ["Parser", "run", "int_at_least", "positive_int", "non_negative_int", "finite_float", "port",
-           "print_json", "warnings_to_stderr", "add_engine_args", "open_retriever"]
+           "print_json", "warnings_to_stderr", "add_engine_args", "open_retriever", "nobody_seen_hint"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -234,3 +234,26 @@ def open_retriever(args):
     if args.gallery is not None:
         require_utf8(args.gallery, "--gallery path", GalleryError)
     return Retriever(args.engine, args.gallery, args.backend, verify=not args.skip_verify)
+
+
+def nobody_seen_hint(added: int, skipped_existing: int, videos_read: int, detector: str) -> str | None:
+    """The line to print when videos were read but nothing was stored: the detector saw no one.
+
+    "0 rows added" alone sends a user looking at the gallery or the engine; the cause is nearly always the
+    detector against the footage (cartoon people are invisible to a neural detector, distant ones to an
+    untiled one), so the line names the detector and the usual fixes.
+
+    Args:
+        added: rows the run stored.
+        skipped_existing: rows that were there already (a rerun stores nothing, rightly).
+        videos_read: videos that were decoded (not unreadable, not failed).
+        detector: the `--detector` value the run used.
+
+    Returns:
+        The note, or None when something was stored, found already there, or no video was read.
+    """
+    if added or skipped_existing or videos_read <= 0:
+        return None
+    return (f"note: no person was detected in {videos_read} video{'s' if videos_read != 1 else ''} with "
+            f"--detector {detector}: for synthetic footage (the demo's) use --detector mog2-split; for small, "
+            f"distant people a tiled detector (--detector ssdlite:2x2)")

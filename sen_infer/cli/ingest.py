@@ -13,8 +13,8 @@ import time
 
 from tqdm import tqdm
 
-from sen_infer.cli.args import (add_engine_args, finite_float, non_negative_int, open_retriever, positive_int,
-                                print_json)
+from sen_infer.cli.args import (add_engine_args, finite_float, nobody_seen_hint, non_negative_int, open_retriever,
+                                positive_int, print_json)
 from sen_infer.errors import IngestError, require_utf8
 from sen_infer.ingest.inputs import expand_inputs, finite_time
 from sen_infer.ingest.report import IngestReport, printable
@@ -103,7 +103,7 @@ def run(args) -> int:
                "unreadable": report.unreadable, "reasons": report.reasons, "failed": report.failed,
                "incomplete": report.incomplete, "notes": report.notes, "images": len(images),
                "videos": len(videos), "frames": report.frames, "seconds": round(report.seconds, 2),
-               "gallery_rows": len(g), "identities": links}
+               "gallery_rows": len(g), "identities": links, "detector": args.detector}
     if args.json:
         print_json(summary)
     else:
@@ -144,6 +144,10 @@ def _print_summary(report: IngestReport, summary: dict) -> None:
           f"{len(report.unreadable)} unreadable"
           + (f"; {len(report.failed)} FAILED" if report.failed else "")
           + f"; gallery now holds {summary['gallery_rows']} crops")
+    hint = nobody_seen_hint(report.added, report.skipped_existing,
+                            summary["videos"] - len(report.unreadable) - len(report.failed), summary["detector"])
+    if hint:
+        print(hint, file=sys.stderr)
     links = summary["identities"]
     if links:
         print(f"linked {links['tracks']} tracks into {links['persons']} persons across cameras "

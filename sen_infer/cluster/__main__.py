@@ -7,7 +7,7 @@ import calendar
 import sys
 import time
 
-from sen_infer.cli.args import Parser, cpu_share, finite_float, positive_int, print_json, run
+from sen_infer.cli.args import Parser, cpu_share, finite_float, nobody_seen_hint, positive_int, print_json, run
 from sen_infer.errors import SenInferError
 
 
@@ -63,6 +63,10 @@ def cmd_ingest(args) -> int:
               f"({report.skipped_existing} already there)")
         for name, why in {**report.reasons, **report.failed}.items():
             print(f"  not ingested: {name}: {why}")
+        hint = nobody_seen_hint(report.added, report.skipped_existing,
+                                len(job.refs) - len(report.reasons) - len(report.failed), args.detector)
+        if hint:
+            print(hint, file=sys.stderr)
     return 1 if report.failed or report.unreadable else 0
 
 
