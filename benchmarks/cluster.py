@@ -32,7 +32,11 @@ START = 1_700_000_000.0
 
 
 def copies(video_dir: Path, n: int, work: Path) -> list[Path]:
-    """`n` videos: the demo's cameras copied under new names (each a new recording to the gallery)."""
+    """`n` videos: the demo's cameras under new names, the first of each as it is and the rest re-encoded
+    with a mark (`new_footage`): a gallery knows recordings by content, so a byte copy would be stored as
+    another name of the first, not ingested again, and the benchmark would time aliases."""
+    from sen_train.data.synth_video import new_footage
+
     src = sorted(video_dir.glob("*.mp4"))
     if not src:
         raise SystemExit(f"no .mp4 in {video_dir}: run `make demo` or pass --video-dir")
@@ -41,7 +45,10 @@ def copies(video_dir: Path, n: int, work: Path) -> list[Path]:
     paths = []
     for i in range(n):
         p = out / f"cam{i:02d}.mp4"
-        shutil.copy(src[i % len(src)], p)
+        if i < len(src):
+            shutil.copy(src[i], p)
+        else:
+            new_footage(src[i % len(src)], p, i)
         paths.append(p)
     return paths
 
