@@ -377,7 +377,8 @@ def e2e_on(gallery: Path, engine: str, dim: int, latency_queries: int) -> dict |
 
 
 def _data_present(work: Path, n: int, nq: int, dim: int) -> bool:
-    """Whether `work` holds data, queries and exact truth of these shapes (read from the .npy headers)."""
+    """Whether `work` holds data, queries and exact truth of these shapes (read from the .npy headers).
+    The truth is written last, from the whole data: a run killed while writing the data leaves none."""
     want = {"data.npy": (n, dim), "queries.npy": (nq, dim), "truth.npy": (nq, 10)}
     try:
         return all(np.load(work / f, mmap_mode="r").shape == shape for f, shape in want.items())
@@ -392,6 +393,7 @@ def make_data(work: Path, n: int, nq: int, dim: int) -> None:
     if _data_present(work, n, nq, dim):
         print(f"reusing the data in {work} (delete it to make it anew)", file=sys.stderr)
         return
+    (work / "truth.npy").unlink(missing_ok=True)  # gone until the new data is whole (see _data_present)
     t = time.perf_counter()
     if n > STREAMED:
         write_clustered(work / "data.npy", work / "queries.npy", n, nq, dim)
