@@ -231,6 +231,17 @@ def test_scale_quick_with_streamed_data(results_in_tmp, tmp_path, monkeypatch):
     assert (np.sort(truth, 1) == np.sort(expected, 1)).all()
     doc = json.loads((results_in_tmp / "scale_small.json").read_text())
     assert [r["setting"] for r in doc["rows"]] == ["default params"] and 0 <= doc["rows"][0]["recall@10"] <= 1
+    # a rerun with the same --work reuses data of the same shapes (a 10M rerun skips making 10 GB again);
+    # with another row count, the files are made anew and the truth is that of the new data
+    made = {f: (tmp_path / "w" / f).stat().st_mtime_ns for f in ("data.npy", "queries.npy", "truth.npy")}
+    quick = ["--dim", "32", "--queries", "20", "--latency-queries", "10", "--quick", "--work", str(tmp_path / "w")]
+    scale.main(["--rows", "3000", *quick, "--name", "scale_small"])
+    assert {f: (tmp_path / "w" / f).stat().st_mtime_ns for f in made} == made
+    scale.main(["--rows", "2500", *quick, "--name", "scale_other"])
+    data = np.load(tmp_path / "w" / "data.npy")
+    assert data.shape == (2500, 32)
+    expected = exact_topk(data.astype(np.float32), np.load(tmp_path / "w" / "queries.npy"))
+    assert (np.sort(np.load(tmp_path / "w" / "truth.npy"), 1) == np.sort(expected, 1)).all()
 
 
 def test_days(results_in_tmp, tmp_path):
