@@ -236,7 +236,7 @@ def open_retriever(args):
     return Retriever(args.engine, args.gallery, args.backend, verify=not args.skip_verify)
 
 
-def nobody_seen_hint(added: int, skipped_existing: int, videos_read: int, detector: str) -> str | None:
+def nobody_seen_hint(report, videos: int, detector: str) -> str | None:
     """The line to print when videos were read but nothing was stored: the detector saw no one.
 
     "0 rows added" alone sends a user looking at the gallery or the engine; the cause is nearly always the
@@ -244,16 +244,17 @@ def nobody_seen_hint(added: int, skipped_existing: int, videos_read: int, detect
     untiled one), so the line names the detector and the usual fixes.
 
     Args:
-        added: rows the run stored.
-        skipped_existing: rows that were there already (a rerun stores nothing, rightly).
-        videos_read: videos that were decoded (not unreadable, not failed).
+        report: the run's `IngestReport` (rows added, rows already there, unreadable and failed inputs).
+        videos: videos the run was given.
         detector: the `--detector` value the run used.
 
     Returns:
-        The note, or None when something was stored, found already there, or no video was read.
+        The note, or None when something was stored, found already there (a rerun stores nothing,
+        rightly), or no video was read.
     """
-    if added or skipped_existing or videos_read <= 0:
+    read = videos - len(report.unreadable) - len(report.failed)
+    if report.added or report.skipped_existing or read <= 0:
         return None
-    return (f"note: no person was detected in {videos_read} video{'s' if videos_read != 1 else ''} with "
+    return (f"note: no person was detected in {read} video{'s' if read != 1 else ''} with "
             f"--detector {detector}: for synthetic footage (the demo's) use --detector mog2-split; for small, "
             f"distant people a tiled detector (--detector ssdlite:2x2)")

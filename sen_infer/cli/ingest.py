@@ -144,8 +144,7 @@ def _print_summary(report: IngestReport, summary: dict) -> None:
           f"{len(report.unreadable)} unreadable"
           + (f"; {len(report.failed)} FAILED" if report.failed else "")
           + f"; gallery now holds {summary['gallery_rows']} crops")
-    hint = nobody_seen_hint(report.added, report.skipped_existing,
-                            summary["videos"] - len(report.unreadable) - len(report.failed), summary["detector"])
+    hint = nobody_seen_hint(report, summary["videos"], summary["detector"])
     if hint:
         print(hint, file=sys.stderr)
     links = summary["identities"]

@@ -63,8 +63,7 @@ def cmd_ingest(args) -> int:
               f"({report.skipped_existing} already there)")
         for name, why in {**report.reasons, **report.failed}.items():
             print(f"  not ingested: {name}: {why}")
-        hint = nobody_seen_hint(report.added, report.skipped_existing,
-                                len(job.refs) - len(report.reasons) - len(report.failed), args.detector)
+        hint = nobody_seen_hint(report, len(job.refs), args.detector)
         if hint:
             print(hint, file=sys.stderr)
     return 1 if report.failed or report.unreadable else 0
