@@ -14,7 +14,8 @@ Each phase runs in a fresh process (its resident memory and its cold start are i
 - compact: every day, one after another: seconds per day and the process's peak resident memory;
 - after: the first unfiltered query after opening (cold: it opens every day graph and the winners' shards),
   then warm p50/p99 unfiltered, one camera on one day, one camera over the month; recall@10 of the
-  unfiltered answers against an exact scan of every vector;
+  unfiltered answers against an exact scan of every vector; resident memory per row once the queries ran
+  (mapped day graphs count as they are paged in);
 - cold: --cold-runs fresh processes' first unfiltered query, with the page cache as the run left it, and with
   --drop-caches (root) after emptying it before each: time and bytes read from the disk;
 - with --engine (its own dimension and model): the same root built at the engine's size, queried by text in
@@ -40,7 +41,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from benchmarks.report import results_dir, write
-from benchmarks.timing import summarise
+from benchmarks.timing import resident_kb, summarise
 
 START = 1_772_668_800.0  # 2026-03-05 00:00 UTC
 DAY = 86_400.0
@@ -155,11 +156,13 @@ def phase_after(a) -> dict:
     qs = queries(a.queries, a.dim)
     import sen_infer.gallery.sharded  # noqa: F401  (the modules are loaded before the clock starts)
 
+    before = resident_kb()
     t0 = time.perf_counter()
     g = _gallery(a)
     first = g.nearest(qs[0], 10, per_track=False)
     hits = {0: first}
     cold_ms = (time.perf_counter() - t0) * 1000
+    after_open = resident_kb()
     graphs = len(g.last_graphs)
     warm = _timed(lambda i: hits.__setitem__(i, g.nearest(qs[i], 10, per_track=False)), a.queries)
     rng = np.random.default_rng(6)
@@ -168,9 +171,14 @@ def phase_after(a) -> dict:
                  a.queries)
     month = _timed(lambda i: g.nearest(qs[i], 10, camera=camera_name(int(rng.integers(a.cameras)))), a.queries)
     rows_ms = _timed(lambda i: g.search(qs[i], 10, per_track=False), a.queries)  # nearest + the winners' rows
+    final, rows = resident_kb(), a.days * a.cameras * a.rows
+    total = lambda r: r.get("RssAnon", 0) + r.get("RssFile", 0)  # noqa: E731
     return {"graphs_searched": graphs, "cold_first_query_ms": cold_ms, "unfiltered": summarise(warm),
             "unfiltered_with_rows": summarise(rows_ms), "one_camera_one_day": summarise(one),
-            "one_camera_month": summarise(month), "recall@10": recall(a, qs, [hits[i] for i in range(a.queries)])}
+            "one_camera_month": summarise(month), "recall@10": recall(a, qs, [hits[i] for i in range(a.queries)]),
+            "rss_kb": {"before_open": before, "after_open": after_open, "after_queries": final},
+            "resident_bytes_per_row": (total(final) - total(before)) * 1024 / rows,
+            "anon_bytes_per_row": (final.get("RssAnon", 0) - before.get("RssAnon", 0)) * 1024 / rows}
 
 
 def recall(a, qs: np.ndarray, found: list) -> float:
@@ -411,7 +419,10 @@ def write_report(a, figures: dict) -> None:
              "after_p99_ms": r["through_serve"]["p99_ms"]})],
     ]
     figures["note"] = (f"'before' for {a.days} days is the one-day figure times {a.days} (not run: "
-                       f"{a.days * b['shards_in_one_day']:,} shards); recall@10 after: {f['recall@10']:.3f}")
+                       f"{a.days * b['shards_in_one_day']:,} shards); recall@10 after: {f['recall@10']:.3f}"
+                       + (f"; resident memory after the queries: {f['resident_bytes_per_row']:.0f} bytes per row "
+                          f"({f['anon_bytes_per_row']:.0f} of them copied, the rest mapped files)"
+                          if "resident_bytes_per_row" in f else ""))
     write(a.name, figures, rows, ["case", "before_p50_ms", "after_p50_ms", "after_p99_ms"])
     print(json.dumps(figures, indent=1))
 

@@ -41,21 +41,11 @@ import numpy as np
 from benchmarks.big_data import exact_topk_streamed, write_clustered
 from benchmarks.index import clustered, exact_topk, recall
 from benchmarks.report import write
-from benchmarks.timing import summarise
+from benchmarks.timing import resident_kb, summarise
 
 FP = "5" * 64
 CAMERAS = 100
 BATCH = 20_000
-
-
-def _rss_kb() -> dict:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("RssAnon", "RssFile", "RssShmem")):
-                key, value = line.split(":")
-                out[key] = int(value.split()[0])
-    return out
 
 
 STREAMED = 2_000_000  # rows past which the data is written and scanned in chunks (benchmarks.big_data)
@@ -112,12 +102,12 @@ def phase_probe(args) -> dict:
     data = np.load(args.data, mmap_mode="r")
     queries = np.load(args.queries)
     truth = np.load(args.truth)
-    before = _rss_kb()
+    before = resident_kb()
     t0 = time.perf_counter()
     store = VectorStore.open(args.gallery, args.fingerprint, data.shape[1], create=False)
     open_s = time.perf_counter() - t0
     out = {"open_s": open_s, "opened": store.opened, "rows": len(store), "params": store.stats()["index"]["params"]}
-    after_open = _rss_kb()
+    after_open = resident_kb()
     n = len(data)
     window = (1_700_000_000 + 86_400 * 0.45, 1_700_000_000 + 86_400 * 0.55)
     cases = {"unfiltered": {}, "camera (1 %)": {"camera": "cam042"},
@@ -135,7 +125,7 @@ def phase_probe(args) -> dict:
     # rows committed after the data (the crash phase's) are not in the exact truth: left out
     found = [[key - 1 for key, _ in store.nearest(q, 40, per_track=False) if key <= n][:10] for q in queries]
     out["recall@10"] = recall(found, truth) if len(truth) else None
-    final = _rss_kb()
+    final = resident_kb()
     out["rss_kb"] = {"before_open": before, "after_open": after_open, "after_queries": final}
     total = lambda r: r["RssAnon"] + r["RssFile"]  # noqa: E731
     out["resident_bytes_per_row"] = (total(final) - total(before)) * 1024 / n

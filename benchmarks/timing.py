@@ -27,6 +27,21 @@ def summarise(ms: list[float]) -> dict:
             "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "n": int(a.size)}
 
 
+def resident_kb() -> dict:
+    """This process's resident memory by kind, in KiB ({"RssAnon", "RssFile", "RssShmem"}; Linux
+    /proc/self/status, {} where there is none): mapped index files count as RssFile, copies as RssAnon."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon", "RssFile", "RssShmem")):
+                    key, value = line.split(":")
+                    out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
 def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
     """Achieved float32 GEMM throughput of NumPy's BLAS on this machine: the practical peak."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
