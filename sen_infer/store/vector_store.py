@@ -102,7 +102,7 @@ class VectorStore:
         self.index = TieredIndex(self.dim, self.index_params)
         self.emb32 = None  # float32 matrix of every row, kept only while the store is searched exactly
         self.blocks = None  # each camera's vectors side by side on disk (`camera_blocks`), once saved
-        self.bulk = False  # inside `bulk_import`: the index is whole in RAM and saved when it ends
+        self.bulk = None  # inside `bulk_import`: its `writes.BulkBlock` (the index whole in RAM, saved at checkpoints)
         self.remap_delta = REMAP_DELTA
         self.side_mtime = None
         self.opened = {}  # how the index was opened: "mapped", "rows_added", "rebuilt" (for `info` and tests)
@@ -296,9 +296,9 @@ class VectorStore:
         """
         return writes.add_embeddings(self, vectors, rows, source, local_tracks, spans)
 
-    def bulk_import(self, expansion_add: int | None = None):
+    def bulk_import(self, expansion_add: int | None = None, checkpoint_from: int | None = writes.BULK_CHECKPOINT):
         """A block in which many `add_embeddings` calls build the index in RAM with usearch's multi-threaded
-        batch add and save it once at the end (`writes.bulk_import`)::
+        batch add, saving it at doubling sizes and at the end (`writes.bulk_import`)::
 
             with store.bulk_import():
                 for vectors, rows in batches:
@@ -306,11 +306,16 @@ class VectorStore:
 
         Args:
             expansion_add: the graph's construction width for the block's rows (default: the gallery's).
+            checkpoint_from: rows added in the block before its first save; each later save waits until the
+                rows since the last one reach the rows saved (about 2x the index written in all). A block
+                killed then leaves at most half the index for the next open to add again. None: save only
+                when the block ends.
 
         Raises:
-            GalleryError: the store is read-only, or an expansion_add outside 2..4096.
+            GalleryError: the store is read-only, an expansion_add outside 2..4096, or a checkpoint_from
+                that is not a positive integer.
         """
-        return writes.bulk_import(self, expansion_add)
+        return writes.bulk_import(self, expansion_add, checkpoint_from)
 
     def remove(self, keys) -> int:
         """Delete rows by key, logged in the `removed` table; returns how many existed (`writes.remove`).

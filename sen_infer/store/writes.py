@@ -4,6 +4,7 @@ removals (logged: a gallery is evidence)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ from sen_infer.store.aliases import ensure_tables
 from sen_infer.store.rows import Row, SourceRecord, normalise
 from sen_infer.store.schema import SPANS, add_quality, bump
 
+BULK_CHECKPOINT = 250_000  # rows a `bulk_import` block adds before its first save (then at each doubling)
 PERSIST_DELTA = 50_000  # a writer saves the index whenever this many rows wait in the in-RAM delta (what a
 # crash leaves to re-index on the next open: ~25 s of 512-d inserts on 2 cores)
 
@@ -65,37 +67,69 @@ def add_embeddings(store, vectors: np.ndarray, rows: list[Row],
                              [(t, *wanted[t]) for t in sorted(present)])
         for record in [source] if isinstance(source, SourceRecord) else source or []:
             record_source(conn, record)
-    if not store.bulk and store.index.delta_size >= max(PERSIST_DELTA, len(store.index) // 4):
-        # bounds what a crash leaves to re-index; growing with the gallery, so that a bulk import
+    if store.bulk:
+        checkpoint(store)
+    elif store.index.delta_size >= max(PERSIST_DELTA, len(store.index) // 4):
+        # bounds what a crash leaves to re-index; growing with the gallery, so that a long ingest
         # rewrites the index file a logarithmic number of times, not once per 50,000 rows
         store.persist_index()
     return added, len(records) - added
 
 
+@dataclasses.dataclass
+class BulkBlock:
+    """A `bulk_import` block's state: its construction width (None: the gallery's), the rows before its
+    first save (None: no save before the end), and the index's size at the last save."""
+
+    expansion_add: int | None
+    checkpoint_from: int | None
+    saved: int
+
+
+def checkpoint(store) -> None:
+    """Inside `bulk_import`: save the index once the rows added since the last save reach both the block's
+    `checkpoint_from` and the rows saved, then hold it whole in RAM again. The saves double in size, so
+    they write about twice the final index in all (the 10M build: at 0.25, 0.5, 1, 2, 4 and 8M rows), and a
+    block killed at any point leaves the next open at most half the index to add again, not all of it."""
+    block = store.bulk
+    if block.checkpoint_from is None or len(store.index) - block.saved < max(block.checkpoint_from, block.saved):
+        return
+    with store.lock:
+        store.persist_index()  # maps the saved file (a failed save warns and keeps the in-RAM index)
+        store.index = store.index.in_ram()
+        if block.expansion_add is not None:
+            store.index.delta.expansion_add = block.expansion_add
+        block.saved = len(store.index)
+
+
 @contextlib.contextmanager
-def bulk_import(store, expansion_add: int | None = None):
+def bulk_import(store, expansion_add: int | None = None, checkpoint_from: int | None = BULK_CHECKPOINT):
     """Many rows at once (re-indexing, migrations): the index is held whole in RAM, every batch's rows are
-    added to it with usearch's multi-threaded batch add, and it is saved once, when the block ends.
+    added to it with usearch's multi-threaded batch add, and it is saved at doubling sizes (`checkpoint`)
+    and when the block ends.
 
     Each `add_embeddings` inside still commits its rows in its own transaction, so a crash loses nothing
-    committed: the next open maps the last saved index and adds the rows it lacks. Costs the index in RAM
-    (about 1.2 KB a row at 512-d) for the block's length. Other processes keep the last saved index.
-    `expansion_add`: the graph's construction width for the rows added in the block (default: the gallery's);
-    a smaller one builds faster and finds neighbours less well at the same search width (benchmarks.ann_budget
-    measures both), which a wider search (`tune-index`) buys back."""
+    committed: the next open maps the last saved index and adds the rows it lacks, which the checkpoints
+    bound to half the index. Costs the index in RAM (about 1.2 KB a row at 512-d) for the block's length.
+    Other processes map each checkpoint as they refresh. `expansion_add`: the graph's construction width for
+    the rows added in the block (default: the gallery's); a smaller one builds faster and finds neighbours
+    less well at the same search width (benchmarks.ann_budget measures both), which a wider search
+    (`tune-index`) buys back. `checkpoint_from`: rows before the first save (None: only at the end)."""
     store.check_writable()
     if expansion_add is not None and not (isinstance(expansion_add, int) and 2 <= expansion_add <= 4096):
         raise GalleryError(f"expansion_add must be an integer from 2 to 4096, not {expansion_add!r}")
+    if checkpoint_from is not None and not (isinstance(checkpoint_from, int) and checkpoint_from > 0):
+        raise GalleryError(f"checkpoint_from must be a positive integer or None, not {checkpoint_from!r}")
     with store.lock:
         store.refresh()
         store.index = store.index.in_ram()
         if expansion_add is not None:
             store.index.delta.expansion_add = expansion_add
-        store.bulk = True
+        store.bulk = BulkBlock(expansion_add, checkpoint_from, saved=len(store.index))
     try:
         yield store
     finally:
-        store.bulk = False
+        store.bulk = None
         if expansion_add is not None:
             store.index.delta.expansion_add = store.index_params.expansion_add
         store.persist_index()

@@ -92,3 +92,64 @@ def test_a_cheaper_construction_width_for_the_block_only(tmp_path):
     assert again.check()["ok"] and again.index_params.expansion_add == 128  # the gallery's own is unchanged
     hits = [again.search(vecs[i], k=1, per_track=False)[0].frame for i in range(0, BATCH, 50)]
     assert sum(h == i for h, i in zip(hits, range(0, BATCH, 50))) >= len(hits) - 1
+
+
+def _saved_count(path):
+    import json
+
+    return json.loads((path / "index.json").read_text())["count"]
+
+
+def test_a_long_block_saves_at_doubling_sizes_and_another_process_maps_each_save(tmp_path):
+    """checkpoint_from=BATCH: saves once BATCH rows are added, then whenever the rows since the last save
+    reach the rows saved (1, 2, 4 batches), so a block killed between saves leaves at most half to add again."""
+    store = _open(tmp_path / "g")
+    vecs = _vectors(6 * BATCH, 3)
+    saved = []
+    with store.bulk_import(checkpoint_from=BATCH):
+        for b in range(6):
+            store.add_embeddings(vecs[b * BATCH:(b + 1) * BATCH], _rows(BATCH, b * BATCH))
+            path = tmp_path / "g" / "index.json"
+            saved.append(_saved_count(tmp_path / "g") if path.exists() else 0)
+            if b == 4:  # a reader opened now maps the last checkpoint and adds only the rows since it
+                reader = _open(tmp_path / "g")
+                assert reader.opened == {"how": "mapped", "rows_added": BATCH, "rows": 5 * BATCH}
+    assert saved == [BATCH, 2 * BATCH, 2 * BATCH, 4 * BATCH, 4 * BATCH, 4 * BATCH]
+    again = _open(tmp_path / "g")
+    assert again.opened == {"how": "mapped", "rows_added": 0, "rows": 6 * BATCH} and again.check()["ok"]
+    hits = [again.search(vecs[i], k=1, per_track=False)[0].frame for i in range(0, 6 * BATCH, 211)]
+    assert sum(h == i for h, i in zip(hits, range(0, 6 * BATCH, 211))) >= len(hits) - 1
+
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from test_bulk_import import BATCH, _open, _rows, _vectors
+store = _open(sys.argv[1])
+vecs = _vectors(7 * BATCH, 4)
+with store.bulk_import(checkpoint_from=BATCH):
+    for b in range(7):
+        store.add_embeddings(vecs[b * BATCH:(b + 1) * BATCH], _rows(BATCH, b * BATCH))
+    os.kill(os.getpid(), signal.SIGKILL)  # seven batches committed, saved at one, two and four
+"""
+
+
+def test_a_block_killed_after_a_checkpoint_reopens_from_it_and_loses_nothing(tmp_path):
+    import signal
+    from pathlib import Path
+
+    import pytest
+
+    from sen_infer import GalleryError
+
+    r = subprocess.run([sys.executable, "-c", KILLED, str(tmp_path / "g"), str(Path(__file__).parent)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    store = _open(tmp_path / "g")
+    # the last checkpoint (4 batches) mapped; only the 3 since are added again, and every committed row is there
+    assert store.opened == {"how": "mapped", "rows_added": 3 * BATCH, "rows": 7 * BATCH}
+    assert store.check()["ok"], store.check()["problems"]
+    assert store.search(_vectors(7 * BATCH, 4)[6321], k=1, per_track=False)[0].frame == 6321
+    with pytest.raises(GalleryError, match="checkpoint_from must be a positive integer or None"):
+        with store.bulk_import(checkpoint_from=0):
+            pass
