@@ -27,7 +27,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--closed-after", type=finite_float, default=CLOSED_AFTER, metavar="S",
                    help=f"seconds without a write after which a day is closed (default {CLOSED_AFTER:g}; "
                         f"today in UTC is never closed)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a "
+                   "terminal: a cron job's log stays one line a day)")
     return p
 
 
@@ -50,7 +51,8 @@ def run(args) -> int:
     g = open_retriever(args).open_gallery(create=False)
     if not g.capabilities.sharded:
         raise GalleryError(f"{g.dir} is one gallery, not a sharded root: there are no day shards to merge")
-    with tqdm(desc="rows read", unit="row", disable=args.quiet or args.json) as bar:
+    # disable=None: tqdm draws only on a terminal, so a cron's `compact` logs its days, not bar redraws
+    with tqdm(desc="rows read", unit="row", disable=True if args.quiet or args.json else None) as bar:
         def progress(day: str, rows: int) -> None:
             bar.set_description(day)
             bar.n = rows
