@@ -204,11 +204,13 @@ def test_bulk(results_in_tmp):
     from benchmarks import bulk
 
     bulk.main(["--rows", "3000", "--dim", "32", "--queries", "10", "--baseline", "1000", "--widths", "64", "16",
-               "--search-widths", "64", "32"])
+               "--search-widths", "64", "32", "--checkpoint-from", "500", "--without-checkpoints"])
     doc = json.loads((results_in_tmp / "bulk.json").read_text())
-    assert [r["expansion_add"] for r in doc["rows"]] == [128, 64, 64, 16, 16] and all(r["rows_per_s"] > 0 for r in doc["rows"])
-    assert [r["expansion_search"] for r in doc["rows"][1:]] == [64, 32, 64, 32]
-    assert all(0 <= r["recall@10"] <= 1 and r["search_p50_ms"] > 0 for r in doc["rows"][1:])
+    assert [r["expansion_add"] for r in doc["rows"]] == [128, 64, 64, 16, 16, 64] and all(r["rows_per_s"] > 0 for r in doc["rows"])
+    assert [r["expansion_search"] for r in doc["rows"][1:-1]] == [64, 32, 64, 32]
+    assert all(0 <= r["recall@10"] <= 1 and r["search_p50_ms"] > 0 for r in doc["rows"][1:-1])
+    assert doc["rows"][1]["way"] == "bulk_import (checkpoints from 500)"
+    assert doc["rows"][-1]["way"] == "bulk_import (saved at the end only)"
 
 
 def test_scale_quick_with_streamed_data(results_in_tmp, tmp_path, monkeypatch):
