@@ -260,7 +260,7 @@ def test_days(results_in_tmp, tmp_path):
     runs = doc["cold"]["page_cache_as_left"]
     assert len(runs) == 5 and all(r["ms"] > 0 and r["disk_read_mb"] >= 0 for r in runs)
     days.main(["--days", "3", "--cameras", "4", "--rows", "6", "--dim", "32", "--queries", "5", "--work",
-               str(tmp_path / "work"), "--cold-only", "--cold-runs", "2"])  # the same root, the cold runs anew
+               str(tmp_path / "work"), "--rerun", "cold", "--cold-runs", "2"])  # the same root, the cold runs anew
     again = json.loads((results_in_tmp / "days.json").read_text())
     assert len(again["cold"]["page_cache_as_left"]) == 2 and again["compact"] == doc["compact"]
 
