@@ -132,9 +132,11 @@ class Columns:
         self.cameras = {c: i for i, c in enumerate(cameras)}
         self.codes = {s: i for i, s in enumerate(sources)}
         self.buffers = {}  # new arrays: snapshots held by running searches stay as they were
-        self.ids, self.camera, self.time = cols["ids"].astype(np.int64), cols["camera"].astype(np.int32), cols["time"]
-        self.track, self.source = cols["track"].astype(np.int64), cols["source"].astype(np.int32)
-        self.quality = cols["quality"].astype(np.float64)
+        # copy=False: arrays already of their type are kept, not copied (a month's day graphs: 0.9 GB at 10M rows)
+        self.ids, self.camera = cols["ids"].astype(np.int64, copy=False), cols["camera"].astype(np.int32, copy=False)
+        self.time = cols["time"]
+        self.track, self.source = cols["track"].astype(np.int64, copy=False), cols["source"].astype(np.int32, copy=False)
+        self.quality = cols["quality"].astype(np.float64, copy=False)
 
     def replace_rows(self, meta) -> None:
         """All columns anew from (id, camera, timestamp, track, source, quality) rows (new arrays)."""
