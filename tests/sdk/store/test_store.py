@@ -341,5 +341,10 @@ def test_a_reader_maps_the_writers_newer_index_instead_of_holding_its_rows_in_ra
     index = reader.stats()["index"]
     assert index["mapped_rows"] == 400 and index["unsaved_rows"] == 50
     keys = reader.keys()
-    assert all(reader.search(vecs[i], k=1, per_track=False)[0].key == keys[i] for i in (0, 150, 399, 420))
+    # rows in the mapped file (0, 150, 399) and in RAM (420) are served, each with its own vector. The graph is
+    # approximate and built on several threads (not the same graph every run): a row must be among the top 10
+    # of its own vector, not the top 1, which missed once in a fresh-clone run (as in the test above)
+    for i in (0, 150, 399, 420):
+        assert keys[i] in [h.key for h in reader.search(vecs[i], k=10, per_track=False)], i
+        np.testing.assert_allclose(reader.vectors([keys[i]])[0], vecs[i] / np.linalg.norm(vecs[i]), atol=2e-3)  # f16
     assert reader.check()["ok"]
