@@ -14,9 +14,8 @@ Each phase runs in a fresh process (its resident memory and its cold start are i
 - compact: every day, one after another: seconds per day and the process's peak resident memory;
 - after: the first unfiltered query after opening (cold: it opens every day graph and the winners' shards),
   then, after one untimed pass over the queries, warm p50/p99 unfiltered, one camera on one day, one camera
-  over the month; recall@10 of the
-  unfiltered answers against an exact scan of every vector; resident memory per row once the queries ran
-  (mapped day graphs count as they are paged in);
+  over the month; recall@10 of the unfiltered answers against an exact scan of every vector; resident
+  memory per row once the queries ran (mapped day graphs count as they are paged in);
 - cold: --cold-runs fresh processes' first unfiltered query, with the page cache as the run left it, and with
   --drop-caches (root) after emptying it before each: time and bytes read from the disk;
 - with --engine (its own dimension and model): the same root built at the engine's size, queried by text in
@@ -42,7 +41,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from benchmarks.report import results_dir, write
-from benchmarks.timing import resident_kb, summarise
+from benchmarks.timing import memory_per_row, resident_kb, summarise
 
 START = 1_772_668_800.0  # 2026-03-05 00:00 UTC
 DAY = 86_400.0
@@ -174,14 +173,12 @@ def phase_after(a) -> dict:
                  a.queries)
     month = _timed(lambda i: g.nearest(qs[i], 10, camera=camera_name(int(rng.integers(a.cameras)))), a.queries)
     rows_ms = _timed(lambda i: g.search(qs[i], 10, per_track=False), a.queries)  # nearest + the winners' rows
-    final, rows = resident_kb(), a.days * a.cameras * a.rows
-    total = lambda r: r.get("RssAnon", 0) + r.get("RssFile", 0)  # noqa: E731
+    final = resident_kb()
     return {"graphs_searched": graphs, "cold_first_query_ms": cold_ms, "unfiltered": summarise(warm),
             "unfiltered_with_rows": summarise(rows_ms), "one_camera_one_day": summarise(one),
             "one_camera_month": summarise(month), "recall@10": recall(a, qs, [hits[i] for i in range(a.queries)]),
             "rss_kb": {"before_open": before, "after_open": after_open, "after_queries": final},
-            "resident_bytes_per_row": (total(final) - total(before)) * 1024 / rows,
-            "anon_bytes_per_row": (final.get("RssAnon", 0) - before.get("RssAnon", 0)) * 1024 / rows}
+            **memory_per_row(before, final, a.days * a.cameras * a.rows)}
 
 
 def recall(a, qs: np.ndarray, found: list) -> float:

@@ -41,7 +41,7 @@ import numpy as np
 from benchmarks.big_data import exact_topk_streamed, write_clustered
 from benchmarks.index import clustered, exact_topk, recall
 from benchmarks.report import write
-from benchmarks.timing import resident_kb, summarise
+from benchmarks.timing import memory_per_row, resident_kb, summarise
 
 FP = "5" * 64
 CAMERAS = 100
@@ -127,9 +127,7 @@ def phase_probe(args) -> dict:
     out["recall@10"] = recall(found, truth) if len(truth) else None
     final = resident_kb()
     out["rss_kb"] = {"before_open": before, "after_open": after_open, "after_queries": final}
-    total = lambda r: r["RssAnon"] + r["RssFile"]  # noqa: E731
-    out["resident_bytes_per_row"] = (total(final) - total(before)) * 1024 / n
-    out["anon_bytes_per_row"] = (final["RssAnon"] - before["RssAnon"]) * 1024 / n
+    out.update(memory_per_row(before, final, n))
     return out
 
 

@@ -42,6 +42,13 @@ def resident_kb() -> dict:
     return out
 
 
+def memory_per_row(before: dict, after: dict, rows: int) -> dict:
+    """Resident bytes a row between two `resident_kb` readings: in all (copies + mapped files) and copies alone."""
+    total = lambda r: r.get("RssAnon", 0) + r.get("RssFile", 0)  # noqa: E731
+    return {"resident_bytes_per_row": (total(after) - total(before)) * 1024 / rows,
+            "anon_bytes_per_row": (after.get("RssAnon", 0) - before.get("RssAnon", 0)) * 1024 / rows}
+
+
 def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
     """Achieved float32 GEMM throughput of NumPy's BLAS on this machine: the practical peak."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)

@@ -96,10 +96,15 @@ def checkpoint(store) -> None:
         return
     with store.lock:
         store.persist_index()  # maps the saved file (a failed save warns and keeps the in-RAM index)
-        store.index = store.index.in_ram()
-        if block.expansion_add is not None:
-            store.index.delta.expansion_add = block.expansion_add
+        _hold_in_ram(store, block.expansion_add)
         block.saved = len(store.index)
+
+
+def _hold_in_ram(store, expansion_add: int | None) -> None:
+    """The store's index as one in-RAM index that new rows are added to at `expansion_add` (None: the gallery's)."""
+    store.index = store.index.in_ram()
+    if expansion_add is not None:
+        store.index.delta.expansion_add = expansion_add
 
 
 @contextlib.contextmanager
@@ -122,9 +127,7 @@ def bulk_import(store, expansion_add: int | None = None, checkpoint_from: int | 
         raise GalleryError(f"checkpoint_from must be a positive integer or None, not {checkpoint_from!r}")
     with store.lock:
         store.refresh()
-        store.index = store.index.in_ram()
-        if expansion_add is not None:
-            store.index.delta.expansion_add = expansion_add
+        _hold_in_ram(store, expansion_add)
         store.bulk = BulkBlock(expansion_add, checkpoint_from, saved=len(store.index))
     try:
         yield store
